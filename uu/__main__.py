@@ -1,0 +1,75 @@
+"""Command line: ``python -m uu {info,train,predict,evaluate,run} ...``.
+
+Each subcommand lives beside the code it drives (``uu.data.cli``, ``uu.train``, ``uu.infer``,
+``uu.evaluate``, ``uu.workbook``); this file only parses arguments and reports errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m uu", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("info", help="describe an ACDC folder (either layout)")
+    s.add_argument("data_dir")
+    s.add_argument("--max-cases", type=int, default=None, help="read only the first N volumes")
+
+    s = sub.add_parser("train", help="train one run from a profile")
+    s.add_argument("--params", required=True, help="profile YAML (params/*.yaml)")
+    s.add_argument("--data", default="", help="ACDC folder; empty: a phantom made in OUT/phantom")
+    s.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, metrics)")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a profile entry, e.g. --set epochs=2 (repeatable)")
+
+    s = sub.add_parser("predict", help="predict label maps with a trained run")
+    s.add_argument("--run", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--split", default="val", choices=["train", "val", "test", "all"])
+    s.add_argument("--out", required=True)
+    s.add_argument("--no-mirror", action="store_true", help="disable mirroring test-time augmentation")
+
+    s = sub.add_parser("evaluate", help="score predictions against ground truth")
+    s.add_argument("--pred", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--out", required=True)
+
+    s = sub.add_parser("run", help="execute notebooks 01-05 headless with papermill")
+    s.add_argument("--params", required=True)
+    s.add_argument("--data", default="")
+    s.add_argument("--out", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from uu.data import DataError  # light import: numpy, nibabel, h5py
+
+    try:
+        if args.command == "info":
+            from uu.data.cli import info
+            return info(args.data_dir, max_cases=args.max_cases)
+        if args.command == "train":
+            from uu.train import cli_train
+            return cli_train(args)
+        if args.command == "predict":
+            from uu.infer import cli_predict
+            return cli_predict(args)
+        if args.command == "evaluate":
+            from uu.evaluate import cli_evaluate
+            return cli_evaluate(args)
+        if args.command == "run":
+            from uu.workbook import cli_run
+            return cli_run(args)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
