@@ -1,0 +1,127 @@
+"""Evaluation metrics on one volume: Dice per class, MSE (Eq. 10), HD95, ACDC clinical indices.
+
+Inputs are numpy arrays or torch tensors (converted to numpy). Label maps hold integers, with
+1 = RV, 2 = Myo, 3 = LV in ACDC. Dice and HD95 are computed in 3D per volume (each ED and ES volume
+counts once); average them over volumes afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+ACDC_LABELS = {"RV": 1, "Myo": 2, "LV": 3}
+MYOCARDIUM_DENSITY_G_PER_ML = 1.05
+
+
+def _np(x) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _same_shape(pred: np.ndarray, gt: np.ndarray, what: str) -> None:
+    if pred.shape != gt.shape:
+        raise ValueError(f"{what}: prediction shape {pred.shape} differs from ground truth shape {gt.shape}")
+
+
+def dice_per_class(pred, gt, labels: Sequence[int] = (1, 2, 3)) -> dict[int, float]:
+    """Dice 2|P and G| / (|P| + |G|) per label over the whole volume.
+
+    Empty masks: both prediction and ground truth empty -> 1.0 (the authors' rule); only one of them
+    empty -> 0.0.
+    """
+    pred, gt = _np(pred), _np(gt)
+    _same_shape(pred, gt, "dice_per_class")
+    out = {}
+    for label in labels:
+        p, g = pred == label, gt == label
+        total = int(p.sum()) + int(g.sum())
+        out[int(label)] = 1.0 if total == 0 else 2.0 * int(np.logical_and(p, g).sum()) / total
+    return out
+
+
+def mse_eq10(probs, gt) -> float:
+    """Eq. 10: mean over voxels AND classes of (p_c - g_c)^2, with p the softmax probabilities (C, *spatial)
+    and g the one-hot ground truth of gt (*spatial) ints. A fraction in [0, 2/C]; tables show it x 100.
+
+    Computed as (sum p^2 - 2 sum_voxels p_gt + N) / (C N) in float64, without building the one-hot.
+    """
+    probs, gt = _np(probs), _np(gt)
+    if probs.ndim != gt.ndim + 1 or probs.shape[1:] != gt.shape:
+        raise ValueError(f"mse_eq10: probs must be (C, *spatial) and gt (*spatial); got {probs.shape} and {gt.shape}")
+    n_classes = probs.shape[0]
+    gt = gt.astype(np.int64)
+    if gt.size and (gt.min() < 0 or gt.max() >= n_classes):
+        raise ValueError(f"mse_eq10: ground-truth labels must lie in [0, {n_classes - 1}], got {gt.min()}..{gt.max()}")
+    sum_sq = sum(float(np.square(probs[c], dtype=np.float64).sum()) for c in range(n_classes))
+    p_true = float(np.take_along_axis(probs, gt[None], axis=0).astype(np.float64).sum())
+    n = gt.size
+    return (sum_sq - 2 * p_true + n) / (n_classes * n)
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    """Surface voxels: mask minus its erosion (face connectivity; outside the array counts as background)."""
+    return mask ^ ndimage.binary_erosion(mask)
+
+
+def hd95(pred, gt, spacing: Sequence[float] | None = None, labels: Sequence[int] = (1, 2, 3)) -> dict:
+    """95th-percentile symmetric Hausdorff distance per label, as MONAI's HausdorffDistanceMetric(percentile=95):
+    max(p95 of distances from pred surface voxels to the gt surface, p95 from gt to pred), surface = mask
+    minus its erosion, Euclidean distances, linear-interpolated percentile. (medpy instead takes the p95 of
+    both directions pooled, which can differ slightly.)
+
+    spacing: voxel size per axis in mm, in the arrays' axis order ((z, y, x) for ACDC Case arrays) -> mm;
+    None -> voxel units. Returns {label: distance, ..., "unit": "mm" | "voxel"}.
+    Empty masks: nan when the prediction or the ground truth (or both) is empty for that label.
+    """
+    pred, gt = _np(pred), _np(gt)
+    _same_shape(pred, gt, "hd95")
+    if spacing is not None:
+        spacing = tuple(float(s) for s in spacing)
+        if len(spacing) != pred.ndim:
+            raise ValueError(f"hd95: spacing {spacing} has {len(spacing)} entries for a {pred.ndim}D volume")
+    out: dict = {}
+    for label in labels:
+        p, g = pred == label, gt == label
+        if not p.any() or not g.any():
+            out[int(label)] = float("nan")
+            continue
+        # crop to the union's bounding box plus a margin of 1 voxel: same distances, smaller transforms
+        box = tuple(slice(max(int(idx.min()) - 1, 0), int(idx.max()) + 2) for idx in np.nonzero(p | g))
+        sp, sg = _surface(p[box]), _surface(g[box])
+        to_g = ndimage.distance_transform_edt(~sg, sampling=spacing)[sp]
+        to_p = ndimage.distance_transform_edt(~sp, sampling=spacing)[sg]
+        out[int(label)] = float(max(np.percentile(to_g, 95), np.percentile(to_p, 95)))
+    out["unit"] = "voxel" if spacing is None else "mm"
+    return out
+
+
+def clinical_indices(pred_ed, pred_es, spacing: Sequence[float], spacing_es: Sequence[float] | None = None,
+                     labels: dict[str, int] | None = None) -> dict[str, float]:
+    """ACDC clinical indices from the ED and ES label maps of one patient.
+
+    Volumes in ml (voxel count x voxel volume in mm^3 / 1000), ejection fraction EF = (EDV - ESV) / EDV in %
+    (nan when EDV is 0), myocardial mass at ED in g (myocardium volume x 1.05 g/ml).
+    spacing: voxel size in mm of the ED volume (and of the ES volume unless spacing_es is given).
+    labels: structure -> label, default {"RV": 1, "Myo": 2, "LV": 3}.
+    Keys: LV_EDV_ml, LV_ESV_ml, LV_EF_pct, RV_EDV_ml, RV_ESV_ml, RV_EF_pct, Myo_mass_ED_g.
+    """
+    labels = ACDC_LABELS if labels is None else labels
+    ed, es = _np(pred_ed), _np(pred_es)
+    ml_ed = float(np.prod(spacing)) / 1000.0
+    ml_es = float(np.prod(spacing if spacing_es is None else spacing_es)) / 1000.0
+    out = {}
+    for name in ("LV", "RV"):
+        edv = float((ed == labels[name]).sum()) * ml_ed
+        esv = float((es == labels[name]).sum()) * ml_es
+        out[f"{name}_EDV_ml"] = edv
+        out[f"{name}_ESV_ml"] = esv
+        out[f"{name}_EF_pct"] = 100.0 * (edv - esv) / edv if edv > 0 else float("nan")
+    out["Myo_mass_ED_g"] = float((ed == labels["Myo"]).sum()) * ml_ed * MYOCARDIUM_DENSITY_G_PER_ML
+    return out
+
+
+__all__ = ["dice_per_class", "mse_eq10", "hd95", "clinical_indices", "ACDC_LABELS"]

@@ -1,0 +1,114 @@
+"""Sharpness-Aware Minimization (Foret et al. 2021; the paper's Eq. 9), after the design of davda54/sam.
+
+One SAM update takes two forward/backward passes:
+  1. gradient g at w;  first_step():  e = rho * g / ||g||_2 (norm over ALL parameters, sigma included), w <- w + e
+  2. gradient at w + e; second_step(): w <- w (the saved copy, bit-exact), then the base optimizer steps
+     with the gradient taken at w + e.
+Adaptive SAM (Kwon et al. 2021, ASAM): e = rho * |w|^2 g / || |w| g ||_2.
+
+SAM's param_groups ARE the base optimizer's (the same dicts), so torch LR schedulers and
+`group["lr"] = ...` act on the base optimizer. state_dict()/load_state_dict() carry the base optimizer's
+state (e.g. momentum buffers); the transient saved weights are not part of it.
+
+Usage (see uu.step.train_step for mixed precision and skipping non-finite steps):
+    opt = SAM(params, torch.optim.SGD, rho=0.05, lr=1e-2, momentum=0.99, nesterov=True)
+    loss_fn(model(x), y).backward(); opt.first_step(zero_grad=True)
+    loss_fn(model(x), y).backward(); opt.second_step(zero_grad=True)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+class SAM(torch.optim.Optimizer):
+    def __init__(self, params, base_optimizer: type = torch.optim.SGD, rho: float = 0.05, adaptive: bool = False,
+                 **base_kwargs):
+        if not isinstance(base_optimizer, type) or not issubclass(base_optimizer, torch.optim.Optimizer):
+            raise TypeError(f"base_optimizer must be an optimizer class such as torch.optim.SGD, got {base_optimizer!r}")
+        if rho < 0:
+            raise ValueError(f"rho must be >= 0, got {rho}")
+        super().__init__(params, dict(rho=rho, adaptive=adaptive, **base_kwargs))
+        self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
+        self.param_groups = self.base_optimizer.param_groups  # the same dicts: schedulers act on both
+        self.defaults.update(self.base_optimizer.defaults)
+        self._saved: dict[torch.Tensor, torch.Tensor] = {}  # param -> w before first_step
+
+    def _params_with_grad(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    yield group, p
+
+    @torch.no_grad()
+    def grad_norm(self) -> torch.Tensor:
+        """||g||_2 over all parameters with a gradient (||(|w| g)||_2 for adaptive groups); a 0-dim tensor."""
+        norms = [((p.abs() if group["adaptive"] else 1.0) * p.grad).norm(p=2) for group, p in self._params_with_grad()]
+        if not norms:
+            return torch.zeros(())
+        device = norms[0].device
+        return torch.linalg.vector_norm(torch.stack([n.to(device, torch.float32) for n in norms]))
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = False) -> None:
+        """w <- w + e with e = rho * g / ||g||_2 (adaptive: rho * |w|^2 g / || |w| g ||_2). Saves w."""
+        if self._saved:
+            raise RuntimeError("SAM.first_step called twice without second_step()/restore() in between")
+        norm = self.grad_norm()
+        for group, p in self._params_with_grad():
+            scale = group["rho"] / (norm.to(p.device) + 1e-12)
+            e = (p.pow(2) if group["adaptive"] else 1.0) * p.grad * scale.to(p.dtype)
+            self._saved[p] = p.detach().clone()
+            p.add_(e)
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Put back the weights saved by first_step (bit-exact) without an update. Used to skip a step."""
+        for p, w in self._saved.items():
+            p.copy_(w)
+        self._saved.clear()
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False) -> None:
+        """w <- saved w, then the base optimizer steps with the current gradient (taken at w + e)."""
+        if not self._saved:
+            raise RuntimeError("SAM.second_step called without a first_step")
+        self.restore()
+        self.base_optimizer.step()
+        self._opt_called = True  # tells torch LR schedulers an optimizer step happened (no spurious warning)
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None):
+        """Full SAM step. closure: zero the grads, forward, backward, return the loss (called once, at w + e;
+        the gradient at w must already be there)."""
+        if closure is None:
+            raise RuntimeError("SAM.step needs a closure that recomputes the loss and its gradient; "
+                               "or call first_step() and second_step() yourself")
+        self.first_step(zero_grad=True)
+        with torch.enable_grad():
+            loss = closure()
+        self.second_step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base_optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return self.base_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.base_optimizer.load_state_dict(state_dict)
+        self.param_groups = self.base_optimizer.param_groups  # load_state_dict builds new group dicts
+        self._saved.clear()
+
+    def __repr__(self) -> str:
+        return f"SAM(rho={self.defaults['rho']}, adaptive={self.defaults['adaptive']}, base={self.base_optimizer!r})"
+
+
+__all__ = ["SAM"]
