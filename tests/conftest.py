@@ -1,0 +1,38 @@
+"""Shared fixtures: a small phantom dataset (session-wide) and the real ACDC folder (optional)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+try:  # keep tests polite on the shared 2-core machines
+    import torch
+
+    torch.set_num_threads(2)
+except ImportError:  # the data layer is tested without torch too
+    pass
+
+PHANTOM_PATIENTS = 6
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory) -> Path:
+    """A 6-patient phantom in the official layout (groups DCM, HCM, MINF, NOR, RV, DCM). Read-only:
+    tests that modify files must copy it first."""
+    from uu.data import make_phantom
+
+    return make_phantom(tmp_path_factory.mktemp("phantom"), n_patients=PHANTOM_PATIENTS, seed=0)
+
+
+@pytest.fixture(scope="session")
+def acdc_dir() -> Path:
+    """The real ACDC folder named by UU_ACDC_DIR; skips when it is not set or does not exist."""
+    value = os.environ.get("UU_ACDC_DIR", "")
+    if not value:
+        pytest.skip("real ACDC data: set UU_ACDC_DIR to an ACDC folder (e.g. ../shared/acdc)")
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        pytest.skip(f"real ACDC data: UU_ACDC_DIR={value!r} is not an existing folder")
+    return path

@@ -1,0 +1,68 @@
+"""Every notebooks/*.ipynb: structure checks, and a headless papermill run on the phantom.
+
+Notebooks run in file order and share ``out_dir`` / ``runs_dir`` within the session, so 03 can
+write runs that 04 and 05 read. Each notebook gets only the parameters it declares.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
+CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+
+
+@pytest.fixture(scope="session")
+def notebook_workspace(tmp_path_factory) -> dict:
+    """Folders shared by all notebooks of one test session."""
+    root = tmp_path_factory.mktemp("notebooks")
+    return {"out_dir": root / "out", "runs_dir": root / "runs", "cwd": root / "cwd",
+            "executed": root / "executed"}
+
+
+def candidate_parameters(phantom_dir: Path, workspace: dict) -> dict:
+    return {
+        "data_dir": str(phantom_dir),
+        "profile": "smoke",
+        "out_dir": str(workspace["out_dir"]),
+        "runs_dir": str(workspace["runs_dir"]),
+        "device": "cpu",
+        "interactive": False,
+        "seeds": 1,
+        "max_cases": 0,
+    }
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_is_committed_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
+    assert code[0] is tagged[0], f"{path.name}: the 'parameters' cell must be the first code cell"
+    for i, cell in enumerate(code):
+        if not cell.source.lstrip().startswith(CHECK_MARK):
+            assert not cell.outputs, f"{path.name}: code cell {i} has stored outputs (clear them)"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", f"{path.name}: kernel must be python3"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_runs_headless(path, phantom_dir, notebook_workspace, monkeypatch):
+    import papermill
+
+    for folder in notebook_workspace.values():
+        folder.mkdir(exist_ok=True)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    declared = papermill.inspect_notebook(str(path))
+    candidates = candidate_parameters(phantom_dir, notebook_workspace)
+    if "max_cases" in declared and declared["max_cases"]["inferred_type_name"] in ("None", "NoneType"):
+        candidates["max_cases"] = None
+    parameters = {k: v for k, v in candidates.items() if k in declared}
+    papermill.execute_notebook(str(path), str(notebook_workspace["executed"] / path.name),
+                               parameters=parameters, kernel_name="python3",
+                               cwd=str(notebook_workspace["cwd"]), progress_bar=False,
+                               execution_timeout=600)  # per cell

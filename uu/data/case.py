@@ -1,0 +1,69 @@
+"""`Case`: one cine-MRI volume (one patient, one phase) with its label map.
+
+A lazy case is made with ``image=None, label=None, loader=fn``: the arrays are read by ``fn()``
+(which returns ``(image, label)``) on first access of ``case.image`` or ``case.label`` and then
+kept; ``case.release()`` drops them again. Listing cases therefore reads no voxel data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+PHASES = ("ED", "ES")
+GROUPS = ("DCM", "HCM", "MINF", "NOR", "RV")  # ACDC pathology groups, in patient-number order
+CLASS_NAMES = {0: "background", 1: "RV", 2: "Myo", 3: "LV"}
+
+_LAZY_FIELDS = ("image", "label")
+
+
+@dataclass
+class Case:
+    """One volume. ``image`` float32 (Z, Y, X); ``label`` uint8 (Z, Y, X) in 0..3 or None;
+    ``spacing`` (z, y, x) in mm or None (unknown, e.g. the HDF5 layout)."""
+
+    patient: int
+    phase: str
+    group: Optional[str]
+    image: Optional[np.ndarray] = field(repr=False, compare=False)
+    label: Optional[np.ndarray] = field(repr=False, compare=False)
+    spacing: Optional[tuple[float, float, float]]
+    source: Path
+    loader: Optional[Callable[[], tuple[np.ndarray, Optional[np.ndarray]]]] = field(
+        default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.phase not in PHASES:
+            raise ValueError(f"Case.phase must be one of {PHASES}, got {self.phase!r}")
+        self.source = Path(self.source)
+        if self.spacing is not None:
+            self.spacing = tuple(float(s) for s in self.spacing)
+        if self.loader is not None and self.image is None:
+            self.release()
+
+    # Only called when normal lookup fails, i.e. for a lazy case whose arrays are not loaded yet.
+    def __getattr__(self, name):
+        loader = self.__dict__.get("loader")
+        if name not in _LAZY_FIELDS or loader is None:
+            raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+        image, label = loader()
+        self.__dict__["image"], self.__dict__["label"] = image, label
+        return self.__dict__[name]
+
+    @property
+    def is_loaded(self) -> bool:
+        return "image" in self.__dict__
+
+    def release(self) -> None:
+        """Forget the arrays of a lazy case (they are read again on next access)."""
+        if self.loader is None:
+            raise ValueError("release() needs a lazy case (one made with a loader)")
+        for name in _LAZY_FIELDS:
+            self.__dict__.pop(name, None)
+
+    @property
+    def name(self) -> str:
+        return f"patient{self.patient:03d}_{self.phase}"
