@@ -1,0 +1,147 @@
+"""uu.net: plans, parameter counts (paper figures), output shapes, train/eval structure, options."""
+import pytest
+import torch
+
+import uu.net as net
+from uu.net import MambaLayer, Plan, build_network, count_parameters, get_plan
+
+ARCHS = ["umamba_enc", "umamba_bot", "unet", "resunet"]
+
+
+def test_paper_plan_3d_is_the_authors_plan():
+    plan = net.paper_plan_3d()
+    assert plan.patch_size == (20, 256, 224) and plan.features == [32, 64, 128, 256, 320, 320]
+    # ANCHORS.md: [20,256,224] -> [20,128,112] -> [10,64,56] -> [5,32,28] -> [5,16,14] -> [5,8,7]
+    assert plan.feature_map_sizes() == [(20, 256, 224), (20, 128, 112), (10, 64, 56), (5, 32, 28),
+                                        (5, 16, 14), (5, 8, 7)]
+    assert plan.kernel_sizes[0] == [1, 3, 3] and all(k == [3, 3, 3] for k in plan.kernel_sizes[1:])
+    assert plan.n_blocks_encoder == [2] * 6 and plan.n_blocks_decoder == [2] * 5
+
+
+def test_paper_plan_2d():
+    plan = get_plan("2d")
+    assert plan.feature_map_sizes() == [(256, 224), (128, 112), (64, 56), (32, 28), (16, 14), (8, 7)]
+
+
+# ANCHORS.md: umamba_enc ~58.8 M (six Mamba layers 1.95 M), plain nnU-Net ~30.4 M; within 2 %
+@pytest.mark.parametrize("arch,expected", [("umamba_enc", 58.8e6), ("unet", 30.4e6)])
+def test_paper_3d_parameter_counts(arch, expected):
+    model = build_network(net.paper_plan_3d(), arch)
+    assert abs(count_parameters(model) - expected) / expected < 0.02
+
+
+def test_mamba_layer_parameters_by_hand():
+    # dim 32: LayerNorm 2*32 = 64; Mamba: in_proj 32*128 = 4096, conv1d 64*4 + 64 = 320,
+    # x_proj (2 + 32)*64 = 2176, dt_proj 64*2 + 64 = 192, A_log 64*16 = 1024, D 64, out_proj 64*32 = 2048
+    assert count_parameters(MambaLayer(32)) == 64 + 4096 + 320 + 2176 + 192 + 1024 + 64 + 2048
+    # the paper's six layers (32, 64, 128, 256, 320, 320 channels): ANCHORS says 1.95 M
+    model = build_network(net.paper_plan_3d(), "umamba_enc")
+    assert abs(sum(count_parameters(m) for m in model.mamba.values()) - 1.95e6) < 0.01e6
+
+
+def test_arch_differences_are_only_the_mamba_layers():
+    plan = net.paper_plan_3d()
+    res = count_parameters(build_network(plan, "resunet"))
+    enc = build_network(plan, "umamba_enc")
+    bot = build_network(plan, "umamba_bot")
+    assert count_parameters(enc) - res == sum(count_parameters(m) for m in enc.mamba.values())
+    assert count_parameters(bot) - res == count_parameters(MambaLayer(320))
+    assert list(bot.mamba) == ["5"] and list(enc.mamba) == [str(i) for i in range(6)]
+
+
+@pytest.mark.parametrize("plan_name", ["tiny2d", "tiny3d"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_output_shapes(plan_name, arch):
+    torch.manual_seed(0)
+    plan = get_plan(plan_name)
+    small = {"tiny2d": (32, 48), "tiny3d": (8, 16, 24)}[plan_name]  # smaller than the plan's patch: fast
+    plan = plan.with_(patch_size=small)
+    model = build_network(plan, arch, in_channels=2, num_classes=3)
+    x = torch.randn(2, 2, *plan.patch_size)
+    model.train()
+    outs = model(x)
+    assert isinstance(outs, list) and len(outs) == plan.n_stages - 1
+    # deep supervision: full resolution first, then each decoder resolution above the bottleneck
+    assert [tuple(o.shape) for o in outs] == [(2, 3, *s) for s in plan.feature_map_sizes()[:-1]]
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    assert torch.is_tensor(out) and out.shape == (2, 3, *plan.patch_size)
+
+
+def test_deep_supervision_off_gives_one_element_list():
+    plan = get_plan("tiny2d").with_(deep_supervision=False)
+    outs = build_network(plan, "unet").train()(torch.randn(1, 1, 64, 64))
+    assert isinstance(outs, list) and len(outs) == 1 and outs[0].shape == (1, 4, 64, 64)
+
+
+def test_train_and_eval_full_resolution_outputs_agree():
+    torch.manual_seed(0)
+    model = build_network("tiny2d", "umamba_bot")
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        full_train = model.train()(x)[0]
+        full_eval = model.eval()(x)
+    assert torch.allclose(full_train, full_eval)  # instance norm: no running stats, no dropout
+
+
+def test_checkpointed_mamba_gives_same_output_and_gradients():
+    torch.manual_seed(0)
+    plan = get_plan("tiny2d").with_(patch_size=(16, 16))
+    plain = build_network(plan, "umamba_enc")
+    ckpt = build_network(plan, "umamba_enc", checkpoint_mamba=True)
+    ckpt.load_state_dict(plain.state_dict())
+    assert ckpt.mamba["0"].use_checkpoint and not ckpt.mamba["1"].use_checkpoint
+    x = torch.randn(1, 1, 16, 16)
+    grads = []
+    for model in (plain, ckpt):
+        outs = model.train()(x)
+        sum(o.square().mean() for o in outs).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_mamba_layer_fp32_under_autocast():
+    layer = MambaLayer(8, fp32=True)
+    x = torch.randn(1, 8, 4, 4).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layer(x).dtype == torch.float32
+        out = build_network("tiny2d", "umamba_enc").eval()(torch.randn(1, 1, 64, 64))
+    assert out.shape == (1, 4, 64, 64)
+
+
+def test_mamba_layer_token_order_is_c_order():
+    # Mamba is causal along the token sequence: changing the voxel at (z, y, x) = (1, 0, 2), token
+    # 1*3*4 + 0*4 + 2 = 14 in C order (x fastest), changes outputs from token 14 on and none before
+    torch.manual_seed(0)
+    layer = MambaLayer(4).eval()
+    x = torch.randn(1, 4, 2, 3, 4)
+    x2 = x.clone()
+    x2[0, :, 1, 0, 2] += 1.0
+    with torch.no_grad():
+        a = layer(x).reshape(1, 4, -1)
+        b = layer(x2).reshape(1, 4, -1)
+    changed = (a - b).abs().amax(dim=1)[0] > 0
+    assert not changed[:14].any() and changed[14]
+
+
+def test_residual_block_layout():
+    model = build_network("tiny3d", "umamba_enc")
+    first = model.encoder[1][0]  # stage 1: 8 -> 16 channels, stride (1, 2, 2)
+    assert first.conv1.conv.stride == (1, 2, 2) and first.conv2.conv.stride == (1, 1, 1)
+    assert isinstance(first.skip[0], torch.nn.AvgPool3d) and first.skip[1].conv.bias is None
+    assert "8 -> 16" in repr(first)
+    assert model.upsample[0].kernel_size == (2, 2, 2) and model.upsample[-1].kernel_size == (1, 2, 2)
+
+
+def test_bad_arguments_are_reported():
+    with pytest.raises(ValueError, match="unknown arch"):
+        build_network("tiny2d", "transformer")
+    with pytest.raises(ValueError, match="unknown plan"):
+        get_plan("4d")
+    with pytest.raises(ValueError, match="divisible"):
+        get_plan("tiny2d").with_(patch_size=(60, 64))
+    with pytest.raises(ValueError, match="kernel_sizes has 3 entries"):
+        Plan(2, (64, 64), [8, 16, 32, 64], [[1, 1]] + [[2, 2]] * 3, [[3, 3]] * 3)
+    with pytest.raises(ValueError, match="expected a"):
+        build_network("tiny3d", "unet")(torch.randn(1, 1, 64, 64))

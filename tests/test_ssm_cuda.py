@@ -1,0 +1,88 @@
+"""On a CUDA GPU with mamba-ssm: our PyTorch scan vs the fused kernel, uu.ssm.Mamba vs mamba_ssm.Mamba.
+
+Skips without CUDA or without mamba-ssm. Prints the measured errors (run with `pytest -s`).
+Shapes: the paper's stage shapes by default, scaled by UU_CUDA_TEST_SCALE (tokens divided by it,
+default 4 so the file finishes in well under a minute on an H200; set 1 for the full shapes).
+"""
+import os
+
+import pytest
+import torch
+
+import uu.ssm as ssm
+from uu.ssm import selective_scan
+
+pytestmark = pytest.mark.cuda
+if not torch.cuda.is_available():
+    pytest.skip("needs a CUDA GPU", allow_module_level=True)
+if not ssm.has_mamba_ssm():
+    pytest.skip("needs mamba-ssm (pip install mamba-ssm on the CUDA machine)", allow_module_level=True)
+
+SCALE = int(os.environ.get("UU_CUDA_TEST_SCALE", "4"))
+# (batch, d_inner, tokens) of the 3D paper plan's six Mamba layers (batch 4, d_inner = 2 * channels)
+PAPER_STAGES = [(4, 64, 1_146_880), (4, 128, 286_720), (4, 256, 35_840), (4, 512, 4_480),
+                (4, 640, 1_120), (4, 640, 280)]
+SHAPES = [(b, d, max(64, L // SCALE)) for b, d, L in PAPER_STAGES]
+
+
+def rel_err(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
+
+
+def make_inputs(b, d, L, n=16, dtype=torch.float32, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    r = lambda *s: torch.randn(*s, device="cuda", generator=g)
+    A = -torch.arange(1, n + 1, device="cuda", dtype=torch.float32).repeat(d, 1)  # S4D-real, as Mamba
+    return dict(u=r(b, d, L).to(dtype), delta=(0.5 * r(b, d, L) - 3).to(dtype), A=A,
+                B=r(b, n, L).to(dtype), C=r(b, n, L).to(dtype), D=torch.ones(d, device="cuda"),
+                z=r(b, d, L).to(dtype), delta_bias=0.1 * r(d))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"b{b}_d{d}_L{L}" for b, d, L in SHAPES])
+def test_torch_scan_matches_fused_kernel(shape, dtype, tol):
+    x = make_inputs(*shape, dtype=dtype)
+    results = {}
+    for backend in ("cuda", "torch"):
+        leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+        y, last = selective_scan(**leaves, delta_softplus=True, return_last_state=True, backend=backend)
+        assert ssm.last_backend() == backend
+        y.float().square().mean().backward()  # a loss whose gradient depends on y
+        results[backend] = (y, last, {k: v.grad for k, v in leaves.items()})
+    (y_c, h_c, g_c), (y_t, h_t, g_t) = results["cuda"], results["torch"]
+    errs = {"y": rel_err(y_t, y_c), "last_state": rel_err(h_t, h_c)}
+    errs.update({f"d{k}": rel_err(g_t[k], g_c[k]) for k in g_c})
+    print(f"\n[scan {tuple(shape)} {dtype}] " + ", ".join(f"{k} {v:.2e}" for k, v in errs.items()))
+    assert max(errs.values()) < tol, errs
+
+
+def test_mamba_block_matches_mamba_ssm():
+    from mamba_ssm import Mamba as RefMamba
+    torch.manual_seed(0)
+    for d_model, L in [(32, 4096), (320, 280)]:
+        ref = RefMamba(d_model=d_model, d_state=16, d_conv=4, expand=2).cuda()
+        ours = ssm.Mamba(d_model).cuda()
+        ours.load_state_dict(ref.state_dict())  # same names and shapes, so this must work strictly
+        x = torch.randn(2, L, d_model, device="cuda")
+        y_ref, y_ours = ref(x), ours(x)
+        err = rel_err(y_ours, y_ref)
+        y_ref.square().mean().backward()
+        y_ours.square().mean().backward()
+        ref_params = dict(ref.named_parameters())
+        gerr = max(rel_err(p.grad, ref_params[k].grad) for k, p in ours.named_parameters())
+        print(f"\n[Mamba d_model={d_model} L={L}] output rel err {err:.2e}, max param-grad rel err {gerr:.2e}")
+        assert err < 1e-4 and gerr < 1e-3
+
+
+def test_network_cpu_vs_cuda():
+    import uu.net as net
+    torch.manual_seed(0)
+    plan = net.get_plan("tiny3d")
+    model = net.build_network(plan, "umamba_enc").eval()
+    x = torch.randn(1, 1, *plan.patch_size)
+    with torch.no_grad():
+        y_cpu = model(x)
+        y_gpu = model.cuda()(x.cuda())
+    err = rel_err(y_gpu.cpu(), y_cpu)
+    print(f"\n[umamba_enc tiny3d] CPU (torch scan) vs CUDA ({ssm.last_backend()} scan) rel err {err:.2e}")
+    assert err < 1e-3

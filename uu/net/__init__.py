@@ -1,0 +1,62 @@
+"""U-Mamba Enc / Bot and the plain nnU-Net, 2D and 3D.
+
+    get_plan("3d" | "2d" | "tiny2d" | "tiny3d") -> Plan;  paper_plan_3d(), paper_plan_2d()
+    build_network(plan, arch, in_channels=1, num_classes=4, mamba_fp32=True, checkpoint_mamba=False,
+                  mamba_backend="auto") -> nn.Module
+    arch: "umamba_enc", "umamba_bot", "unet" (plain conv nnU-Net), "resunet" (residual, no Mamba)
+"""
+from .blocks import ConvNormAct, MambaLayer, ResidualBlock
+from .plan import PLANS, Plan, get_plan, paper_plan_2d, paper_plan_3d, tiny_plan_2d, tiny_plan_3d
+from .umamba import ARCHS, UMambaNet
+
+
+def build_network(plan, arch, in_channels=1, num_classes=4, mamba_fp32=True, checkpoint_mamba=False,
+                  mamba_backend="auto"):
+    """Build a network from a Plan (or a plan name)."""
+    return UMambaNet(get_plan(plan), arch, in_channels=in_channels, num_classes=num_classes,
+                     mamba_fp32=mamba_fp32, checkpoint_mamba=checkpoint_mamba, mamba_backend=mamba_backend)
+
+
+def count_parameters(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = ["Plan", "get_plan", "paper_plan_3d", "paper_plan_2d", "tiny_plan_2d", "tiny_plan_3d", "PLANS",
+           "build_network", "count_parameters", "count_parameters_fast", "stage_table", "UMambaNet", "ARCHS", "MambaLayer", "ResidualBlock",
+           "ConvNormAct"]
+
+
+def count_parameters_fast(plan, arch, **kwargs) -> int:
+    """Parameter count without allocating weights (builds on the meta device)."""
+    import torch
+    with torch.device("meta"):
+        return count_parameters(build_network(plan, arch, **kwargs))
+
+
+def stage_table(plan, arch, in_channels=1, num_classes=4) -> list:
+    """One dict per resolution stage: feature-map size, channels, tokens seen by Mamba, parameters.
+
+    Parameters per stage = encoder stage (+ the stem at stage 0) + its Mamba layer + the decoder
+    stage at that resolution (transposed conv into it, its blocks, its segmentation head).
+    """
+    import math
+
+    import torch
+    plan = get_plan(plan)
+    with torch.device("meta"):
+        model = build_network(plan, arch, in_channels=in_channels, num_classes=num_classes)
+    rows = []
+    n = plan.n_stages
+    for s, size in enumerate(plan.feature_map_sizes()):
+        enc = count_parameters(model.encoder[s]) + (count_parameters(model.stem) if s == 0 else 0)
+        mamba = count_parameters(model.mamba[str(s)]) if str(s) in model.mamba else 0
+        dec = 0
+        if s < n - 1:
+            i = n - 2 - s  # decoder modules are stored bottleneck first
+            dec = sum(count_parameters(m[i]) for m in (model.upsample, model.decoder, model.heads))
+        rows.append({"stage": s, "feature_map": "x".join(map(str, size)), "channels": plan.features[s],
+                     "stride": "x".join(map(str, plan.strides[s])),
+                     "mamba_tokens": math.prod(size) if mamba else 0,
+                     "params_encoder": enc, "params_mamba": mamba, "params_decoder": dec,
+                     "params_total": enc + mamba + dec})
+    return rows

@@ -1,0 +1,118 @@
+"""Building blocks: conv-norm-activation, the ResNet-D residual block, the Mamba layer.
+
+Layer types are arguments (timm style); `spatial_dims` picks the 2D or 3D op.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+from ..ssm import Mamba
+
+CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+CONV_T = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+NORM = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
+AVG_POOL = {2: nn.AvgPool2d, 3: nn.AvgPool3d}
+
+
+def _same_padding(kernel_size):
+    return [k // 2 for k in kernel_size]
+
+
+class ConvNormAct(nn.Module):
+    """conv (bias on) -> InstanceNorm (eps 1e-5, affine) -> LeakyReLU(0.01); `act=False` drops the activation."""
+
+    def __init__(self, spatial_dims, in_channels, out_channels, kernel_size, stride=1, act=True,
+                 conv_bias=True):
+        super().__init__()
+        kernel_size = _tuple(kernel_size, spatial_dims)
+        stride = _tuple(stride, spatial_dims)
+        self.conv = CONV[spatial_dims](in_channels, out_channels, kernel_size, stride,
+                                       padding=_same_padding(kernel_size), bias=conv_bias)
+        self.norm = NORM[spatial_dims](out_channels, eps=1e-5, affine=True)
+        self.act = nn.LeakyReLU(0.01, inplace=True) if act else nn.Identity()
+
+    def forward(self, x):
+        return self.act(self.norm(self.conv(x)))
+
+
+class ResidualBlock(nn.Module):
+    """ResNet-D basic block (nnU-Net's BasicBlockD).
+
+    main: conv(k, stride) -> norm -> lrelu -> conv(k) -> norm; skip: identity, or avgpool(stride) when
+    strided, then 1x1 conv (no bias) + norm when the channel count changes; out = lrelu(main + skip).
+    """
+
+    def __init__(self, spatial_dims, in_channels, out_channels, kernel_size, stride=1):
+        super().__init__()
+        stride = _tuple(stride, spatial_dims)
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.conv1 = ConvNormAct(spatial_dims, in_channels, out_channels, kernel_size, stride)
+        self.conv2 = ConvNormAct(spatial_dims, out_channels, out_channels, kernel_size, 1, act=False)
+        skip = []
+        if any(s != 1 for s in stride):
+            skip.append(AVG_POOL[spatial_dims](stride, stride))
+        if in_channels != out_channels:
+            skip.append(ConvNormAct(spatial_dims, in_channels, out_channels, 1, 1, act=False, conv_bias=False))
+        self.skip = nn.Sequential(*skip) if skip else nn.Identity()
+        self.act = nn.LeakyReLU(0.01, inplace=True)
+
+    def forward(self, x):
+        return self.act(self.conv2(self.conv1(x)) + self.skip(x))
+
+    def extra_repr(self):
+        return f"{self.in_channels} -> {self.out_channels}, stride={tuple(self.stride)}"
+
+
+def stacked_blocks(block, n, spatial_dims, in_channels, out_channels, kernel_size, stride):
+    """`n` blocks ("residual": ResidualBlock, "plain": ConvNormAct); only the first has the stride."""
+    make = ResidualBlock if block == "residual" else ConvNormAct
+    layers = [make(spatial_dims, in_channels, out_channels, kernel_size, stride)]
+    layers += [make(spatial_dims, out_channels, out_channels, kernel_size, 1) for _ in range(n - 1)]
+    return nn.Sequential(*layers)
+
+
+class MambaLayer(nn.Module):
+    """LayerNorm + Mamba over the flattened voxels of a feature map, no residual (as the authors trained).
+
+    (B, C, *spatial) -> tokens (B, N, C) with N = prod(spatial) in C order: for 3D (Z, Y, X) the x
+    index runs fastest, then y, then z (torch.flatten / reshape order) -> LayerNorm(C) -> Mamba ->
+    back to (B, C, *spatial).
+    fp32=True: autocast off and the input cast to fp32 (output stays fp32, as in U-Mamba).
+    fp32=False: runs in whatever autocast dtype is active.
+    checkpoint=True: activation checkpointing (recompute in backward) for this layer.
+    """
+
+    def __init__(self, dim, d_state=16, d_conv=4, expand=2, fp32=True, checkpoint=False, backend="auto"):
+        super().__init__()
+        self.dim, self.fp32, self.use_checkpoint = dim, fp32, checkpoint
+        self.norm = nn.LayerNorm(dim)
+        self.mamba = Mamba(d_model=dim, d_state=d_state, d_conv=d_conv, expand=expand, backend=backend)
+
+    def _mix(self, x):
+        b, c = x.shape[:2]
+        spatial = x.shape[2:]
+        tokens = x.reshape(b, c, -1).transpose(1, 2)  # (B, N, C)
+        out = self.mamba(self.norm(tokens))
+        return out.transpose(1, 2).reshape(b, c, *spatial)
+
+    def _forward(self, x):
+        if self.fp32:
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return self._mix(x.float())
+        return self._mix(x)
+
+    def forward(self, x):
+        if x.shape[1] != self.dim:
+            raise ValueError(f"MambaLayer: input has {x.shape[1]} channels, layer was built for {self.dim}")
+        if self.use_checkpoint and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+    def extra_repr(self):
+        return f"dim={self.dim}, fp32={self.fp32}, checkpoint={self.use_checkpoint}, tokens=C-order (x fastest)"
+
+
+def _tuple(v, dims):
+    return tuple(v) if isinstance(v, (list, tuple)) else (v,) * dims

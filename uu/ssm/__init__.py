@@ -1,0 +1,14 @@
+"""Selective scan (pure PyTorch + optional mamba-ssm kernel) and the Mamba v1 block.
+
+    selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   return_last_state=False, chunk_size=256, backend="auto")
+    scan_backend(device) -> "cuda" | "torch"      which path a call on `device` would take
+    last_backend() -> "cuda" | "torch" | None     which path the last call took
+    Mamba(d_model, d_state=16, d_conv=4, expand=2, ...)
+"""
+from .modules.mamba import Mamba
+from .ops.selective_scan import (DEFAULT_CHUNK_SIZE, has_mamba_ssm, last_backend, scan_backend,
+                                 selective_scan, selective_scan_torch)
+
+__all__ = ["selective_scan", "selective_scan_torch", "scan_backend", "last_backend", "has_mamba_ssm",
+           "Mamba", "DEFAULT_CHUNK_SIZE"]

@@ -1,0 +1,95 @@
+"""Mamba v1 block, parameter-for-parameter the same as `mamba_ssm.Mamba` (mamba_simple.py).
+
+Same parameter names, shapes and initialisation, so a state_dict moves between the two unchanged:
+
+    in_proj   Linear(d_model, 2 * d_inner, bias=bias)        x and the gate z
+    conv1d    depthwise Conv1d(d_inner, kernel d_conv, causal padding d_conv - 1)
+    x_proj    Linear(d_inner, dt_rank + 2 * d_state, bias=False)   -> dt, B, C (input dependent)
+    dt_proj   Linear(dt_rank, d_inner), bias = inverse softplus of dt ~ logU(dt_min, dt_max)
+    A_log     (d_inner, d_state) = log(1..d_state) per channel (S4D-real), A = -exp(A_log)
+    D         (d_inner,) ones (the skip)
+    out_proj  Linear(d_inner, d_model, bias=bias)
+
+The forward is mamba_ssm's non-fused path (conv1d, x_proj, dt_proj, selective scan with z), with
+the scan dispatched by `uu.ssm.selective_scan` (fused CUDA kernel when available, else PyTorch).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..ops.selective_scan import DEFAULT_CHUNK_SIZE, selective_scan
+
+
+class Mamba(nn.Module):
+    """Mamba v1 mixer. Input (B, L, d_model) -> output (B, L, d_model)."""
+
+    def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_rank="auto", dt_min=0.001,
+                 dt_max=0.1, dt_init="random", dt_scale=1.0, dt_init_floor=1e-4, conv_bias=True,
+                 bias=False, backend="auto", chunk_size=DEFAULT_CHUNK_SIZE, device=None, dtype=None):
+        factory_kwargs = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.expand = expand
+        self.d_inner = int(expand * d_model)
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
+        self.backend = backend
+        self.chunk_size = chunk_size
+
+        self.in_proj = nn.Linear(d_model, self.d_inner * 2, bias=bias, **factory_kwargs)
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, kernel_size=d_conv, groups=self.d_inner,
+                                padding=d_conv - 1, bias=conv_bias, **factory_kwargs)
+        self.act = nn.SiLU()
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False, **factory_kwargs)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **factory_kwargs)
+
+        # dt projection: keeps the variance of dt at initialisation
+        dt_init_std = self.dt_rank ** -0.5 * dt_scale
+        if dt_init == "constant":
+            nn.init.constant_(self.dt_proj.weight, dt_init_std)
+        elif dt_init == "random":
+            nn.init.uniform_(self.dt_proj.weight, -dt_init_std, dt_init_std)
+        else:
+            raise ValueError(f"Mamba: dt_init={dt_init!r}; use 'random' or 'constant'")
+        # dt bias such that softplus(bias) is log-uniform in [dt_min, dt_max]
+        dt = torch.exp(torch.rand(self.d_inner, **factory_kwargs) * (math.log(dt_max) - math.log(dt_min))
+                       + math.log(dt_min)).clamp(min=dt_init_floor)
+        inv_dt = dt + torch.log(-torch.expm1(-dt))  # inverse of softplus
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(inv_dt)
+        self.dt_proj.bias._no_reinit = True  # a model-wide "zero every Linear bias" init must skip it
+
+        # S4D-real initialisation, kept in fp32
+        A = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(self.d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.A_log._no_weight_decay = True
+        self.D = nn.Parameter(torch.ones(self.d_inner, device=device))  # fp32
+        self.D._no_weight_decay = True
+
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory_kwargs)
+
+    def forward(self, hidden_states):
+        """hidden_states (B, L, d_model) -> (B, L, d_model)."""
+        batch, seqlen, _ = hidden_states.shape
+        xz = self.in_proj(hidden_states).transpose(1, 2)  # (B, 2 * d_inner, L)
+        x, z = xz.chunk(2, dim=1)
+        x = self.act(self.conv1d(x)[..., :seqlen])  # causal depthwise conv
+        x_dbl = self.x_proj(x.transpose(1, 2))  # (B, L, dt_rank + 2 * d_state)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # (B, d_inner, L); bias goes into the scan
+        B = B.transpose(1, 2).contiguous()  # (B, d_state, L)
+        C = C.transpose(1, 2).contiguous()
+        A = -torch.exp(self.A_log.float())
+        y = selective_scan(x.contiguous(), dt.contiguous(), A, B, C, self.D.float(), z=z.contiguous(),
+                           delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+                           chunk_size=self.chunk_size, backend=self.backend)
+        return self.out_proj(y.transpose(1, 2))
+
+    def extra_repr(self):
+        return (f"d_model={self.d_model}, d_inner={self.d_inner}, d_state={self.d_state}, "
+                f"d_conv={self.d_conv}, dt_rank={self.dt_rank}, backend={self.backend!r}")
