@@ -1,0 +1,178 @@
+"""Ablation tables from hand-made run folders (no training)."""
+
+import json
+import math
+import sys
+import types
+
+import pandas as pd
+import pytest
+
+from uu import ablation
+
+
+def fake_run(runs_dir, config, seed, rv, myo, lv, mse, patients=(1, 2)):
+    run = ablation.run_dir_for(runs_dir, config, seed)
+    (run / "eval").mkdir(parents=True)
+    pd.DataFrame({"patient": list(patients), "phase": ["ED"] * len(patients), "dice_RV": rv, "dice_Myo": myo,
+                  "dice_LV": lv, "mse": mse}).to_csv(run / "eval" / "per_case.csv", index=False)
+    (run / "eval" / "summary.json").write_text(json.dumps({"dice_mean": 0.0}))
+    (run / "log.jsonl").write_text(json.dumps({"epoch": 0, "loss": 1.5}) + "\n" + json.dumps({"epoch": 1, "loss": 1.0}) + "\n")
+    return run
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    # umamba_ce seed 0: RV 85, Myo 75, LV 95 -> avg 85, MSE x100 2.0
+    fake_run(tmp_path, "umamba_ce", 0, [0.8, 0.9], [0.7, 0.8], [0.9, 1.0], [0.01, 0.03])
+    # umamba_ce seed 1: RV 90, Myo 80, LV 100 -> avg 90, MSE x100 2.0
+    fake_run(tmp_path, "umamba_ce", 1, [0.9, 0.9], [0.8, 0.8], [1.0, 1.0], [0.02, 0.02])
+    # umamba_ua seed 0: every Dice of umamba_ce seed 0 plus 0.01, MSE minus 0.005
+    fake_run(tmp_path, "umamba_ua", 0, [0.81, 0.91], [0.71, 0.81], [0.91, 1.01], [0.005, 0.025])
+    (tmp_path / "umamba_ua_sam" / "seed0").mkdir(parents=True)  # unfinished: no eval/summary.json
+    return tmp_path
+
+
+def test_collect_runs_finds_finished_runs_only(runs_dir):
+    found = ablation.collect_runs(runs_dir)
+    assert list(found) == ["umamba_ce", "umamba_ua"]
+    assert [p.name for p in found["umamba_ce"]] == ["seed0", "seed1"]
+
+
+def test_ablation_table_mean_and_std_over_seeds(runs_dir):
+    table = ablation.ablation_table(ablation.collect_runs(runs_dir)).set_index("config")
+    ce = table.loc["umamba_ce"]
+    assert ce["row"] == 3 and ce["n_seeds"] == 2 and ce["n_volumes"] == 2
+    assert ce["dice_RV_mean"] == pytest.approx(87.5)
+    assert ce["dice_RV_std"] == pytest.approx(math.sqrt(2 * 2.5**2))  # sample std of 85, 90
+    assert ce["dice_avg_mean"] == pytest.approx(87.5)
+    assert ce["mse_mean"] == pytest.approx(2.0) and ce["mse_std"] == pytest.approx(0.0)
+    ua = table.loc["umamba_ua"]
+    assert ua["dice_avg_mean"] == pytest.approx(86.0) and math.isnan(ua["dice_avg_std"])
+
+    text = ablation.format_table(table.reset_index())
+    assert text.loc[0, "avg Dice"] == "87.50 ± 3.54" and text.loc[1, "avg Dice"] == "86.00"
+
+
+def test_paired_comparison_uses_common_seeds(runs_dir):
+    runs = ablation.collect_runs(runs_dir)
+    cmp = ablation.paired_comparisons(runs, pairs=[("umamba_ce", "umamba_ua"), ("umamba_ua", "umamba_ua_sam")],
+                                      n_boot=200)
+    assert len(cmp) == 2  # the pair with the unfinished configuration is left out; two metrics
+    dice = cmp[cmp["metric"] == "dice_avg"].iloc[0]
+    assert dice["mean_diff"] == pytest.approx(1.0) and dice["ci_low"] == pytest.approx(1.0)
+    assert dice["n_seeds"] == 1 and dice["n_volumes"] == 2 and dice["excludes_zero"]
+    assert dice["note"] == "only 2 volumes: the interval means little"
+    mse = cmp[cmp["metric"] == "mse"].iloc[0]
+    assert mse["mean_diff"] == pytest.approx(-0.5)
+
+
+def test_side_by_side_labels_every_line_with_its_protocol(runs_dir):
+    table = ablation.ablation_table(ablation.collect_runs(runs_dir))
+    both = ablation.side_by_side(table, "ours: test")
+    assert both["protocol"].str.len().min() > 0
+    ours_ce = both[(both["source"] == "ours") & (both["row"] == 3)].iloc[0]
+    assert ours_ce["protocol"] == "ours: test; 2 seed(s), 2 volumes"
+    paper_ce = both[(both["source"] == "paper Table I") & (both["row"] == 3)].iloc[0]
+    assert paper_ce["avg Dice"] == "92.26" and paper_ce["MSE x100"] == "0.3843"
+
+
+def test_write_table_csv_and_markdown(tmp_path):
+    df = pd.DataFrame({"a": [1.5, math.nan], "b": ["x|y", None]})
+    csv, md = ablation.write_table(df, tmp_path / "sub" / "t")
+    assert pd.read_csv(csv).shape == (2, 2)
+    assert md.read_text() == "| a | b |\n| --- | --- |\n| 1.5 | x\\|y |\n|  |  |\n"
+
+
+def test_run_or_load_reads_finished_and_trains_missing(runs_dir, monkeypatch):
+    calls = []
+
+    def fake_train_run(profile, data_dir="", out_dir=None, overrides=None, resume=False):
+        calls.append((profile, data_dir, out_dir, overrides, resume))
+        return out_dir
+
+    monkeypatch.setitem(sys.modules, "uu.train", types.SimpleNamespace(train_run=fake_train_run))
+    assert ablation.run_or_load("umamba_ce", "smoke", 1, "", runs_dir) == runs_dir / "umamba_ce" / "seed1"
+    assert calls == []
+    out = ablation.run_or_load("umamba_ua_sam", "smoke", 0, "/data", runs_dir, overrides={"epochs": 1})
+    assert out == runs_dir / "umamba_ua_sam" / "seed0"
+    assert calls == [("smoke", "/data", out, {"arch": "umamba_enc", "loss": "ua", "optimizer": "sam", "seed": 0,
+                                              "epochs": 1}, False)]
+
+
+def test_unknown_configuration_is_an_error():
+    with pytest.raises(ValueError, match="umamba_ua_sam"):
+        ablation.get_config("umamba_sam_ua")
+
+
+def test_read_log(runs_dir):
+    assert [e["loss"] for e in ablation.read_log(runs_dir / "umamba_ce" / "seed0")] == [1.5, 1.0]
+
+
+def test_figures_are_written_with_one_panel_per_method(tmp_path, runs_dir):
+    import matplotlib
+    matplotlib.use("Agg")
+    import numpy as np
+    from uu import stats, viz
+
+    image, gt = np.random.default_rng(0).normal(size=(8, 8)), np.zeros((8, 8), int)
+    gt[2:5, 2:5] = 3
+    preds = {"a": [gt], "b": [np.zeros_like(gt)]}
+    fig = viz.overlay_grid([image], [gt], preds, {"a": [0.001], "b": [0.02]}, path=tmp_path / "o.png")
+    assert len(fig.axes) == 3 and fig.axes[2].get_title() == "b\nMSE 2.000%"
+    fig = viz.error_map_grid([image], [gt], preds, path=tmp_path / "e.png")
+    assert fig.axes[1].get_title() == "b\n9 wrong"
+    probs = np.stack([gt == k for k in range(4)]).astype(float)
+    viz.reliability_diagram({"a": stats.reliability_bins(probs, gt)}, path=tmp_path / "r.png")
+    logs = {"umamba_ce": ablation.read_log(runs_dir / "umamba_ce" / "seed0")}
+    viz.training_curves(logs, path=tmp_path / "c.png")
+    viz.sigma_trajectories(logs, path=tmp_path / "s.png")
+    viz.loss_line([0, 0.5, 1], {"a": [3, 2, 1]}, path=tmp_path / "l.png")
+    grid = np.add.outer(np.linspace(-1, 1, 3) ** 2, np.linspace(-1, 1, 4) ** 2)
+    fig = viz.landscape_2d({"a": ([-1, 0, 1], [-1, -0.3, 0.3, 1], grid)}, path=tmp_path / "s2.png")
+    assert len(fig.axes) == 2
+    viz.entropy_and_error([image], {"a": [stats.predictive_entropy(probs)]}, {"a": [gt > 0]}, path=tmp_path / "h.png")
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["c.png", "e.png", "h.png", "l.png", "o.png", "r.png",
+                                                              "s.png", "s2.png"]
+    matplotlib.pyplot.close("all")
+
+
+def prediction_run(tmp_path, name, data_dir, cases, make_probs):
+    """A run folder holding only what figure_material reads: profile.yaml and eval/pred."""
+    import numpy as np
+
+    run = tmp_path / name / "seed0"
+    pred = run / "eval" / "pred"
+    pred.mkdir(parents=True)
+    (run / "profile.yaml").write_text(f"name: t\ndata_dir: {data_dir}\n")
+    index = []
+    for case in cases:
+        np.savez_compressed(pred / f"{case.name}_probs.npz", probs=make_probs(case.label).astype(np.float16))
+        index.append({"name": case.name, "probs": f"{case.name}_probs.npz"})
+    (pred / "predictions.json").write_text(json.dumps({"cases": index}))
+    return run
+
+
+def test_figure_material_perfect_and_uniform_predictions(tmp_path):
+    import numpy as np
+    from uu.data import load_acdc, make_phantom
+
+    data = make_phantom(tmp_path / "data", n_patients=1)
+    cases = load_acdc(data)
+    one_hot = lambda label: np.eye(4)[label].transpose(3, 0, 1, 2)
+    uniform = lambda label: np.full((4, *label.shape), 0.25)
+    runs = {"perfect": prediction_run(tmp_path, "perfect", data, cases, one_hot),
+            "uniform": prediction_run(tmp_path, "uniform", data, cases, uniform)}
+    m = ablation.figure_material(runs, n_slices=2)
+
+    assert m["titles"][0].startswith("patient001_ED z") and len(m["images"]) == 2
+    z = int(m["titles"][0].split("z")[-1])
+    np.testing.assert_array_equal(m["predictions"]["perfect"][0], cases[0].label[z])
+    assert m["mses"]["perfect"] == [0.0, 0.0] and m["ece"]["perfect"] == 0.0
+    assert not m["errors"]["perfect"][0].any() and np.abs(m["entropy"]["perfect"][0]).max() < 1e-6
+    # uniform: MSE = ((1 - 1/4)^2 + 3 (1/4)^2) / 4 = 0.1875; entropy log 4; argmax is class 0, so
+    # ECE = |accuracy - 0.25| with accuracy = the background fraction of all voxels
+    assert m["mses"]["uniform"][0] == pytest.approx(0.1875)
+    assert m["entropy"]["uniform"][0].max() == pytest.approx(math.log(4), rel=1e-3)
+    background = sum(int((c.label == 0).sum()) for c in cases) / sum(c.label.size for c in cases)
+    assert m["ece"]["uniform"] == pytest.approx(abs(background - 0.25))

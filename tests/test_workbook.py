@@ -1,0 +1,108 @@
+"""`python -m uu run`: parameter checking and failure reports, on small notebooks written here."""
+
+from types import SimpleNamespace
+
+import nbformat
+import pytest
+import yaml
+
+from uu import workbook
+from uu.data import DataError
+
+
+def write_notebook(path, parameters: str, *cells: str):
+    nb = nbformat.v4.new_notebook()
+    first = nbformat.v4.new_code_cell(parameters)
+    first.metadata["tags"] = ["parameters"]
+    nb.cells = [first, *(nbformat.v4.new_code_cell(c) for c in cells)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture
+def notebooks(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    write_notebook(folder / "01_data.ipynb", 'profile = "smoke"\ndata_dir = ""\nseeds = 1')
+    write_notebook(folder / "04_ablation.ipynb", 'profile = "smoke"\nruns_dir = ""\nconfigurations = ["umamba_ce"]')
+    return folder
+
+
+STEMS = ("01_data", "04_ablation")
+
+
+@pytest.fixture
+def profile(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text("name: tiny\nepochs: 1\n")
+    return str(path)
+
+
+def workbook_file(tmp_path, content: dict):
+    path = tmp_path / "wb.yaml"
+    path.write_text(yaml.safe_dump(content))
+    return str(path)
+
+
+def test_parameters_go_only_to_notebooks_that_declare_them(tmp_path, notebooks, profile):
+    params = workbook_file(tmp_path, {"profile": "tiny.yaml", "parameters": {"seeds": 2},
+                                      "notebooks": {"04": {"configurations": ["umamba_ua"]}}})
+    spec, jobs = workbook.plan_workbook(params, "/data", tmp_path / "run", notebooks, STEMS)
+    run = (tmp_path / "run").resolve()
+    assert jobs[0].parameters == {"profile": profile, "data_dir": "/data", "seeds": 2}  # resolved beside wb.yaml
+    assert jobs[1].parameters == {"profile": profile, "runs_dir": str(run / "runs"), "configurations": ["umamba_ua"]}
+    assert jobs[1].output == run / "notebooks" / "04_ablation.ipynb"
+    assert not run.exists()  # planning runs nothing
+
+
+def test_a_profile_file_and_no_data_gives_the_phantom_folder(tmp_path, notebooks, profile):
+    _, jobs = workbook.plan_workbook(profile, "", tmp_path / "run", notebooks, STEMS)
+    assert jobs[0].parameters["data_dir"] == str((tmp_path / "run").resolve() / "phantom")
+    assert jobs[0].parameters["profile"] == profile
+
+
+@pytest.mark.parametrize("content, match", [
+    ({"profile": "tiny.yaml", "parameters": {"sedes": 2}}, "'sedes' is declared by no notebook"),
+    ({"profile": "tiny.yaml", "notebooks": {"04_ablation": {"seeds": 2}}}, "04_ablation has no parameter 'seeds'"),
+    ({"profile": "tiny.yaml", "notebooks": {"07_extra": {"a": 1}}}, "unknown notebook '07_extra'"),
+    ({"profile": "tiny.yaml", "parameter": {"seeds": 2}}, r"unknown keys \['parameter'\]"),
+    ({"profile": "smokey"}, "smokey"),
+])
+def test_misspelt_parameters_are_errors_before_anything_runs(tmp_path, notebooks, profile, content, match):
+    with pytest.raises(DataError, match=match):
+        workbook.run_workbook(workbook_file(tmp_path, content), "/data", tmp_path / "run", notebooks, STEMS)
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_notebook_or_parameters_cell(tmp_path, notebooks, profile):
+    with pytest.raises(DataError, match="05_figures.ipynb is missing"):
+        workbook.plan_workbook(profile, "/data", tmp_path / "run", notebooks, ("01_data", "05_figures"))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1")]  # not tagged
+    nbformat.write(nb, str(notebooks / "02_model.ipynb"))
+    with pytest.raises(DataError, match="no cell tagged 'parameters'"):
+        workbook.plan_workbook(profile, "/data", tmp_path / "run", notebooks, ("02_model",))
+
+
+def test_a_failing_notebook_stops_the_run_naming_notebook_and_cell(tmp_path, notebooks, profile, monkeypatch,
+                                                                   capsys):
+    write_notebook(notebooks / "01_data.ipynb", 'profile = "smoke"\ndata_dir = ""',
+                   "x = 1", "raise ValueError('broken on purpose')", "y = 2")
+    monkeypatch.setattr(workbook, "NOTEBOOKS_DIR", notebooks)
+    monkeypatch.setattr(workbook, "NOTEBOOKS", STEMS)
+    out = tmp_path / "run"
+    code = workbook.cli_run(SimpleNamespace(params=profile, data=str(tmp_path), out=str(out)))
+    message = capsys.readouterr().out
+    assert code == 1
+    # cells of the executed copy: parameters, injected parameters, x = 1, raise -> index 3
+    assert "notebook 01_data failed in cell 3" in message
+    assert "ValueError: broken on purpose" in message and "raise ValueError" in message
+    assert (out / "notebooks" / "01_data.ipynb").is_file()
+    assert not (out / "notebooks" / "04_ablation.ipynb").exists()  # the run stopped
+
+
+def test_a_parameter_papermill_cannot_parse_still_counts(tmp_path, notebooks, profile):
+    # papermill.inspect_notebook drops a line whose comment holds "=" (papermill issue #772)
+    write_notebook(notebooks / "01_data.ipynb", 'data_dir = ""   # empty = a phantom\nseeds: int = 1')
+    _, jobs = workbook.plan_workbook(profile, "/data", tmp_path / "run", notebooks, ("01_data",))
+    assert jobs[0].parameters == {"data_dir": "/data"}

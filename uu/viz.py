@@ -1,0 +1,230 @@
+"""Figures: segmentation overlays (as the paper's Fig. 3), error and entropy maps, training curves,
+sigma trajectories, reliability diagrams, loss landscapes (1D line, 2D contour + surface).
+
+Every function takes plain arrays / dicts, returns a matplotlib Figure and, given `path`, also
+writes it as PNG. Nothing here trains, loads runs or computes metrics (see uu.ablation, uu.stats,
+uu.landscape).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
+
+# background transparent, RV red, Myo green, LV blue (ACDC labels 0..3)
+LABEL_COLORS = ListedColormap([(0, 0, 0, 0), (0.9, 0.2, 0.2, 1), (0.2, 0.8, 0.3, 1), (0.2, 0.4, 0.95, 1)])
+CLASS_NAMES = {1: "RV", 2: "Myo", 3: "LV"}
+
+
+def save(fig, path=None, dpi: int = 110):
+    """Write the figure as PNG when path is given; returns the figure."""
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return fig
+
+
+def _grid(n_rows: int, n_cols: int, size: float = 2.4):
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols, size * n_rows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig, axes
+
+
+def _show_labels(ax, image, label, alpha: float = 0.45):
+    ax.imshow(image, cmap="gray")
+    ax.imshow(np.ma.masked_equal(np.asarray(label), 0), cmap=LABEL_COLORS, vmin=0, vmax=3, alpha=alpha,
+              interpolation="nearest")
+
+
+# ----------------------------------------------------------------------------- segmentations
+
+def overlay_grid(images: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray],
+                 predictions: Mapping[str, Sequence[np.ndarray]], mses: Mapping[str, Sequence[float]] | None = None,
+                 row_titles: Sequence[str] | None = None, path=None):
+    """Fig. 3 style: one row per slice, columns ground truth then each method on the same slice.
+
+    images, ground_truth: 2D slices (Y, X); predictions: method -> label slices; mses: method ->
+    per-slice MSE (Eq. 10, fraction) shown x100 in the titles.
+    """
+    methods = list(predictions)
+    fig, axes = _grid(len(images), 1 + len(methods))
+    for r, (image, gt) in enumerate(zip(images, ground_truth)):
+        _show_labels(axes[r, 0], image, gt)
+        axes[r, 0].set_title("ground truth" if r == 0 else "", fontsize=9)
+        if row_titles:
+            axes[r, 0].set_ylabel(row_titles[r], fontsize=8)
+        for c, method in enumerate(methods, start=1):
+            _show_labels(axes[r, c], image, predictions[method][r])
+            title = method if r == 0 else ""
+            if mses is not None:
+                title = (title + "\n" if title else "") + f"MSE {100 * mses[method][r]:.3f}%"
+            axes[r, c].set_title(title, fontsize=8)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def error_map_grid(images: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray],
+                   predictions: Mapping[str, Sequence[np.ndarray]], row_titles: Sequence[str] | None = None,
+                   path=None):
+    """Wrong voxels per method: over-segmentation (predicted foreground class where the truth differs)
+    in orange, missed foreground (truth foreground, predicted otherwise) in cyan."""
+    methods = list(predictions)
+    fig, axes = _grid(len(images), len(methods))
+    cmap = ListedColormap([(0, 0, 0, 0), (1.0, 0.6, 0.0, 1), (0.0, 0.9, 0.9, 1)])
+    for r, (image, gt) in enumerate(zip(images, ground_truth)):
+        for c, method in enumerate(methods):
+            pred = np.asarray(predictions[method][r])
+            wrong = pred != gt
+            kind = np.where(wrong & (pred > 0), 1, np.where(wrong, 2, 0))
+            ax = axes[r, c]
+            ax.imshow(image, cmap="gray")
+            ax.imshow(np.ma.masked_equal(kind, 0), cmap=cmap, vmin=0, vmax=2, interpolation="nearest")
+            ax.set_title((method + "\n" if r == 0 else "") + f"{int(wrong.sum())} wrong", fontsize=8)
+            if c == 0 and row_titles:
+                ax.set_ylabel(row_titles[r], fontsize=8)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def entropy_and_error(images: Sequence[np.ndarray], entropy: Mapping[str, Sequence[np.ndarray]],
+                      errors: Mapping[str, Sequence[np.ndarray]], path=None):
+    """Per method and slice: the predictive entropy map (nats) next to the wrong voxels."""
+    methods = list(entropy)
+    fig, axes = _grid(len(images), 2 * len(methods))
+    vmax = max(float(np.max(e)) for m in methods for e in entropy[m]) or 1.0
+    for r, image in enumerate(images):
+        for k, method in enumerate(methods):
+            ax_e, ax_w = axes[r, 2 * k], axes[r, 2 * k + 1]
+            im = ax_e.imshow(entropy[method][r], cmap="magma", vmin=0, vmax=vmax)
+            ax_w.imshow(image, cmap="gray")
+            ax_w.imshow(np.ma.masked_equal(np.asarray(errors[method][r]).astype(int), 0), cmap="autumn",
+                        interpolation="nearest")
+            if r == 0:
+                ax_e.set_title(f"{method}\nentropy", fontsize=8)
+                ax_w.set_title(f"{method}\nerrors", fontsize=8)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="entropy (nats)")
+    return save(fig, path)
+
+
+# ----------------------------------------------------------------------------- training
+
+def _series(log: Sequence[dict], key: str) -> tuple[list, list]:
+    xs, ys = [], []
+    for entry in log:
+        value = entry
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None:
+            xs.append(entry.get("epoch", len(xs)))
+            ys.append(value)
+    return xs, ys
+
+
+def training_curves(logs: Mapping[str, Sequence[dict]], path=None):
+    """Training loss and validation mean Dice per epoch, one line per configuration (from log.jsonl)."""
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, log in logs.items():
+        ax_loss.plot(*_series(log, "loss"), marker=".", label=name)
+        xs, ys = _series(log, "val.mean")
+        if xs:
+            ax_dice.plot(xs, [100 * y for y in ys], marker="o", label=name)
+    ax_loss.set(xlabel="epoch", ylabel="training loss (own objective)", title="training loss")
+    ax_dice.set(xlabel="epoch", ylabel="validation Dice (%)", title="validation mean Dice")
+    for ax in (ax_loss, ax_dice):
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def sigma_trajectories(logs: Mapping[str, Sequence[dict]], path=None):
+    """The learnable sigmas of the UA loss per epoch (configurations without sigmas are skipped)."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, log in logs.items():
+        names = sorted({k for entry in log for k in (entry.get("sigma") or {})})
+        for sigma in names:
+            xs, ys = _series(log, f"sigma.{sigma}")
+            ax.plot(xs, ys, marker=".", label=f"{name}: sigma_{sigma}")
+    ax.set(xlabel="epoch", ylabel="sigma", title="uncertainty weights sigma (Eq. 8)")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no configuration with learnable sigma", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+# ----------------------------------------------------------------------------- calibration
+
+def reliability_diagram(bins: Mapping[str, dict], path=None):
+    """Accuracy against confidence per bin, one panel per method, ECE in the title.
+
+    bins: method -> uu.stats.reliability_bins(...) (summed over volumes with uu.stats.add_bins).
+    """
+    from uu.stats import ece_from_bins
+
+    methods = list(bins)
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.4 * len(methods), 3.4), squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        b = bins[method]
+        n_bins = len(b["count"])
+        edges = np.linspace(0, 1, n_bins + 1)
+        filled = b["count"] > 0
+        accuracy = np.divide(b["correct_sum"], b["count"], out=np.zeros(n_bins), where=filled)
+        ax.bar(edges[:-1], accuracy, width=1 / n_bins, align="edge", edgecolor="k", alpha=0.7, label="accuracy")
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", title=f"{method}\nECE {100 * ece_from_bins(b):.2f}%")
+        ax.title.set_fontsize(9)
+    axes[0, 0].set_ylabel("accuracy")
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+# ----------------------------------------------------------------------------- loss landscapes
+
+def loss_line(alphas: Sequence[float], losses: Mapping[str, Sequence[float]], path=None,
+              ylabel: str = "loss on fixed training patches"):
+    """1D landscape: loss along w_init + alpha (w_final - w_init), one line per method."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, values in losses.items():
+        ax.plot(alphas, values, marker=".", label=name)
+    ax.axvline(0, color="gray", lw=0.8, ls=":")
+    ax.axvline(1, color="gray", lw=0.8, ls=":")
+    ax.set(xlabel="alpha (0: initial weights, 1: final weights)", ylabel=ylabel, title="loss from init to final")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def landscape_2d(surfaces: Mapping[str, tuple[Sequence[float], Sequence[float], np.ndarray]], path=None,
+                 levels: int = 15):
+    """2D landscapes: per method a contour plot and a 3D surface side by side (rows = methods).
+
+    surfaces: method -> (alphas, betas, surface (len(alphas), len(betas))) from uu.landscape.loss_surface_2d.
+    """
+    methods = list(surfaces)
+    fig = plt.figure(figsize=(9, 3.8 * len(methods)))
+    for r, method in enumerate(methods):
+        alphas, betas, surface = surfaces[method]
+        A, B = np.meshgrid(np.asarray(alphas), np.asarray(betas), indexing="ij")
+        ax = fig.add_subplot(len(methods), 2, 2 * r + 1)
+        contour = ax.contour(A, B, surface, levels=levels, cmap="viridis")
+        ax.clabel(contour, fontsize=6)
+        ax.plot(0, 0, "r+", ms=10)
+        ax.set(xlabel="direction 1", ylabel="direction 2", title=f"{method}: contour")
+        ax3 = fig.add_subplot(len(methods), 2, 2 * r + 2, projection="3d")
+        ax3.plot_surface(A, B, surface, cmap="viridis", linewidth=0, antialiased=True)
+        ax3.set(xlabel="direction 1", ylabel="direction 2", zlabel="loss", title=f"{method}: surface")
+    fig.tight_layout()
+    return save(fig, path)
