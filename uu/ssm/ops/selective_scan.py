@@ -183,6 +183,8 @@ class _BlockwiseRecompute(torch.autograd.Function):
     def backward(ctx, dy, dlast):
         u, delta, A, B, C, states = ctx.saved_tensors
         sub, block = ctx.sub, ctx.block
+        if torch.is_grad_enabled():  # backward with create_graph=True (Hessian-vector products):
+            return _BlockwiseRecompute._differentiable_backward(ctx, u, delta, A, B, C, dy, dlast)
         du, ddelta, dA = torch.zeros_like(u), torch.zeros_like(delta), torch.zeros_like(A)
         dB, dC = torch.zeros_like(B), torch.zeros_like(C)
         g_state = dlast
@@ -207,6 +209,21 @@ class _BlockwiseRecompute(torch.autograd.Function):
                 dC += g[4]
             g_state = g[5]
         return du, ddelta, dA, dB, dC, None, None
+
+    @staticmethod
+    def _differentiable_backward(ctx, u, delta, A, B, C, dy, dlast):
+        """Plain autograd over the whole sequence with create_graph=True, so that the gradient itself
+        can be differentiated (the block-wise path above treats the saved states as constants and
+        would silently give wrong second derivatives). Memory is that of the unchunked graph."""
+        inputs = (u, delta, A, B, C)
+        wanted = [i for i, t in enumerate(inputs) if ctx.needs_input_grad[i]]
+        y, last = _scan_blocks(u, delta, A, B, C, ctx.sub, ctx.block)
+        grads = torch.autograd.grad((y, last), [inputs[i] for i in wanted], (dy, dlast),
+                                    create_graph=True, allow_unused=True)
+        out = [None] * 5
+        for i, g in zip(wanted, grads):
+            out[i] = g
+        return (*out, None, None)
 
 
 def _linear_scan(a, x):
