@@ -37,7 +37,7 @@ def rotated(eigenvalues, seed=0):
 @pytest.mark.parametrize("eigenvalues, expected", [
     ([5.0, 2.0, -1.0, 0.5], 5.0),
     ([3.0, 1.0], 3.0),
-    ([-6.0, 2.0, 1.0], -6.0),   # power iteration finds the largest magnitude
+    ([-6.0, 2.0, 1.0], 2.0),    # dominant (largest magnitude) -6, then the shifted run finds 2
     ([0.25] * 3, 0.25),         # every vector is an eigenvector: exact after one product
 ])
 def test_top_hessian_eigenvalue_of_a_quadratic(eigenvalues, expected, method):
@@ -45,6 +45,7 @@ def test_top_hessian_eigenvalue_of_a_quadratic(eigenvalues, expected, method):
     model = Quadratic(np.ones(len(eigenvalues)))
     out = ls.top_hessian_eigenvalue(model, quadratic_closure(model, H), iters=200, tol=1e-12, method=method)
     assert out["eigenvalue"] == pytest.approx(expected, rel=1e-8)  # central differences: exact for a quadratic
+    assert out["dominant"] == pytest.approx(max(eigenvalues, key=abs), rel=1e-8)
     assert model.w.tolist() == [1.0] * len(eigenvalues)
 
 

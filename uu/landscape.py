@@ -240,17 +240,37 @@ def hessian_vector_product(model: nn.Module, loss_closure: LossClosure, vector: 
         return _hvp_double_backprop(params, grads, used, list(vector))
 
 
+def _power_iteration(product, v, iters: int, tol: float):
+    """lambda = v^T A v with v <- Av / ||Av||; returns (eigenvalue, trace, converged)."""
+    eigenvalue, trace, converged = float("nan"), [], False
+    for _ in range(iters):
+        av = product(v)
+        new = _dot(v, av)
+        trace.append(new)
+        av_norm = _norm(av)
+        if av_norm == 0.0:
+            return 0.0, trace, True
+        v = [a / av_norm for a in av]
+        if len(trace) > 1 and abs(new - eigenvalue) <= tol * abs(new):
+            return new, trace, True
+        eigenvalue = new
+    return eigenvalue, trace, converged
+
+
 def top_hessian_eigenvalue(model: nn.Module, loss_closure: LossClosure, iters: int = 20,
                            tol: float = 1e-3, seed: int = 0, method: str = "double_backprop",
                            epsilon: float = 1e-3) -> dict:
-    """Dominant Hessian eigenvalue by power iteration: v <- Hv / ||Hv||, lambda = v^T H v.
+    """Largest Hessian eigenvalue by power iteration on Hessian-vector products.
 
-    Power iteration finds the eigenvalue of largest magnitude (at a minimum that is the largest one).
-    Stops after `iters` products or when lambda changes by less than tol * |lambda|.
+    Power iteration v <- Hv / ||Hv||, lambda = v^T H v finds the eigenvalue of largest MAGNITUDE
+    ("dominant"). At a minimum that is the largest one; away from one (an under-trained model) it can be
+    negative, and then a second power iteration on H - dominant * I (whose eigenvalues are all >= 0, the
+    largest being lambda_max - dominant) recovers lambda_max. Each run stops after `iters` products or when
+    lambda changes by less than tol * |lambda|.
     method "double_backprop": Hessian-vector products by differentiating the gradient (the graph of
     the gradient is built once and reused); "finite_difference": central differences of gradients,
     for models whose backward is not twice differentiable (see _hvp_finite_difference).
-    Returns {"eigenvalue", "iterations", "converged", "trace", "method"}.
+    Returns {"eigenvalue" (largest), "dominant", "iterations", "converged", "trace", "method"}.
     """
     if method not in ("double_backprop", "finite_difference"):
         raise ValueError(f"top_hessian_eigenvalue: method must be double_backprop or finite_difference, got {method!r}")
@@ -265,22 +285,15 @@ def top_hessian_eigenvalue(model: nn.Module, loss_closure: LossClosure, iters: i
             product = lambda vec: _hvp_double_backprop(params, grads, used, vec)  # noqa: E731
         else:
             product = lambda vec: _hvp_finite_difference(model, loss_closure, w, vec, epsilon)  # noqa: E731
-        eigenvalue, trace, converged = float("nan"), [], False
-        for _ in range(iters):
-            hv = product(v)
-            new = _dot(v, hv)
-            trace.append(new)
-            hv_norm = _norm(hv)
-            if hv_norm == 0.0:
-                eigenvalue, converged = 0.0, True
-                break
-            v = [h / hv_norm for h in hv]
-            if len(trace) > 1 and abs(new - eigenvalue) <= tol * abs(new):
-                eigenvalue, converged = new, True
-                break
-            eigenvalue = new
-    return {"eigenvalue": eigenvalue, "iterations": len(trace), "converged": converged, "trace": trace,
-            "method": method}
+        dominant, trace, converged = _power_iteration(product, v, iters, tol)
+        eigenvalue = dominant
+        if dominant < 0:
+            shifted = lambda vec: [h - dominant * x for h, x in zip(product(vec), vec)]  # noqa: E731
+            mu, trace_shifted, converged_shifted = _power_iteration(shifted, v, iters, tol)
+            eigenvalue, converged = mu + dominant, converged and converged_shifted
+            trace = trace + [t + dominant for t in trace_shifted]
+    return {"eigenvalue": eigenvalue, "dominant": dominant, "iterations": len(trace), "converged": converged,
+            "trace": trace, "method": method}
 
 
 # ----------------------------------------------------------------------------- a fixed batch of patches
@@ -422,6 +435,7 @@ def sharpness_table(report: dict):
     return pd.DataFrame([{"method": m, "loss": r["sam"]["loss"], "sam_max_loss": r["sam"]["max_loss"],
                           "sam_sharpness": r["sam"]["sharpness"], "rho": r["sam"]["rho"],
                           "top_hessian_eigenvalue": r["hessian"]["eigenvalue"],
+                          "dominant_hessian_eigenvalue": r["hessian"]["dominant"],
                           "power_iterations": r["hessian"]["iterations"],
                           "converged": r["hessian"]["converged"], "hessian_method": r["hessian"]["method"]}
                          for m, r in report.items()])
