@@ -23,15 +23,14 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from uu.step import unwrap
+
 
 def _mirror_axes(spatial_dims: int) -> list[tuple[int, ...]]:
     """Every subset of the flippable axes of a (B, C, *spatial) tensor: in-plane (Y, X), plus Z in 3D."""
     axes = (2, 3) if spatial_dims == 2 else (2, 3, 4)
     return [combo for r in range(len(axes) + 1) for combo in itertools.combinations(axes, r)]
 
-
-def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
 
 
 @torch.no_grad()
@@ -76,7 +75,7 @@ def predict_volume(model, image, plan, mirror: bool = True, device="cpu", sw_bat
     plan: a uu.net Plan (its ``patch_size`` decides 2D or 3D) or a patch-size tuple. The model is put in
     eval mode for the call and its previous mode restored."""
     patch_size = tuple(plan.patch_size) if hasattr(plan, "patch_size") else tuple(plan)
-    net = _unwrap(model)
+    net = unwrap(model)
     was_training = net.training
     net.eval()
     try:

@@ -75,13 +75,15 @@ def _any_rank(flag: bool, device) -> bool:
     return flag
 
 
-def _unwrap(module):
-    """The plain module under DistributedDataParallel (.module) / torch.compile (._orig_mod) wrappers."""
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DistributedDataParallel and/or torch.compile wrappers."""
     while True:
-        inner = getattr(module, "_orig_mod", None) or getattr(module, "module", None)
-        if not isinstance(inner, torch.nn.Module):
-            return module
-        module = inner
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
 
 
 def _forward_backward(model, loss_fn, images, target, autocast_dtype, scaler):
@@ -130,7 +132,7 @@ def train_step(model, loss_fn, optimizer, images: torch.Tensor, target: torch.Te
     # pass 1: gradient at w
     loss = _forward_backward(model, loss_fn, images, target, autocast_dtype, scaler)
     loss_value = float(loss)
-    loss_log = _unwrap(loss_fn)  # the loss may be wrapped in DDP (to average sigma's gradient)
+    loss_log = unwrap(loss_fn)  # the loss may be wrapped in DDP (to average sigma's gradient)
     components = dict(getattr(loss_log, "last_components", {}))
     saved_logs = {k: getattr(loss_log, k) for k in ("_last", "_last_full") if hasattr(loss_log, k)}
     bad, norm = check(loss)

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from uu.profiles import dump_profile, load_profile
+from uu.step import train_step, unwrap
 
 
 class TrainingDiverged(RuntimeError):
@@ -122,17 +123,6 @@ def build_optimizer(model: torch.nn.Module, loss: torch.nn.Module, profile: dict
 def poly_lr(base_lr: float, progress: float, exponent: float = 0.9) -> float:
     """lr0 * (1 - progress)^exponent, progress clipped to [0, 1]."""
     return base_lr * (1.0 - min(max(progress, 0.0), 1.0)) ** exponent
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module under DistributedDataParallel and/or torch.compile wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,7 +311,6 @@ def fit(model, loss, optimizer, train_data, val_data, cfg) -> FitResult:
     is then built from cfg). val_data: list of Case (or (name, normalised image, label) tuples) for
     the periodic validation Dice, or None. cfg: FitConfig (or a profile dict)."""
     from tqdm.auto import tqdm
-    from uu.step import train_step
 
     if isinstance(cfg, dict):
         cfg = FitConfig.from_profile(cfg)
