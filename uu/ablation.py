@@ -27,6 +27,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from uu.curves import read_log  # noqa: F401  (re-exported: notebooks call ablation.read_log)
 from uu.stats import paired_bootstrap_ci
 
 
@@ -137,14 +138,6 @@ def run_seed(run_dir) -> int:
 
 def read_summary(run_dir) -> dict:
     return json.loads((Path(run_dir) / "eval" / "summary.json").read_text())
-
-
-def read_log(run_dir) -> list[dict]:
-    """RUN/log.jsonl as a list of dicts, one per epoch ([] when absent)."""
-    path = Path(run_dir) / "log.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 # ----------------------------------------------------------------------------- tables

@@ -6,13 +6,21 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+
+def read_log(run_dir) -> list[dict]:
+    """RUN/log.jsonl as a list of dicts, one per epoch ([] when absent)."""
+    path = Path(run_dir) / "log.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def log_table(run_dir):
     """RUN/log.jsonl flattened: columns epoch, step, lr, loss, comp_<name>, sigma_<name>, val_<class>, ..."""
     import pandas as pd
-    from uu.train import read_log
 
     rows = []
     for line in read_log(run_dir):

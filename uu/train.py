@@ -47,6 +47,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from uu.curves import read_log
 from uu.profiles import dump_profile, load_profile
 from uu.step import train_step, unwrap
 
@@ -617,11 +618,6 @@ def load_run_model(run_dir, which: str = "final", device="cpu"):
     parts = load_run_parts(run_dir, which, device)
     return parts["model"], parts["profile"]
 
-
-def read_log(run_dir) -> list[dict]:
-    """The epoch lines of RUN/log.jsonl."""
-    path = Path(run_dir) / "log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 def cli_train(args) -> int:
