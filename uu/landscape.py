@@ -312,6 +312,8 @@ def fixed_patches(cases, patch_size: Sequence[int], n: int = 4, seed: int = 0,
         raise ValueError(f"fixed_patches: patch_size must have 2 or 3 entries, got {patch_size}")
     if not cases:
         raise ValueError("fixed_patches: no cases given")
+    from uu.data import extract_patch
+
     rng = np.random.default_rng(seed)
     images, labels = [], []
     for k in range(n):
@@ -322,22 +324,11 @@ def fixed_patches(cases, patch_size: Sequence[int], n: int = 4, seed: int = 0,
         if len(patch_size) == 2:  # one slice
             image, label, center = image[center[0]], label[center[0]], center[1:]
         start = [int(c) - s // 2 for c, s in zip(center, patch_size)]
-        images.append(_crop(image, start, patch_size))
-        labels.append(_crop(label, start, patch_size))
+        images.append(extract_patch(image, start, patch_size))
+        labels.append(extract_patch(label, start, patch_size))
     return (torch.from_numpy(np.stack(images)[:, None]).float(),
             torch.from_numpy(np.stack(labels).astype(np.int64)))
 
-
-def _crop(array: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
-    """Crop with zero padding where the window leaves the array (same as uu.data.extract_patch)."""
-    out = np.zeros(tuple(size), dtype=array.dtype)
-    src, dst = [], []
-    for st, sz, n in zip(start, size, array.shape):
-        lo, hi = max(st, 0), min(st + sz, n)
-        src.append(slice(lo, max(hi, lo)))
-        dst.append(slice(lo - st, lo - st + max(hi - lo, 0)))
-    out[tuple(dst)] = array[tuple(src)]
-    return out
 
 
 def batch_loss_closure(model: nn.Module, loss_fn: Callable, images: torch.Tensor,
