@@ -101,6 +101,35 @@ def test_checkpointed_mamba_gives_same_output_and_gradients():
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("plan_name,arch,fmt", [("tiny2d", "umamba_enc", torch.channels_last),
+                                                 ("tiny3d", "umamba_enc", torch.channels_last_3d),
+                                                 ("tiny2d", "unet", torch.channels_last)])
+def test_channels_last_is_the_same_network(plan_name, arch, fmt):
+    """channels_last changes the memory layout only: same state_dict, same outputs and gradients."""
+    torch.manual_seed(0)
+    plain = build_network(plan_name, arch)
+    fast = build_network(plan_name, arch, channels_last=True)
+    fast.load_state_dict(plain.state_dict())
+    conv_weight = next(p for p in fast.parameters() if p.dim() == fmt_dims(fmt) and p.shape[1] > 1)
+    assert conv_weight.is_contiguous(memory_format=fmt) and not conv_weight.is_contiguous()
+    x = torch.randn(2, 1, *plain.plan.patch_size)
+    grads, outs = [], []
+    for model in (plain, fast):
+        out = model.train()(x)
+        sum(o.square().mean() for o in out).backward()
+        outs.append(out)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert outs[1][0].is_contiguous(memory_format=fmt)
+    for a, b in zip(*outs):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-5)
+    assert "channels_last=True" in fast.extra_repr()
+
+
+def fmt_dims(fmt):
+    return 4 if fmt == torch.channels_last else 5
+
+
 def test_mamba_layer_fp32_under_autocast():
     layer = MambaLayer(8, fp32=True)
     x = torch.randn(1, 8, 4, 4).bfloat16()

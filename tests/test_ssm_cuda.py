@@ -74,11 +74,12 @@ def test_mamba_block_matches_mamba_ssm():
         assert err < 1e-4 and gerr < 1e-3
 
 
-def test_network_cpu_vs_cuda():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_network_cpu_vs_cuda(channels_last):
     import uu.net as net
     torch.manual_seed(0)
     plan = net.get_plan("tiny3d")
-    model = net.build_network(plan, "umamba_enc").eval()
+    model = net.build_network(plan, "umamba_enc", channels_last=channels_last).eval()
     x = torch.randn(1, 1, *plan.patch_size)
     # cuDNN convolutions default to TF32 (10-bit mantissa) on Hopper, which alone gives ~1e-3 differences
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
@@ -90,5 +91,5 @@ def test_network_cpu_vs_cuda():
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     err = rel_err(y_gpu.cpu(), y_cpu)
-    print(f"\n[umamba_enc tiny3d] CPU (torch scan) vs CUDA ({ssm.last_backend()} scan) rel err {err:.2e}")
+    print(f"\n[umamba_enc tiny3d, channels_last={channels_last}] CPU (torch scan) vs CUDA ({ssm.last_backend()} scan) rel err {err:.2e}")
     assert err < 1e-3

@@ -39,6 +39,8 @@ KEYS: dict[str, tuple[tuple, Any, Optional[tuple], str]] = {
     "mamba_fp32": ((bool,), True, None, "run the Mamba layers in fp32 with autocast off (the authors' setting)"),
     "checkpoint_mamba": ((bool,), False, None, "activation checkpointing of the Mamba layers (saves memory)"),
     "compile": ((bool,), False, None, "torch.compile the network for training (CUDA only; ignored on CPU)"),
+    "channels_last": ((bool,), False, None, "NHWC / NDHWC memory layout for weights and activations (same results, faster bf16 convs)"),
+    "cudnn_benchmark": ((bool,), True, None, "let cuDNN time its algorithms for the fixed patch size (CUDA only)"),
     # loss and optimizer
     "loss": ((str,), "ua", ("ce", "dice_ce", "ua", "ua_fixed"), "uu.losses.build_loss name"),
     "optimizer": ((str,), "sam", ("sgd", "sam"), "plain SGD or SAM over SGD"),

@@ -34,18 +34,24 @@ class SAM(torch.optim.Optimizer):
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
         self.param_groups = self.base_optimizer.param_groups  # the same dicts: schedulers act on both
         self.defaults.update(self.base_optimizer.defaults)
-        self._saved: dict[torch.Tensor, torch.Tensor] = {}  # param -> w before first_step
+        self._saved: list[tuple[list, list]] = []  # (parameters, their w before first_step)
 
-    def _params_with_grad(self):
+    def _groups_with_grad(self):
+        """(group, [parameters of the group that have a gradient]) for every group with at least one."""
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    yield group, p
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                yield group, params
 
     @torch.no_grad()
     def grad_norm(self) -> torch.Tensor:
         """||g||_2 over all parameters with a gradient (||(|w| g)||_2 for adaptive groups); a 0-dim tensor."""
-        norms = [((p.abs() if group["adaptive"] else 1.0) * p.grad).norm(p=2) for group, p in self._params_with_grad()]
+        norms = []
+        for group, params in self._groups_with_grad():
+            grads = [p.grad for p in params]
+            if group["adaptive"]:
+                grads = torch._foreach_mul(torch._foreach_abs(params), grads)
+            norms.extend(torch._foreach_norm(grads))  # one fused kernel per device and dtype, not one per tensor
         if not norms:
             return torch.zeros(())
         device = norms[0].device
@@ -57,19 +63,24 @@ class SAM(torch.optim.Optimizer):
         if self._saved:
             raise RuntimeError("SAM.first_step called twice without second_step()/restore() in between")
         norm = self.grad_norm()
-        for group, p in self._params_with_grad():
-            scale = group["rho"] / (norm.to(p.device) + 1e-12)
-            e = (p.pow(2) if group["adaptive"] else 1.0) * p.grad * scale.to(p.dtype)
-            self._saved[p] = p.detach().clone()
-            p.add_(e)
+        for group, params in self._groups_with_grad():
+            for device_params in group_by_device_and_dtype(params):
+                p0 = device_params[0]
+                scale = (group["rho"] / (norm.to(p0.device) + 1e-12)).to(p0.dtype)
+                e = torch._foreach_mul([p.grad for p in device_params], scale)
+                if group["adaptive"]:
+                    e = torch._foreach_mul(e, torch._foreach_mul(device_params, device_params))
+                saved = [p.detach().clone() for p in device_params]
+                self._saved.append((device_params, saved))
+                torch._foreach_add_(device_params, e)
         if zero_grad:
             self.zero_grad()
 
     @torch.no_grad()
     def restore(self) -> None:
         """Put back the weights saved by first_step (bit-exact) without an update. Used to skip a step."""
-        for p, w in self._saved.items():
-            p.copy_(w)
+        for params, saved in self._saved:
+            torch._foreach_copy_(params, saved)
         self._saved.clear()
 
     @torch.no_grad()
@@ -111,4 +122,12 @@ class SAM(torch.optim.Optimizer):
         return f"SAM(rho={self.defaults['rho']}, adaptive={self.defaults['adaptive']}, base={self.base_optimizer!r})"
 
 
-__all__ = ["SAM"]
+def group_by_device_and_dtype(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """tensors split into lists of one device and dtype each (what one torch._foreach_* call accepts)."""
+    buckets: dict[tuple, list] = {}
+    for t in tensors:
+        buckets.setdefault((t.device, t.dtype), []).append(t)
+    return list(buckets.values())
+
+
+__all__ = ["SAM", "group_by_device_and_dtype"]

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from uu.sam import SAM
+from uu.sam import SAM, group_by_device_and_dtype
 
 
 @dataclass
@@ -61,9 +61,8 @@ def _clip_(params: list[torch.Tensor], norm: torch.Tensor, max_norm: float | Non
     if not max_norm:
         return
     coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-    for p in params:
-        if p.grad is not None:
-            p.grad.mul_(coef.to(p.grad.device, p.grad.dtype))
+    for grads in group_by_device_and_dtype([p.grad for p in params if p.grad is not None]):
+        torch._foreach_mul_(grads, coef.to(grads[0].device, grads[0].dtype))  # one fused kernel, not one per tensor
 
 
 def _any_rank(flag: bool, device) -> bool:

@@ -103,7 +103,7 @@ def build_model(profile: dict, plan, device="cpu") -> torch.nn.Module:
     from uu.net import build_network
 
     model = build_network(plan, profile["arch"], in_channels=1, num_classes=4, mamba_fp32=profile["mamba_fp32"],
-                          checkpoint_mamba=profile["checkpoint_mamba"])
+                          checkpoint_mamba=profile["checkpoint_mamba"], channels_last=profile.get("channels_last", False))
     return model.to(device)
 
 
@@ -543,6 +543,8 @@ def train_run(profile, data_dir="", out_dir="runs/run", overrides=None, resume: 
             (run_dir / "split.json").write_text(json.dumps(split, indent=1))
 
         plan = resolve_plan(profile)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = profile["cudnn_benchmark"]
         model = build_model(profile, plan, device)
         loss = build_loss(profile["loss"], num_classes=4).to(device)
         optimizer = build_optimizer(model, loss, profile)

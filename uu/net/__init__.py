@@ -2,7 +2,7 @@
 
     get_plan("3d" | "2d" | "tiny2d" | "tiny3d") -> Plan;  paper_plan_3d(), paper_plan_2d()
     build_network(plan, arch, in_channels=1, num_classes=4, mamba_fp32=True, checkpoint_mamba=False,
-                  mamba_backend="auto") -> nn.Module
+                  mamba_backend="auto", channels_last=False) -> nn.Module
     arch: "umamba_enc", "umamba_bot", "unet" (plain conv nnU-Net), "resunet" (residual, no Mamba)
 """
 from .blocks import ConvNormAct, MambaLayer, ResidualBlock
@@ -11,10 +11,12 @@ from .umamba import ARCHS, UMambaNet
 
 
 def build_network(plan, arch, in_channels=1, num_classes=4, mamba_fp32=True, checkpoint_mamba=False,
-                  mamba_backend="auto"):
-    """Build a network from a Plan (or a plan name)."""
+                  mamba_backend="auto", channels_last=False):
+    """Build a network from a Plan (or a plan name). channels_last: weights and activations in NHWC /
+    NDHWC memory layout (same results; faster bf16 convolutions on a GPU)."""
     return UMambaNet(get_plan(plan), arch, in_channels=in_channels, num_classes=num_classes,
-                     mamba_fp32=mamba_fp32, checkpoint_mamba=checkpoint_mamba, mamba_backend=mamba_backend)
+                     mamba_fp32=mamba_fp32, checkpoint_mamba=checkpoint_mamba, mamba_backend=mamba_backend,
+                     channels_last=channels_last)
 
 
 def count_parameters(module) -> int:

@@ -24,7 +24,7 @@ class UMambaNet(nn.Module):
     at the bottleneck), "unet" (plain conv nnU-Net), "resunet" (the residual net without Mamba)."""
 
     def __init__(self, plan: Plan, arch: str, in_channels=1, num_classes=4, mamba_fp32=True,
-                 checkpoint_mamba=False, mamba_backend="auto"):
+                 checkpoint_mamba=False, mamba_backend="auto", channels_last=False):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"build_network: unknown arch {arch!r}; choose one of {ARCHS}")
@@ -69,13 +69,19 @@ class UMambaNet(nn.Module):
                 if isinstance(m, ResidualBlock):
                     nn.init.zeros_(m.conv2.norm.weight)
                     nn.init.zeros_(m.conv2.norm.bias)
+        # channels-last: cuDNN's fast bf16 kernels are NHWC / NDHWC, and a Mamba layer's (B, C, *spatial) ->
+        # (B, N, C) token view becomes free (no transpose copy). Same numbers, another memory layout.
+        self.memory_format = ((torch.channels_last if dims == 2 else torch.channels_last_3d) if channels_last
+                              else torch.contiguous_format)
+        if channels_last:
+            self.to(memory_format=self.memory_format)
 
     def forward(self, x):
         """x (B, in_channels, *patch) -> list of logits (train) or full-resolution logits (eval)."""
         if x.dim() != self.plan.spatial_dims + 2:
             raise ValueError(f"{self.arch}: expected a (B, C, {'Z, Y, X' if self.plan.spatial_dims == 3 else 'Y, X'}) "
                              f"tensor, got shape {tuple(x.shape)}")
-        x = self.stem(x)
+        x = self.stem(x.contiguous(memory_format=self.memory_format))
         skips = []
         for s, stage in enumerate(self.encoder):
             x = stage(x)
@@ -96,7 +102,8 @@ class UMambaNet(nn.Module):
 
     def extra_repr(self):
         return (f"arch={self.arch!r}, spatial_dims={self.plan.spatial_dims}, features={self.plan.features}, "
-                f"block={self.block!r}, mamba_stages={sorted(int(k) for k in self.mamba)}")
+                f"block={self.block!r}, mamba_stages={sorted(int(k) for k in self.mamba)}, "
+                f"channels_last={self.memory_format != torch.contiguous_format}")
 
 
 def _init_he(module):
