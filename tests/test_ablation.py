@@ -176,3 +176,31 @@ def test_figure_material_perfect_and_uniform_predictions(tmp_path):
     assert m["entropy"]["uniform"][0].max() == pytest.approx(math.log(4), rel=1e-3)
     background = sum(int((c.label == 0).sum()) for c in cases) / sum(c.label.size for c in cases)
     assert m["ece"]["uniform"] == pytest.approx(abs(background - 0.25))
+
+
+@pytest.mark.parametrize("text, expected", [("1", [0]), ("3", [0, 1, 2]), ("1,2", [1, 2]), ("4,", [4]), ("0", [])])
+def test_parse_seeds(text, expected):
+    assert ablation.parse_seeds(text) == expected
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--configs", "nope"], "unknown ablation configuration 'nope'"),
+    (["--seeds", "0"], "no seed to run"),
+    (["--set", "epoch=1"], "unknown key 'epoch'"),
+])
+def test_ablation_cli_rejects_bad_input_before_training(tmp_path, capsys, argv, message):
+    from uu.__main__ import main
+
+    assert main(["ablation", "--params", "smoke", "--runs", str(tmp_path / "runs")] + argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing trained, no phantom made
+
+
+def test_ablation_cli_reads_finished_runs_and_prints_the_table(runs_dir, capsys):
+    from uu.__main__ import main
+
+    assert main(["ablation", "--params", "smoke", "--runs", str(runs_dir), "--configs", "umamba_ce,umamba_ua",
+                 "--seeds", "0,", "--data", str(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "| 3 | U-Mamba Enc + CE + SGD (Table I: CE) | 85.00 | 75.00 | 95.00 | 85.00 |" in out  # seed 0 alone
+    assert "| 4 | U-Mamba Enc + UA + SGD (Table I: UA) |" in out

@@ -243,3 +243,48 @@ def test_double_backprop_and_finite_differences_agree_on_a_network():
     approx = ls.hessian_vector_product(net, closure, v, method="finite_difference", epsilon=1e-5)
     for a, b in zip(exact, approx):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_report_saved_as_json_reads_back_and_tabulates(tmp_path):
+    H, _ = rotated([3.0, 1.0])
+    report = {"a": {"line": (np.linspace(-0.25, 1.25, 3), [1.0, 0.5, 0.25]),
+                    "surface": (np.array([-1.0, 1.0]), np.array([-1.0, 1.0]), np.array([[1.0, 2.0], [3.0, 4.0]])),
+                    "sam": {"loss": 0.5, "max_loss": 0.75, "sharpness": 0.25, "rho": 0.05, "steps": 2, "trace": [0.7]},
+                    "hessian": {"eigenvalue": 3.0, "dominant": 3.0, "iterations": 4, "converged": True,
+                                "trace": [2.0, 3.0], "method": "double_backprop"}}}
+    report["b"] = dict(report["a"], hessian=None)  # not computed (hessian_iters 0)
+    path = ls.save_report(report, tmp_path / "r" / "landscape.json", loss="dice_ce", n_patches=4)
+    back = ls.load_report(path)
+    np.testing.assert_array_equal(back["a"]["surface"][2], report["a"]["surface"][2])
+    np.testing.assert_array_equal(back["a"]["line"][0], report["a"]["line"][0])
+    assert back["a"]["line"][1] == [1.0, 0.5, 0.25] and back["b"]["hessian"] is None
+    table = ls.sharpness_table(back).set_index("method")
+    assert table.loc["a", "top_hessian_eigenvalue"] == 3.0 and table.loc["a", "sam_sharpness"] == 0.25
+    assert math.isnan(table.loc["b", "top_hessian_eigenvalue"]) and table.loc["b", "hessian_method"] == "not computed"
+
+
+def test_hessian_goes_through_the_pytorch_scan_and_restores_the_backend():
+    from uu.net import build_network
+    from uu.ssm import Mamba
+
+    torch.manual_seed(0)
+    net = build_network("tiny2d", "umamba_bot")
+    layers = [m for m in net.modules() if isinstance(m, Mamba)]
+    for m in layers:
+        m.backend = "cuda"  # as on a GPU with mamba-ssm: must be switched for double backprop
+    seen = []
+    original = Mamba.forward
+
+    def spy(self, x):
+        seen.append(self.backend)
+        return original(self, x)
+
+    images, target = torch.randn(1, 1, 16, 16), torch.randint(0, 4, (1, 16, 16))
+    closure = ls.batch_loss_closure(net, nn.CrossEntropyLoss(), images, target)
+    try:
+        Mamba.forward = spy
+        ls.top_hessian_eigenvalue(net, closure, iters=1)
+    finally:
+        Mamba.forward = original
+    assert seen and set(seen) == {"torch"}
+    assert [m.backend for m in layers] == ["cuda"] * len(layers)

@@ -66,3 +66,36 @@ def test_notebook_runs_headless(path, phantom_dir, notebook_workspace, monkeypat
                                parameters=parameters, kernel_name="python3",
                                cwd=str(notebook_workspace["cwd"]), progress_bar=False,
                                execution_timeout=600)  # per cell
+
+
+GPU_RESULTS = REPO / "results" / "h200" / "session2"
+
+
+@pytest.mark.skipif(not (GPU_RESULTS / "ablation").is_dir(), reason="no committed H200 ablation runs")
+def test_notebooks_04_05_tabulate_the_committed_gpu_runs(tmp_path, monkeypatch):
+    """04 and 05 read the committed H200 runs (no weights, no predictions) without training anything."""
+    import json
+
+    import pandas as pd
+    import papermill
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    before = sorted(p.relative_to(GPU_RESULTS) for p in GPU_RESULTS.rglob("*"))
+    common = {"profile": "budget", "runs_dir": str(GPU_RESULTS / "ablation"), "results_dir": str(tmp_path)}
+    papermill.execute_notebook(str(REPO / "notebooks" / "04_ablation.ipynb"), str(tmp_path / "04.ipynb"),
+                               parameters={**common, "seeds": 1}, kernel_name="python3", cwd=str(tmp_path),
+                               progress_bar=False)
+    papermill.execute_notebook(str(REPO / "notebooks" / "05_figures.ipynb"), str(tmp_path / "05.ipynb"),
+                               parameters={**common, "landscape_file": str(GPU_RESULTS / "evidence" / "landscape.json"),
+                                           "calibration_file": str(GPU_RESULTS / "evidence" / "calibration.json")},
+                               kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+    assert sorted(p.relative_to(GPU_RESULTS) for p in GPU_RESULTS.rglob("*")) == before  # nothing written there
+    numbers = pd.read_csv(tmp_path / "ablation_numbers.csv").set_index("config")
+    for config in numbers.index:  # the table is the runs' own evaluation, volume by volume
+        summary = json.loads((GPU_RESULTS / "ablation" / config / "seed0" / "eval" / "summary.json").read_text())
+        assert numbers.loc[config, "dice_avg_mean"] == pytest.approx(100 * summary["dice_mean"], abs=1e-6)
+        assert numbers.loc[config, "n_volumes"] == 20
+    sharpness = pd.read_csv(tmp_path / "sharpness.csv").set_index("method")
+    assert sharpness.loc["umamba_ua_sam", "sam_sharpness"] == pytest.approx(0.074657, rel=1e-4)
+    assert (tmp_path / "reliability.png").is_file() and (tmp_path / "landscape_2d.png").is_file()
+    assert not (tmp_path / "overlays.png").exists()  # no predictions were committed

@@ -212,3 +212,16 @@ def test_double_backward_matches_unchunked_graph():
     plain = hvp(lambda: ops._scan_blocks(u, torch.nn.functional.softplus(delta), A, B, C, 4, 8)[0])
     for a, e in zip(chunked, plain):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
+
+
+def test_scan_backend_override_sets_and_restores_even_on_error():
+    from uu.ssm import Mamba, scan_backend_override
+
+    model = torch.nn.Sequential(Mamba(8, backend="auto"), Mamba(8, backend="cuda"))
+    with scan_backend_override(model, "torch"):
+        assert [m.backend for m in model] == ["torch", "torch"]
+    assert [m.backend for m in model] == ["auto", "cuda"]
+    with pytest.raises(RuntimeError):
+        with scan_backend_override(model, "torch"):
+            raise RuntimeError("boom")
+    assert [m.backend for m in model] == ["auto", "cuda"]

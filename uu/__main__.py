@@ -1,4 +1,4 @@
-"""Command line: ``python -m uu {info,train,predict,evaluate,run} ...``.
+"""Command line: ``python -m uu {info,train,ablation,predict,evaluate,run} ...``.
 
 Each subcommand lives beside the code it drives (``uu.data.cli``, ``uu.train``, ``uu.infer``,
 ``uu.evaluate``, ``uu.workbook``); this file only parses arguments and reports errors.
@@ -25,6 +25,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a profile entry, e.g. --set epochs=2 (repeatable)")
+
+    s = sub.add_parser("ablation", help="train the ablation configurations' missing runs (RUNS/<config>/seed<k>)")
+    s.add_argument("--params", required=True, help="profile YAML (params/*.yaml) shared by every configuration")
+    s.add_argument("--data", default="", help="ACDC folder; empty: a phantom made in RUNS/phantom")
+    s.add_argument("--runs", required=True, help="runs folder (notebook 04's runs_dir)")
+    s.add_argument("--configs", default="", help="comma-separated configuration names (default: rows 1-5)")
+    s.add_argument("--seeds", default="1", help="seeds: a count N (seeds 0..N-1) or a comma list, e.g. 1,2")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a profile entry for every run (repeatable)")
 
     s = sub.add_parser("predict", help="predict label maps with a trained run")
     s.add_argument("--run", required=True)
@@ -56,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from uu.train import cli_train
             return cli_train(args)
+        if args.command == "ablation":
+            from uu.ablation import cli_ablation
+            return cli_ablation(args)
         if args.command == "predict":
             from uu.infer import cli_predict
             return cli_predict(args)
@@ -65,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from uu.workbook import cli_run
             return cli_run(args)
-    except DataError as err:
+    except (DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 1

@@ -97,6 +97,45 @@ def run_or_load(config: str, profile, seed: int, data_dir="", runs_dir="runs/abl
                           resume=resume))
 
 
+def parse_seeds(text: str) -> list[int]:
+    """"3" -> [0, 1, 2]; "1,2" -> [1, 2]; "4," -> [4]."""
+    text = str(text).strip()
+    if "," in text:
+        return [int(t) for t in text.split(",") if t.strip()]
+    return list(range(int(text)))
+
+
+def cli_ablation(args) -> int:
+    """``python -m uu ablation --params P --runs RUNS [--data D] [--configs a,b] [--seeds N] [--set k=v]``.
+
+    Trains, one after the other, every (configuration, seed) whose run is not finished (an interrupted one
+    resumes from its checkpoint), then prints the table. Launch one process per configuration (--configs)
+    to use several GPUs or to share one."""
+    from uu.data import make_phantom
+    from uu.profiles import load_profile
+
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()] or DEFAULT_CONFIGS
+    for name in configs:
+        get_config(name)  # unknown names fail before anything trains
+    seeds = parse_seeds(args.seeds)
+    if not seeds:
+        raise ValueError(f"--seeds {args.seeds!r}: no seed to run (give a count >= 1 or a list such as 0,1)")
+    from uu.profiles import parse_overrides
+
+    overrides = parse_overrides(args.set)
+    load_profile(args.params, overrides)  # a misspelt key or a bad value fails before anything trains
+    data_dir = args.data
+    if not data_dir:
+        data_dir = str(Path(args.runs) / "phantom")
+        if not Path(data_dir).exists():
+            make_phantom(data_dir, n_patients=load_profile(args.params)["phantom_patients"], seed=0)
+    runs = {}
+    for name in configs:
+        runs[name] = [run_or_load(name, args.params, seed, data_dir, args.runs, overrides) for seed in seeds]
+    print(to_markdown(format_table(ablation_table(runs))))
+    return 0
+
+
 def collect_runs(runs_dir, configs: Iterable[str] | None = None) -> dict[str, list[Path]]:
     """{config: [finished run folders, by seed]} found under runs_dir (configs without runs left out)."""
     runs_dir = Path(runs_dir)
@@ -352,6 +391,28 @@ def validation_cases(run_dirs: Mapping[str, Path], data_dir: str | None = None) 
     first = next(iter(run_dirs.values()))
     cases = load_acdc(run_data_dir(first, data_dir), lazy=True)
     return sorted((c for c in cases if c.name in names), key=lambda c: c.name)
+
+
+def has_predictions(run_dir) -> bool:
+    """True when the run's evaluation saved its class probabilities (RUN/eval/pred/predictions.json)."""
+    return (Path(run_dir) / "eval" / "pred" / "predictions.json").is_file()
+
+
+def save_calibration(material: Mapping, path) -> Path:
+    """The reliability bins and ECE of figure_material() as JSON (no images): {"ece", "bins"}."""
+    out = {"ece": {m: float(e) for m, e in material["ece"].items()},
+           "bins": {m: {k: np.asarray(v).tolist() for k, v in b.items()} for m, b in material["bins"].items()}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    return path
+
+
+def load_calibration(path) -> dict:
+    """{"ece": {method: float}, "bins": {method: {count, confidence_sum, correct_sum as arrays}}}."""
+    data = json.loads(Path(path).read_text())
+    return {"ece": data["ece"], "bins": {m: {k: np.asarray(v, dtype=float) for k, v in b.items()}
+                                         for m, b in data["bins"].items()}}
 
 
 def figure_material(run_dirs: Mapping[str, Path], data_dir: str | None = None, n_slices: int = 3,

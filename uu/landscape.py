@@ -230,7 +230,8 @@ def _double_backprop_graph(model, loss_closure):
 def hessian_vector_product(model: nn.Module, loss_closure: LossClosure, vector: Sequence[torch.Tensor],
                            method: str = "double_backprop", epsilon: float = 1e-3) -> Weights:
     """H v at the current weights; method "double_backprop" or "finite_difference" (see below)."""
-    with preserved_weights(model) as w, torch.enable_grad():
+    backend = "torch" if method == "double_backprop" else None  # see top_hessian_eigenvalue
+    with preserved_weights(model) as w, torch.enable_grad(), _scan_backend(model, backend):
         if method == "finite_difference":
             return _hvp_finite_difference(model, loss_closure, w, list(vector), epsilon)
         if method != "double_backprop":
@@ -238,6 +239,14 @@ def hessian_vector_product(model: nn.Module, loss_closure: LossClosure, vector: 
                              f"got {method!r}")
         params, grads, used = _double_backprop_graph(model, loss_closure)
         return _hvp_double_backprop(params, grads, used, list(vector))
+
+
+def _scan_backend(model: nn.Module, backend: str | None):
+    """uu.ssm.scan_backend_override(model, backend), or nothing when backend is None."""
+    if backend is None:
+        return contextlib.nullcontext()
+    from uu.ssm import scan_backend_override
+    return scan_backend_override(model, backend)
 
 
 def _power_iteration(product, v, iters: int, tol: float):
@@ -279,7 +288,9 @@ def top_hessian_eigenvalue(model: nn.Module, loss_closure: LossClosure, iters: i
     v = [torch.randn(p.shape, generator=gen).to(p) for p in params]
     v_norm = _norm(v)
     v = [x / v_norm for x in v]
-    with preserved_weights(model) as w, torch.enable_grad():
+    # the fused CUDA scan's backward is not differentiable: double backprop goes through the PyTorch scan
+    backend = "torch" if method == "double_backprop" else None
+    with preserved_weights(model) as w, torch.enable_grad(), _scan_backend(model, backend):
         if method == "double_backprop":
             params, grads, used = _double_backprop_graph(model, loss_closure)
             product = lambda vec: _hvp_double_backprop(params, grads, used, vec)  # noqa: E731
@@ -414,19 +425,62 @@ def landscape_report(run_dirs: dict, loss: str = "dice_ce", n_patches: int = 4, 
             "line": (alphas_line, loss_along_line(model, closure, w_init, w_final, alphas_line)),
             "surface": (grid, grid, loss_surface_2d(model, closure, d1, d2, grid, grid)),
             "sam": sam_sharpness(model, closure, rho=rho, steps=sam_steps),
-            "hessian": top_hessian_eigenvalue(model, closure, iters=hessian_iters, seed=seed, method=hessian_method),
+            "hessian": (top_hessian_eigenvalue(model, closure, iters=hessian_iters, seed=seed, method=hessian_method)
+                        if hessian_iters > 0 else None),
         }
     return report
+
+
+def save_report(report: dict, path, **meta) -> Path:
+    """A landscape_report as JSON (arrays as lists) with free-form ``meta`` (loss, patches, rho...), so that a
+    report computed on a GPU can be drawn and tabulated anywhere (``load_report``)."""
+    import json
+    from pathlib import Path
+
+    def plain(x):
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        if isinstance(x, np.ndarray):
+            return x.tolist()
+        if isinstance(x, (np.floating, np.integer, np.bool_)):
+            return x.item()
+        return x
+
+    methods = {m: {"line": {"alphas": r["line"][0], "losses": r["line"][1]},
+                   "surface": {"alphas": r["surface"][0], "betas": r["surface"][1], "losses": r["surface"][2]},
+                   "sam": r["sam"], "hessian": r["hessian"]} for m, r in report.items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plain({"meta": meta, "methods": methods}), indent=1))
+    return path
+
+
+def load_report(path) -> dict:
+    """The report saved by ``save_report`` in landscape_report's form ({method: {"line": (alphas, losses),
+    "surface": (alphas, betas, grid), "sam", "hessian"}}); the meta dict is under report_meta(path)."""
+    import json
+    from pathlib import Path
+
+    data = json.loads(Path(path).read_text())
+    return {m: {"line": (np.asarray(r["line"]["alphas"]), list(r["line"]["losses"])),
+                "surface": (np.asarray(r["surface"]["alphas"]), np.asarray(r["surface"]["betas"]),
+                            np.asarray(r["surface"]["losses"], dtype=float)),
+                "sam": r["sam"], "hessian": r["hessian"]} for m, r in data["methods"].items()}
 
 
 def sharpness_table(report: dict):
     """pandas DataFrame: method, loss at the final weights, SAM max loss, SAM sharpness, top eigenvalue."""
     import pandas as pd
 
+    nan = float("nan")
+    none = {"eigenvalue": nan, "dominant": nan, "iterations": 0, "converged": False, "method": "not computed"}
     return pd.DataFrame([{"method": m, "loss": r["sam"]["loss"], "sam_max_loss": r["sam"]["max_loss"],
                           "sam_sharpness": r["sam"]["sharpness"], "rho": r["sam"]["rho"],
-                          "top_hessian_eigenvalue": r["hessian"]["eigenvalue"],
-                          "dominant_hessian_eigenvalue": r["hessian"]["dominant"],
-                          "power_iterations": r["hessian"]["iterations"],
-                          "converged": r["hessian"]["converged"], "hessian_method": r["hessian"]["method"]}
+                          "top_hessian_eigenvalue": (r["hessian"] or none)["eigenvalue"],
+                          "dominant_hessian_eigenvalue": (r["hessian"] or none)["dominant"],
+                          "power_iterations": (r["hessian"] or none)["iterations"],
+                          "converged": (r["hessian"] or none)["converged"],
+                          "hessian_method": (r["hessian"] or none)["method"]}
                          for m, r in report.items()])

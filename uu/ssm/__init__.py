@@ -5,10 +5,11 @@
     scan_backend(device) -> "cuda" | "torch"      which path a call on `device` would take
     last_backend() -> "cuda" | "torch" | None     which path the last call took
     Mamba(d_model, d_state=16, d_conv=4, expand=2, ...)
+    scan_backend_override(model, "torch")         context: every Mamba in model uses that scan path
 """
-from .modules.mamba import Mamba
+from .modules.mamba import Mamba, scan_backend_override
 from .ops.selective_scan import (DEFAULT_CHUNK_SIZE, has_mamba_ssm, last_backend, scan_backend,
                                  selective_scan, selective_scan_torch)
 
 __all__ = ["selective_scan", "selective_scan_torch", "scan_backend", "last_backend", "has_mamba_ssm",
-           "Mamba", "DEFAULT_CHUNK_SIZE"]
+           "Mamba", "scan_backend_override", "DEFAULT_CHUNK_SIZE"]

@@ -15,6 +15,7 @@ the scan dispatched by `uu.ssm.selective_scan` (fused CUDA kernel when available
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -93,3 +94,20 @@ class Mamba(nn.Module):
     def extra_repr(self):
         return (f"d_model={self.d_model}, d_inner={self.d_inner}, d_state={self.d_state}, "
                 f"d_conv={self.d_conv}, dt_rank={self.dt_rank}, backend={self.backend!r}")
+
+
+@contextlib.contextmanager
+def scan_backend_override(model: nn.Module, backend: str):
+    """Within the block every `Mamba` inside `model` uses `backend` ("torch" | "cuda" | "auto") for its scan.
+
+    Used for double backpropagation (Hessian-vector products): mamba-ssm's fused backward is not itself
+    differentiable, so a gradient of the gradient through it would silently miss the scan's terms."""
+    layers = [m for m in model.modules() if isinstance(m, Mamba)]
+    before = [m.backend for m in layers]
+    try:
+        for m in layers:
+            m.backend = backend
+        yield model
+    finally:
+        for m, b in zip(layers, before):
+            m.backend = b
