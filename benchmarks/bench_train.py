@@ -75,15 +75,10 @@ def bench_config(plan_name, arch, optimizer, precision, mamba_fp32, channels_las
                  batch, steps, warmup, device, count_flops=False) -> dict:
     plan = get_plan(plan_name)
     torch.manual_seed(0)
-    model = build_network(plan, arch, mamba_fp32=mamba_fp32).to(device)
-    fmt = torch.channels_last_3d if plan.spatial_dims == 3 else torch.channels_last
-    if channels_last:
-        model = model.to(memory_format=fmt)
+    model = build_network(plan, arch, mamba_fp32=mamba_fp32, channels_last=channels_last).to(device)
     model.train()
     x = torch.randn(batch, 1, *plan.patch_size, device=device)
     y = torch.randint(0, 4, (batch, *plan.patch_size), device=device)
-    if channels_last:
-        x = x.contiguous(memory_format=fmt)
     n_out = len(model(x[:1]))
     loss_fn = build_loss("ua", deep_supervision_outputs=n_out).to(device)
     params = [{"params": model.parameters(), "weight_decay": 3e-5},
@@ -164,6 +159,21 @@ DEFAULT_ROWS = [
     ("2d", "umamba_enc", "sgd", "bf16", False, False, True),
 ]
 
+# Session 2 (after channels-last and cudnn.benchmark): the same questions with the fast layout, beside the
+# authors' setting (fp32, Mamba fp32, NCDHW) and our first bf16 layout.
+FAST_ROWS = [
+    ("3d", "unet", "sgd", "bf16", True, True, False),
+    ("3d", "umamba_enc", "sgd", "bf16", False, True, False),
+    ("3d", "umamba_enc", "sam", "bf16", False, True, False),
+    ("3d", "umamba_enc", "sgd", "fp32", True, False, False),
+    ("3d", "umamba_enc", "sgd", "bf16", True, True, False),
+    ("2d", "unet", "sgd", "bf16", True, True, False),
+    ("2d", "umamba_enc", "sgd", "bf16", False, True, False),
+    ("2d", "umamba_enc", "sam", "bf16", False, True, False),
+    ("2d", "umamba_enc", "sgd", "fp32", True, False, False),
+    ("2d", "umamba_bot", "sgd", "bf16", False, True, False),
+]
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -174,15 +184,20 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--max-seconds", type=float, default=1e9, help="skip remaining rows after this long")
+    p.add_argument("--rows", default="default", choices=["default", "fast"],
+                   help="default: the first lease's table; fast: channels-last rows beside the authors' fp32 setting")
+    p.add_argument("--cudnn-benchmark", action="store_true", help="as training does (profile key cudnn_benchmark)")
     args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    rows = DEFAULT_ROWS
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    rows = DEFAULT_ROWS if args.rows == "default" else FAST_ROWS
     if args.plan:
         rows = [(args.plan,) + r[1:] for r in rows if r[0] == ("3d" if args.plan in ("3d", "tiny3d") else "2d")]
     if args.no_compile or device.type != "cuda":
         rows = [r for r in rows if not r[6]]
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-              "torch": torch.__version__, "ceilings": ceilings(device), "steps": [], "pipeline": []}
+              "torch": torch.__version__, "cudnn_benchmark": args.cudnn_benchmark, "rows": args.rows,
+              "ceilings": ceilings(device), "steps": [], "pipeline": []}
     print(json.dumps(result["ceilings"]))
     start, seen_arch = time.perf_counter(), set()
     for r in rows:
@@ -226,9 +241,10 @@ def ratios(rows) -> dict:
         return round(a / b, 3) if a and b else None
 
     out = {}
-    for plan in ("3d", "2d", "tiny2d", "tiny3d"):
-        base = dict(plan=plan, precision="bf16", channels_last=False, compile=False)
-        out[plan] = {
+    for plan, cl in [(p, c) for p in ("3d", "2d", "tiny2d", "tiny3d") for c in (False, True)]:
+        base = dict(plan=plan, precision="bf16", channels_last=cl, compile=False)
+        key = plan + (" channels-last" if cl else "")
+        out[key] = {
             "sam_over_sgd (enc, mamba bf16)": ratio(ms(**base, arch="umamba_enc", optimizer="sam", mamba_fp32=False),
                                                     ms(**base, arch="umamba_enc", optimizer="sgd", mamba_fp32=False)),
             "enc_over_unet (enc mamba bf16)": ratio(ms(**base, arch="umamba_enc", optimizer="sgd", mamba_fp32=False),
@@ -236,10 +252,11 @@ def ratios(rows) -> dict:
             "enc_over_unet (enc mamba fp32)": ratio(ms(**base, arch="umamba_enc", optimizer="sgd", mamba_fp32=True),
                                                     ms(**base, arch="unet", optimizer="sgd", mamba_fp32=True)),
             "authors_fp32_over_ours_bf16 (enc)": ratio(
-                ms(plan=plan, arch="umamba_enc", optimizer="sgd", precision="fp32", mamba_fp32=True),
+                ms(plan=plan, arch="umamba_enc", optimizer="sgd", precision="fp32", mamba_fp32=True,
+                   channels_last=False),
                 ms(**base, arch="umamba_enc", optimizer="sgd", mamba_fp32=False)),
         }
-        out[plan] = {k: v for k, v in out[plan].items() if v is not None}
+        out[key] = {k: v for k, v in out[key].items() if v is not None}
     return {k: v for k, v in out.items() if v}
 
 
