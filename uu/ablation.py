@@ -112,7 +112,7 @@ def cli_ablation(args) -> int:
     resumes from its checkpoint), then prints the table. Launch one process per configuration (--configs)
     to use several GPUs or to share one."""
     from uu.data import make_phantom
-    from uu.profiles import load_profile
+    from uu.profiles import load_profile, parse_overrides
 
     configs = [c.strip() for c in args.configs.split(",") if c.strip()] or DEFAULT_CONFIGS
     for name in configs:
@@ -120,8 +120,6 @@ def cli_ablation(args) -> int:
     seeds = parse_seeds(args.seeds)
     if not seeds:
         raise ValueError(f"--seeds {args.seeds!r}: no seed to run (give a count >= 1 or a list such as 0,1)")
-    from uu.profiles import parse_overrides
-
     overrides = parse_overrides(args.set)
     load_profile(args.params, overrides)  # a misspelt key or a bad value fails before anything trains
     data_dir = args.data

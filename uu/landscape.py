@@ -15,7 +15,9 @@ weights bit for bit before it returns (they are copied back, never re-computed a
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -364,8 +366,6 @@ def training_patches(run_dir, n: int = 4, seed: int = 0, data_dir: str | None = 
     data_dir: where the data lives now (default: the data_dir recorded in RUN/profile.yaml).
     Returns images (n, 1, *patch) and target (n, *patch) as in fixed_patches.
     """
-    import json
-    from pathlib import Path
     from types import SimpleNamespace
 
     from uu.data import DataError, load_acdc, normalize_intensity
@@ -398,6 +398,7 @@ def landscape_report(run_dirs: dict, loss: str = "dice_ce", n_patches: int = 4, 
     Per method: "line" (alphas from -0.25 to 1.25, losses from init to final), "surface" (alphas,
     betas in [-span, span], grid of losses around the final weights along two filter-normalised
     directions, seeded), "sam" (sam_sharpness dict), "hessian" (top_hessian_eigenvalue dict).
+    hessian_iters 0: no Hessian estimate ("hessian" is None; sharpness_table shows NaN).
     hessian_method: "double_backprop" (default) or "finite_difference". Measured on a smoke U-Mamba:
     double backprop through the pure-PyTorch scan's blockwise-recompute backward differs by ~0.7% from
     plain autograd (that backward is not itself differentiated), while finite differences of the
@@ -434,9 +435,6 @@ def landscape_report(run_dirs: dict, loss: str = "dice_ce", n_patches: int = 4, 
 def save_report(report: dict, path, **meta) -> Path:
     """A landscape_report as JSON (arrays as lists) with free-form ``meta`` (loss, patches, rho...), so that a
     report computed on a GPU can be drawn and tabulated anywhere (``load_report``)."""
-    import json
-    from pathlib import Path
-
     def plain(x):
         if isinstance(x, dict):
             return {k: plain(v) for k, v in x.items()}
@@ -459,10 +457,7 @@ def save_report(report: dict, path, **meta) -> Path:
 
 def load_report(path) -> dict:
     """The report saved by ``save_report`` in landscape_report's form ({method: {"line": (alphas, losses),
-    "surface": (alphas, betas, grid), "sam", "hessian"}}); the meta dict is under report_meta(path)."""
-    import json
-    from pathlib import Path
-
+    "surface": (alphas, betas, grid), "sam", "hessian"}}); the meta dict stays in the file ("meta")."""
     data = json.loads(Path(path).read_text())
     return {m: {"line": (np.asarray(r["line"]["alphas"]), list(r["line"]["losses"])),
                 "surface": (np.asarray(r["surface"]["alphas"]), np.asarray(r["surface"]["betas"]),
