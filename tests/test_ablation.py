@@ -204,3 +204,14 @@ def test_ablation_cli_reads_finished_runs_and_prints_the_table(runs_dir, capsys)
     out = capsys.readouterr().out
     assert "| 3 | U-Mamba Enc + CE + SGD (Table I: CE) | 85.00 | 75.00 | 95.00 | 85.00 |" in out  # seed 0 alone
     assert "| 4 | U-Mamba Enc + UA + SGD (Table I: UA) |" in out
+
+
+def test_time_to_accuracy_plots_validation_dice_against_wall_seconds(tmp_path):
+    from uu import viz
+
+    log = [{"epoch": 1, "wall": 10.0, "val": None}, {"epoch": 2, "wall": 21.5, "val": {"mean": 0.5}},
+           {"epoch": 3, "wall": 30.0, "val": {"mean": 0.75}}]
+    fig = viz.time_to_accuracy({"a": log, "b": log[:2]}, path=tmp_path / "t.png")
+    first, second = fig.axes[0].lines
+    assert list(first.get_xdata()) == [21.5, 30.0] and list(first.get_ydata()) == [50.0, 75.0]
+    assert list(second.get_xdata()) == [21.5] and (tmp_path / "t.png").is_file()

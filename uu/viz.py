@@ -115,14 +115,15 @@ def entropy_and_error(images: Sequence[np.ndarray], entropy: Mapping[str, Sequen
 
 # ----------------------------------------------------------------------------- training
 
-def _series(log: Sequence[dict], key: str) -> tuple[list, list]:
+def _series(log: Sequence[dict], key: str, x: str = "epoch") -> tuple[list, list]:
+    """(x values, values of a dotted key such as "val.mean") over the log lines that have the key."""
     xs, ys = [], []
     for entry in log:
         value = entry
         for part in key.split("."):
             value = value.get(part) if isinstance(value, dict) else None
         if value is not None:
-            xs.append(entry.get("epoch", len(xs)))
+            xs.append(entry.get(x, len(xs)))
             ys.append(value)
     return xs, ys
 
@@ -141,6 +142,21 @@ def training_curves(logs: Mapping[str, Sequence[dict]], path=None):
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def time_to_accuracy(logs: Mapping[str, Sequence[dict]], path=None):
+    """Validation mean Dice against wall-clock seconds since the start of training (log.jsonl "wall",
+    which includes the validations themselves), one line per run: the steeper, the better."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, log in logs.items():
+        xs, ys = _series(log, "val.mean", x="wall")
+        ax.plot(xs, [100 * y for y in ys], marker="o", label=name)
+    ax.set(xlabel="wall-clock seconds of training", ylabel="validation Dice (%)", title="time to accuracy")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return save(fig, path)
 
