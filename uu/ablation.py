@@ -121,12 +121,12 @@ def cli_ablation(args) -> int:
     if not seeds:
         raise ValueError(f"--seeds {args.seeds!r}: no seed to run (give a count >= 1 or a list such as 0,1)")
     overrides = parse_overrides(args.set)
-    load_profile(args.params, overrides)  # a misspelt key or a bad value fails before anything trains
+    profile = load_profile(args.params, overrides)  # a misspelt key or a bad value fails before anything trains
     data_dir = args.data
     if not data_dir:
         data_dir = str(Path(args.runs) / "phantom")
         if not Path(data_dir).exists():
-            make_phantom(data_dir, n_patients=load_profile(args.params)["phantom_patients"], seed=0)
+            make_phantom(data_dir, n_patients=profile["phantom_patients"], seed=0)
     runs = {}
     for name in configs:
         runs[name] = [run_or_load(name, args.params, seed, data_dir, args.runs, overrides) for seed in seeds]

@@ -103,7 +103,7 @@ def build_model(profile: dict, plan, device="cpu") -> torch.nn.Module:
     from uu.net import build_network
 
     model = build_network(plan, profile["arch"], in_channels=1, num_classes=4, mamba_fp32=profile["mamba_fp32"],
-                          checkpoint_mamba=profile["checkpoint_mamba"], channels_last=profile.get("channels_last", False))
+                          checkpoint_mamba=profile["checkpoint_mamba"], channels_last=profile["channels_last"])
     return model.to(device)
 
 

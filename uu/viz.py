@@ -128,6 +128,12 @@ def _series(log: Sequence[dict], key: str, x: str = "epoch") -> tuple[list, list
     return xs, ys
 
 
+def _grid_and_legend(ax):
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7)
+
+
 def training_curves(logs: Mapping[str, Sequence[dict]], path=None):
     """Training loss and validation mean Dice per epoch, one line per configuration (from log.jsonl)."""
     fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -139,9 +145,7 @@ def training_curves(logs: Mapping[str, Sequence[dict]], path=None):
     ax_loss.set(xlabel="epoch", ylabel="training loss (own objective)", title="training loss")
     ax_dice.set(xlabel="epoch", ylabel="validation Dice (%)", title="validation mean Dice")
     for ax in (ax_loss, ax_dice):
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7)
+        _grid_and_legend(ax)
     fig.tight_layout()
     return save(fig, path)
 
@@ -154,9 +158,7 @@ def time_to_accuracy(logs: Mapping[str, Sequence[dict]], path=None):
         xs, ys = _series(log, "val.mean", x="wall")
         ax.plot(xs, [100 * y for y in ys], marker="o", label=name)
     ax.set(xlabel="wall-clock seconds of training", ylabel="validation Dice (%)", title="time to accuracy")
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=7)
+    _grid_and_legend(ax)
     fig.tight_layout()
     return save(fig, path)
 
