@@ -23,7 +23,7 @@ import torch
 from uu.losses import build_loss
 from uu.net import build_network, count_parameters, get_plan
 from uu.sam import SAM
-from uu.step import train_step
+from uu.step import compile_model, train_step
 
 
 def _sync(device):
@@ -71,8 +71,9 @@ def step_flops(model, loss_fn, x, y) -> float:
     return float(counter.get_total_flops())
 
 
-def bench_config(plan_name, arch, optimizer, precision, mamba_fp32, channels_last, compile_model,
+def bench_config(plan_name, arch, optimizer, precision, mamba_fp32, channels_last, compile_mode,
                  batch, steps, warmup, device, count_flops=False) -> dict:
+    """compile_mode: False (eager), "default" or "reduce-overhead" (torch.compile with CUDA graphs)."""
     plan = get_plan(plan_name)
     torch.manual_seed(0)
     model = build_network(plan, arch, mamba_fp32=mamba_fp32, channels_last=channels_last).to(device)
@@ -90,7 +91,7 @@ def bench_config(plan_name, arch, optimizer, precision, mamba_fp32, channels_las
     if count_flops:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast is not None):
             flops = step_flops(model, loss_fn, x, y) * (2 if optimizer == "sam" else 1)
-    run_model = torch.compile(model) if compile_model else model
+    run_model = compile_model(model, compile_mode) if compile_mode else model
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t_compile = time.perf_counter()
@@ -104,7 +105,7 @@ def bench_config(plan_name, arch, optimizer, precision, mamba_fp32, channels_las
     _sync(device)
     sec = (time.perf_counter() - t0) / steps
     row = {"plan": plan_name, "arch": arch, "optimizer": optimizer, "precision": precision,
-           "mamba_fp32": mamba_fp32, "channels_last": channels_last, "compile": compile_model,
+           "mamba_fp32": mamba_fp32, "channels_last": channels_last, "compile": compile_mode,
            "batch": batch, "params_M": round(count_parameters(model) / 1e6, 2),
            "ms_per_step": round(sec * 1e3, 2), "it_per_s": round(1 / sec, 2),
            "voxels_per_s": round(batch * torch.Size(plan.patch_size).numel() / sec),
@@ -156,7 +157,7 @@ DEFAULT_ROWS = [
     ("2d", "umamba_enc", "sgd", "bf16", False, False, False),
     ("2d", "umamba_enc", "sam", "bf16", False, False, False),
     ("2d", "umamba_bot", "sgd", "bf16", False, False, False),
-    ("2d", "umamba_enc", "sgd", "bf16", False, False, True),
+    ("2d", "umamba_enc", "sgd", "bf16", False, False, "default"),
 ]
 
 # Session 2 (after channels-last and cudnn.benchmark): the same questions with the fast layout, beside the
@@ -174,6 +175,37 @@ FAST_ROWS = [
     ("2d", "umamba_bot", "sgd", "bf16", False, True, False),
 ]
 
+# Session 3: every figure of issue 6 from one lease. Eager rows first (a compile failure must not cost them),
+# then torch.compile ("default": Inductor kernels; "reduce-overhead": the same plus CUDA graphs). "resunet" is
+# U-Mamba Enc without its Mamba layers: it splits enc/unet into the residual encoder's cost and Mamba's.
+LEASE_ROWS = [
+    ("3d", "unet", "sgd", "bf16", True, True, False),
+    ("3d", "resunet", "sgd", "bf16", True, True, False),
+    ("3d", "umamba_enc", "sgd", "bf16", False, True, False),
+    ("3d", "umamba_enc", "sam", "bf16", False, True, False),
+    ("3d", "umamba_enc", "sgd", "bf16", True, True, False),
+    ("3d", "umamba_enc", "sgd", "fp32", True, False, False),
+    ("3d", "umamba_enc", "sgd", "bf16", False, False, False),
+    ("3d", "umamba_bot", "sgd", "bf16", False, True, False),
+    ("2d", "unet", "sgd", "bf16", True, False, False),
+    ("2d", "resunet", "sgd", "bf16", True, False, False),
+    ("2d", "umamba_enc", "sgd", "bf16", False, False, False),
+    ("2d", "umamba_enc", "sam", "bf16", False, False, False),
+    ("2d", "umamba_enc", "sgd", "fp32", True, False, False),
+    ("2d", "umamba_enc", "sgd", "bf16", False, True, False),
+    ("2d", "umamba_bot", "sgd", "bf16", False, False, False),
+    ("2d", "umamba_enc", "sam", "bf16", False, False, "default"),
+    ("2d", "umamba_enc", "sam", "bf16", False, False, "reduce-overhead"),
+    ("2d", "umamba_enc", "sgd", "bf16", False, False, "default"),
+    ("2d", "unet", "sgd", "bf16", True, False, "default"),
+    ("2d", "unet", "sgd", "bf16", True, False, "reduce-overhead"),
+    ("3d", "unet", "sgd", "bf16", True, True, "default"),
+    ("3d", "umamba_enc", "sgd", "bf16", False, True, "default"),
+]
+# The 2D SAM step of the budget profile eager, compiled, compiled with CUDA graphs (session 3's call d).
+COMPILE_ROWS = [("2d", "umamba_enc", "sam", "bf16", False, False, mode) for mode in (False, "default", "reduce-overhead")]
+ROW_SETS = {"default": DEFAULT_ROWS, "fast": FAST_ROWS, "lease": LEASE_ROWS, "compile": COMPILE_ROWS}
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -184,13 +216,18 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--max-seconds", type=float, default=1e9, help="skip remaining rows after this long")
-    p.add_argument("--rows", default="default", choices=["default", "fast"],
-                   help="default: the first lease's table; fast: channels-last rows beside the authors' fp32 setting")
+    p.add_argument("--rows", default="default", choices=sorted(ROW_SETS),
+                   help="default: the first lease's table; fast: channels-last rows beside the authors' fp32 setting; "
+                        "lease: every figure of issue 6 in one run (compile, CUDA graphs, resunet, bot); "
+                        "compile: the 2D SAM step eager / compiled / compiled with CUDA graphs")
+    p.add_argument("--skip-compile-3d", action="store_true", help="leave out the 3D torch.compile rows")
     p.add_argument("--cudnn-benchmark", action="store_true", help="as training does (profile key cudnn_benchmark)")
     args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
-    rows = DEFAULT_ROWS if args.rows == "default" else FAST_ROWS
+    rows = ROW_SETS[args.rows]
+    if args.skip_compile_3d:
+        rows = [r for r in rows if not (r[0] == "3d" and r[6])]
     if args.plan:
         rows = [(args.plan,) + r[1:] for r in rows if r[0] == ("3d" if args.plan in ("3d", "tiny3d") else "2d")]
     if args.no_compile or device.type != "cuda":
@@ -217,6 +254,7 @@ def main(argv=None):
             row["fraction_of_bf16_peak"] = round(row["achieved_tflops"] / result["ceilings"]["bf16_matmul_tflops"], 3)
         print(json.dumps(row), flush=True)
         result["steps"].append(row)
+        _write(result, args.out)  # after every row: a run killed at its time limit keeps what it measured
     for plan_name in sorted({r[0] for r in rows}):
         try:
             result["pipeline"].append(bench_pipeline(plan_name, args.batch or (4 if plan_name == "3d" else 32), device))
@@ -225,8 +263,12 @@ def main(argv=None):
         print(json.dumps(result["pipeline"][-1]))
     result["ratios"] = ratios(result["steps"])
     print(json.dumps(result["ratios"], indent=1))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    _write(result, args.out)
+
+
+def _write(result, out):
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=1))
 
 
 def ratios(rows) -> dict:
@@ -244,19 +286,27 @@ def ratios(rows) -> dict:
     for plan, cl in [(p, c) for p in ("3d", "2d", "tiny2d", "tiny3d") for c in (False, True)]:
         base = dict(plan=plan, precision="bf16", channels_last=cl, compile=False)
         key = plan + (" channels-last" if cl else "")
+        enc = ms(**base, arch="umamba_enc", optimizer="sgd", mamba_fp32=False)
+        unet = ms(**base, arch="unet", optimizer="sgd", mamba_fp32=True)
+        resunet = ms(**base, arch="resunet", optimizer="sgd", mamba_fp32=True)
         out[key] = {
-            "sam_over_sgd (enc, mamba bf16)": ratio(ms(**base, arch="umamba_enc", optimizer="sam", mamba_fp32=False),
-                                                    ms(**base, arch="umamba_enc", optimizer="sgd", mamba_fp32=False)),
-            "enc_over_unet (enc mamba bf16)": ratio(ms(**base, arch="umamba_enc", optimizer="sgd", mamba_fp32=False),
-                                                    ms(**base, arch="unet", optimizer="sgd", mamba_fp32=True)),
-            "enc_over_unet (enc mamba fp32)": ratio(ms(**base, arch="umamba_enc", optimizer="sgd", mamba_fp32=True),
-                                                    ms(**base, arch="unet", optimizer="sgd", mamba_fp32=True)),
+            "sam_over_sgd (enc, mamba bf16)": ratio(ms(**base, arch="umamba_enc", optimizer="sam", mamba_fp32=False), enc),
+            "enc_over_unet (enc mamba bf16)": ratio(enc, unet),
+            "resunet_over_unet (residual encoder, no Mamba)": ratio(resunet, unet),
+            "enc_over_resunet (the six Mamba layers)": ratio(enc, resunet),
+            "enc_over_unet (enc mamba fp32)": ratio(ms(**base, arch="umamba_enc", optimizer="sgd", mamba_fp32=True), unet),
             "authors_fp32_over_ours_bf16 (enc)": ratio(
                 ms(plan=plan, arch="umamba_enc", optimizer="sgd", precision="fp32", mamba_fp32=True,
-                   channels_last=False),
-                ms(**base, arch="umamba_enc", optimizer="sgd", mamba_fp32=False)),
+                   channels_last=False, compile=False), enc),
         }
         out[key] = {k: v for k, v in out[key].items() if v is not None}
+    for r in rows:  # each compiled row against the same configuration in eager mode
+        if r.get("compile") and "ms_per_step" in r:
+            same = {k: r[k] for k in ("plan", "arch", "optimizer", "precision", "mamba_fp32", "channels_last")}
+            speedup = ratio(ms(**same, compile=False), r["ms_per_step"])
+            if speedup:
+                key = f"{r['plan']}{' channels-last' if r['channels_last'] else ''}"
+                out.setdefault(key, {})[f"eager_over_compiled[{r['compile']}] ({r['arch']} {r['optimizer']})"] = speedup
     return {k: v for k, v in out.items() if v}
 
 

@@ -31,6 +31,8 @@ def test_defaults_and_overrides(tmp_path):
     assert profile["max_minutes"] is None and profile["amp"] == "off"
     assert profile["momentum"] == KEYS["momentum"][1]  # a default
     assert load_profile(path, overrides={"lr": 1})["lr"] == 1.0  # int accepted where a float is expected
+    assert load_profile(path, overrides=["compile=reduce-overhead"])["compile"] == "reduce-overhead"
+    assert load_profile(path, overrides=["compile=true"])["compile"] is True
 
 
 @pytest.mark.parametrize("text, overrides, match", [
@@ -43,6 +45,7 @@ def test_defaults_and_overrides(tmp_path):
     ("name: x\nepochs: 0\n", None, r"'epochs' = 0: must be at least 1"),
     ("name: x\nplan: 2d\npatch_size: [8, 8, 8]\n", None, r"needs 2 entries"),
     ("name: x\ndevice: gpu\n", None, r"'device'"),
+    ("name: x\ncompile: fast\n", None, r"'compile' must be one of .*reduce-overhead"),
     ("epochs: 2\n", None, r"'name' is required"),
     ("- a\n- b\n", None, r"flat mapping"),
     ("name: x\n", ["epochs"], r"key=value"),

@@ -193,3 +193,23 @@ def test_ddp_ranks_agree_to_skip():
     assert r0[:2] == r1[:2] == (True, True)  # a non-finite loss on one rank: no rank steps, no rank hangs
     assert r0[2:4] == r1[2:4] == (False, ["ce", "dice", "focal"])  # then a clean step, components read through DDP
     assert r0[4] == r1[4]  # same weights and sigma on both ranks
+
+
+@pytest.mark.parametrize("use_sam", [False, True])
+def test_compiled_model_steps_like_the_eager_one(use_sam):
+    """A torch.compile'd network (as compile_model gives) in train_step: same update as eager. aot_eager keeps
+    the test free of a C++ compiler; the modes that generate kernels are measured on the GPU (bench_train)."""
+    results = []
+    for compiled in (False, True):
+        model, loss_fn, images, target = make(seed=3, ds=True)
+        opt_cls = (lambda g: SAM(g, torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9)) if use_sam else (
+            lambda g: torch.optim.SGD(g, lr=0.1, momentum=0.9))
+        opt = opt_cls(groups(model, loss_fn))
+        run = torch.compile(model, backend="aot_eager") if compiled else model
+        for _ in range(2):
+            result = train_step(run, loss_fn, opt, images, target)
+        results.append((result.loss, snapshot(model, loss_fn)))
+    (loss_e, w_e), (loss_c, w_c) = results
+    assert loss_c == pytest.approx(loss_e, rel=1e-5)
+    for a, b in zip(w_e, w_c):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -38,7 +38,9 @@ KEYS: dict[str, tuple[tuple, Any, Optional[tuple], str]] = {
     "deep_supervision": ((bool,), True, None, "train on the deep-supervision outputs (else the full-resolution one only)"),
     "mamba_fp32": ((bool,), True, None, "run the Mamba layers in fp32 with autocast off (the authors' setting)"),
     "checkpoint_mamba": ((bool,), False, None, "activation checkpointing of the Mamba layers (saves memory)"),
-    "compile": ((bool,), False, None, "torch.compile the network for training (CUDA only; ignored on CPU)"),
+    "compile": ((bool, str), False, (False, True, "default", "reduce-overhead", "max-autotune-no-cudagraphs"),
+                "torch.compile the network for training (CUDA only; ignored on CPU): true = mode 'default'; "
+                "'reduce-overhead' adds CUDA graphs"),
     "channels_last": ((bool,), False, None, "NHWC / NDHWC memory layout for weights and activations (same results, faster bf16 convs)"),
     "cudnn_benchmark": ((bool,), True, None, "let cuDNN time its algorithms for the fixed patch size (CUDA only)"),
     # loss and optimizer

@@ -85,8 +85,18 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
+def compile_model(model: torch.nn.Module, mode=True) -> torch.nn.Module:
+    """torch.compile for training. mode: True or "default"; "reduce-overhead" (CUDA graphs: the step's kernels
+    replayed from one recorded graph per compiled region); "max-autotune-no-cudagraphs"."""
+    return torch.compile(model, mode="default" if mode is True else mode)
+
+
 def _forward_backward(model, loss_fn, images, target, autocast_dtype, scaler):
     """Forward under autocast, backward (scaled when a scaler is given). Returns the detached loss."""
+    if hasattr(model, "_orig_mod") and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
+        # CUDA graphs (compile mode "reduce-overhead") reuse their output memory on the next replay; SAM's two
+        # passes and the step after are new "iterations" (no-op for the other modes)
+        torch.compiler.cudagraph_mark_step_begin()
     autocast = (torch.autocast(device_type=images.device.type, dtype=autocast_dtype)
                 if autocast_dtype is not None else contextlib.nullcontext())
     with autocast:
@@ -167,4 +177,4 @@ def train_step(model, loss_fn, optimizer, images: torch.Tensor, target: torch.Te
     return StepResult(loss_value, False, float(norm2), components)
 
 
-__all__ = ["StepResult", "train_step"]
+__all__ = ["StepResult", "train_step", "compile_model", "unwrap"]

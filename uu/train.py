@@ -49,7 +49,7 @@ import torch
 
 from uu.curves import read_log
 from uu.profiles import dump_profile, load_profile
-from uu.step import train_step, unwrap
+from uu.step import compile_model, train_step, unwrap
 
 
 class TrainingDiverged(RuntimeError):
@@ -229,7 +229,7 @@ class FitConfig:
     foreground_oversample: float = 0.33
     augment: bool = True
     data_on_gpu: bool = True
-    compile: bool = False
+    compile: Any = False  # False, True / 'default', 'reduce-overhead', 'max-autotune-no-cudagraphs'
     seed: int = 0
     device: Any = "cpu"
     progress: bool = True
@@ -363,7 +363,7 @@ def fit(model, loss, optimizer, train_data, val_data, cfg) -> FitResult:
         if any(p.requires_grad for p in loss.parameters()):
             train_loss = DDP(loss, device_ids=ids, broadcast_buffers=False)
     if cfg.compile and device.type == "cuda":
-        train_model = torch.compile(train_model)
+        train_model = compile_model(train_model, cfg.compile)
     base_model.train()
 
     def elapsed_now(start):

@@ -8,7 +8,9 @@ The recurrence (per batch b, channel d and state n, real A):
 
 `selective_scan` has exactly the semantics of `mamba_ssm.selective_scan_fn` (and of its reference
 `selective_scan_ref`). It runs mamba-ssm's fused CUDA kernel when that package imports and the
-tensors are on a GPU, and otherwise `selective_scan_torch`, a chunked scan:
+tensors are on a GPU (through the custom operators of fused_scan.py, which torch.compile can trace;
+UU_FUSED_SCAN=autograd_function calls mamba-ssm's own selective_scan_fn instead), and otherwise
+`selective_scan_torch`, a chunked scan:
 
   * the sequence is cut into blocks of `chunk_size` steps, processed one after the other (the only
     Python loop; it carries the (b, d, n) state from block to block, so memory depends on the
@@ -31,14 +33,23 @@ entering each block and recomputes one block at a time, so memory stays ~ one bl
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
+
+from .fused_scan import fused_scan_applies, fused_selective_scan
 
 try:  # the fused kernel is optional: a CUDA build of mamba-ssm
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _cuda_selective_scan_fn
 except Exception:  # ImportError, or a build that does not match the installed torch
     _cuda_selective_scan_fn = None
+
+# "op": the kernel through the uu::selective_scan_* custom operators (traceable by torch.compile, CUDA
+# graphs); "autograd_function": through mamba_ssm.selective_scan_fn (a graph break under torch.compile).
+FUSED_CALL = os.environ.get("UU_FUSED_SCAN", "op")
+if FUSED_CALL not in ("op", "autograd_function"):
+    raise ValueError(f"UU_FUSED_SCAN={FUSED_CALL!r}: use 'op' (the default) or 'autograd_function'")
 
 DEFAULT_CHUNK_SIZE = 256  # steps per block (see benchmarks/bench_scan.py for the choice)
 DEFAULT_SUB_CHUNK = 16  # steps per sub-chunk inside a block
@@ -87,6 +98,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     which = scan_backend(u.device, backend)
     _last_backend = which
     if which == "cuda":
+        if FUSED_CALL == "op" and fused_scan_applies(u, B, C, D, z, delta_bias, return_last_state):
+            return fused_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
         return _cuda_selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                        return_last_state)
     return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus,

@@ -1,0 +1,99 @@
+"""uu::selective_scan_fwd / _bwd (the fused kernel as custom operators), checked on the CPU implementation.
+
+The CUDA implementation (mamba-ssm's kernel) is compared with this one in tests/test_ssm_cuda.py."""
+import pytest
+import torch
+
+from test_ssm import naive_scan, random_inputs
+from uu.ssm.ops import fused_scan
+from uu.ssm.ops.fused_scan import KERNEL_CHUNK, fused_scan_applies, fused_selective_scan
+
+pytestmark = pytest.mark.skipif(not fused_scan.HAS_CUSTOM_OP, reason="torch.library.custom_op needs torch >= 2.4")
+ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def op_args(x, softplus=True):
+    return tuple(x[k] for k in ARGS) + (softplus,)
+
+
+@pytest.mark.parametrize("L", [1, 37, KERNEL_CHUNK + 52])  # the last: two kernel chunks, the second short
+def test_forward_outputs_match_a_naive_loop(L):
+    x = random_inputs(2, 3, 4, L, seed=L)
+    out_z, chunks, out = torch.ops.uu.selective_scan_fwd(*op_args(x))
+    want_z, _ = naive_scan(**x, delta_softplus=True)
+    want_out, _ = naive_scan(**{**x, "z": None}, delta_softplus=True)
+    assert out_z.shape == out.shape == (2, 3, L) and out_z.dtype == torch.float32
+    torch.testing.assert_close(out_z.double(), want_z, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.double(), want_out, rtol=1e-4, atol=1e-5)
+    n_chunks = -(-L // KERNEL_CHUNK)
+    assert chunks.shape == (2, 3, n_chunks, 8) and chunks.dtype == torch.float32
+    dt = torch.nn.functional.softplus(x["delta"].double() + x["delta_bias"].double()[:, None])
+    for c in range(n_chunks):  # at each chunk end: decay product since step 0 (even), state (odd)
+        end = min((c + 1) * KERNEL_CHUNK, L)
+        _, h = naive_scan(**{k: v[..., :end] if k in ("u", "delta", "B", "C", "z") else v for k, v in x.items()},
+                          delta_softplus=True)
+        torch.testing.assert_close(chunks[:, :, c, 1::2].double(), h, rtol=1e-4, atol=1e-5)
+        decay = torch.exp(x["A"].double()[None] * dt[..., :end].sum(-1)[..., None])
+        torch.testing.assert_close(chunks[:, :, c, 0::2].double(), decay, rtol=1e-4, atol=1e-30)
+
+
+def test_gradients_through_the_operator_match_a_naive_loop():
+    x = random_inputs(2, 3, 4, 45, seed=5)
+    ours = {k: v.double().requires_grad_() for k, v in x.items()}
+    ref = {k: v.double().requires_grad_() for k, v in x.items()}
+    fused_selective_scan(*(ours[k] for k in ARGS), delta_softplus=True).pow(2).sum().backward()
+    naive_scan(**ref, delta_softplus=True)[0].pow(2).sum().backward()
+    for k in ARGS:
+        torch.testing.assert_close(ours[k].grad, ref[k].grad, rtol=1e-6, atol=1e-8, msg=k)
+
+
+@pytest.mark.parametrize("softplus", [True, False])
+def test_opcheck(softplus):
+    """Schema, fake (meta) shapes, autograd registration and AOT dispatch (torch.library.opcheck)."""
+    x = random_inputs(1, 3, 2, 29, seed=1)
+    if not softplus:
+        x["delta"] = x["delta"].abs() * 0.1
+    leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+    torch.library.opcheck(torch.ops.uu.selective_scan_fwd.default, op_args(leaves, softplus))
+    out_z, chunks, out = torch.ops.uu.selective_scan_fwd(*op_args(x, softplus))
+    dout = torch.randn_like(out_z)
+    torch.library.opcheck(torch.ops.uu.selective_scan_bwd.default,
+                          tuple(x[k] for k in ARGS) + (dout, chunks, out, softplus))
+
+
+def test_compiles_without_graph_break():
+    """fullgraph=True fails on any graph break: the operator is one node of the traced graph."""
+    x = random_inputs(2, 3, 4, 50, seed=3)
+
+    def layer(u, delta, A, B, C, D, z, delta_bias):
+        return fused_selective_scan(u * 2, delta, A, B, C, D, z, delta_bias, delta_softplus=True).sum(1)
+
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    eager_in = {k: v.clone().requires_grad_() for k, v in x.items()}
+    comp_in = {k: v.clone().requires_grad_() for k, v in x.items()}
+    want, got = layer(**eager_in), compiled(**comp_in)
+    torch.testing.assert_close(got, want)
+    want.square().sum().backward()
+    got.square().sum().backward()
+    for k in ARGS:
+        torch.testing.assert_close(comp_in[k].grad, eager_in[k].grad, msg=k)
+
+
+def test_applies_only_to_the_mamba_block_call():
+    x = random_inputs(1, 2, 3, 8)
+    assert fused_scan_applies(x["u"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], False)
+    assert not fused_scan_applies(x["u"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True)
+    assert not fused_scan_applies(x["u"], x["B"], x["C"], None, x["z"], x["delta_bias"], False)
+    assert not fused_scan_applies(x["u"], x["B"], x["C"], x["D"], None, x["delta_bias"], False)
+    constant = random_inputs(1, 2, 3, 8, constant_bc=True)
+    assert not fused_scan_applies(x["u"], constant["B"], constant["C"], x["D"], x["z"], x["delta_bias"], False)
+
+
+def test_unknown_fused_scan_choice_is_a_clear_error():
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "UU_FUSED_SCAN": "fast"}
+    result = subprocess.run([sys.executable, "-c", "import uu.ssm"], env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "UU_FUSED_SCAN='fast'" in result.stderr and "autograd_function" in result.stderr
