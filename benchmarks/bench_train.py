@@ -203,7 +203,8 @@ LEASE_ROWS = [
     ("3d", "umamba_enc", "sgd", "bf16", False, True, "default"),
 ]
 # The 2D SAM step of the budget profile eager, compiled, compiled with CUDA graphs (session 3's call d).
-COMPILE_ROWS = [("2d", "umamba_enc", "sam", "bf16", False, False, mode) for mode in (False, "default", "reduce-overhead")]
+COMPILE_ROWS = [("2d", "umamba_enc", "sam", "bf16", False, False, mode)
+                for mode in (False, "default", "reduce-overhead")]
 ROW_SETS = {"default": DEFAULT_ROWS, "fast": FAST_ROWS, "lease": LEASE_ROWS, "compile": COMPILE_ROWS}
 
 
@@ -289,12 +290,14 @@ def ratios(rows) -> dict:
         enc = ms(**base, arch="umamba_enc", optimizer="sgd", mamba_fp32=False)
         unet = ms(**base, arch="unet", optimizer="sgd", mamba_fp32=True)
         resunet = ms(**base, arch="resunet", optimizer="sgd", mamba_fp32=True)
+        enc_sam = ms(**base, arch="umamba_enc", optimizer="sam", mamba_fp32=False)
+        enc_mamba_fp32 = ms(**base, arch="umamba_enc", optimizer="sgd", mamba_fp32=True)
         out[key] = {
-            "sam_over_sgd (enc, mamba bf16)": ratio(ms(**base, arch="umamba_enc", optimizer="sam", mamba_fp32=False), enc),
+            "sam_over_sgd (enc, mamba bf16)": ratio(enc_sam, enc),
             "enc_over_unet (enc mamba bf16)": ratio(enc, unet),
             "resunet_over_unet (residual encoder, no Mamba)": ratio(resunet, unet),
             "enc_over_resunet (the six Mamba layers)": ratio(enc, resunet),
-            "enc_over_unet (enc mamba fp32)": ratio(ms(**base, arch="umamba_enc", optimizer="sgd", mamba_fp32=True), unet),
+            "enc_over_unet (enc mamba fp32)": ratio(enc_mamba_fp32, unet),
             "authors_fp32_over_ours_bf16 (enc)": ratio(
                 ms(plan=plan, arch="umamba_enc", optimizer="sgd", precision="fp32", mamba_fp32=True,
                    channels_last=False, compile=False), enc),

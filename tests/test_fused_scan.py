@@ -97,3 +97,31 @@ def test_unknown_fused_scan_choice_is_a_clear_error():
     result = subprocess.run([sys.executable, "-c", "import uu.ssm"], env=env, capture_output=True, text=True)
     assert result.returncode != 0
     assert "UU_FUSED_SCAN='fast'" in result.stderr and "autograd_function" in result.stderr
+
+
+def test_mamba_layer_through_the_operator_matches_the_torch_scan(monkeypatch):
+    """The Mamba block's call into the operator (argument order, dtypes, layouts) on the CPU: dispatch is
+    forced to the "cuda" branch, whose operator then runs its CPU implementation. Same outputs and gradients
+    as the plain PyTorch scan, and the layer compiles with fullgraph=True (no graph break)."""
+    import importlib
+    from uu.net.blocks import MambaLayer
+    dispatch = importlib.import_module("uu.ssm.ops.selective_scan")  # the module, not the function
+    torch.manual_seed(0)
+    layer = MambaLayer(8)
+    x = torch.randn(2, 8, 6, 7)
+
+    def run(fn):
+        inp = x.clone().requires_grad_()
+        y = fn(inp)
+        grads = torch.autograd.grad(y.square().mean(), [inp, *layer.parameters()])
+        return y.detach(), grads
+
+    want, want_grads = run(layer)
+    assert dispatch.last_backend() == "torch"
+    monkeypatch.setattr(dispatch, "scan_backend", lambda device, backend="auto": "cuda")
+    for fn in (layer, torch.compile(layer, fullgraph=True, backend="aot_eager")):
+        got, got_grads = run(fn)
+        assert dispatch.last_backend() == "cuda"
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        for g, w in zip(got_grads, want_grads):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
