@@ -26,7 +26,6 @@ the CUDA pair against it on a GPU.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
