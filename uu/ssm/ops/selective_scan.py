@@ -38,7 +38,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from .fused_scan import fused_scan_applies, fused_selective_scan
+from .fused_scan import fused_scan_applies, fused_selective_scan, has_kernel
 
 try:  # the fused kernel is optional: a CUDA build of mamba-ssm
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _cuda_selective_scan_fn
@@ -98,7 +98,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     which = scan_backend(u.device, backend)
     _last_backend = which
     if which == "cuda":
-        if FUSED_CALL == "op" and fused_scan_applies(u, B, C, D, z, delta_bias, return_last_state):
+        # the operator needs mamba-ssm's extension module by name (a build that renames it keeps the function)
+        if FUSED_CALL == "op" and has_kernel() and fused_scan_applies(u, B, C, D, z, delta_bias, return_last_state):
             return fused_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
         return _cuda_selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                        return_last_state)
