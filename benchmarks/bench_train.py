@@ -221,14 +221,11 @@ def main(argv=None):
                    help="default: the first lease's table; fast: channels-last rows beside the authors' fp32 setting; "
                         "lease: every figure of issue 6 in one run (compile, CUDA graphs, resunet, bot); "
                         "compile: the 2D SAM step eager / compiled / compiled with CUDA graphs")
-    p.add_argument("--skip-compile-3d", action="store_true", help="leave out the 3D torch.compile rows")
     p.add_argument("--cudnn-benchmark", action="store_true", help="as training does (profile key cudnn_benchmark)")
     args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     rows = ROW_SETS[args.rows]
-    if args.skip_compile_3d:
-        rows = [r for r in rows if not (r[0] == "3d" and r[6])]
     if args.plan:
         rows = [(args.plan,) + r[1:] for r in rows if r[0] == ("3d" if args.plan in ("3d", "tiny3d") else "2d")]
     if args.no_compile or device.type != "cuda":

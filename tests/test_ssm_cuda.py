@@ -29,6 +29,9 @@ def rel_err(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
 
 
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")  # selective_scan's tensor arguments, in order
+
+
 def make_inputs(b, d, L, n=16, dtype=torch.float32, seed=0):
     g = torch.Generator(device="cuda").manual_seed(seed)
     r = lambda *s: torch.randn(*s, device="cuda", generator=g)
@@ -100,18 +103,17 @@ def test_fused_operator_matches_its_cpu_implementation(dtype, tol):
     """uu::selective_scan_fwd/_bwd: mamba-ssm's kernel (CUDA) against the operator's PyTorch reference
     (CPU): out_z, out, the states saved at chunk ends and every gradient; L spans 3 kernel chunks."""
     from uu.ssm.ops.fused_scan import fused_selective_scan
-    names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
     x = make_inputs(2, 64, 5000, dtype=dtype, seed=3)
     outs, grads = {}, {}
     for dev in ("cuda", "cpu"):
-        leaves = {k: x[k].detach().to(dev).clone().requires_grad_() for k in names}
-        outs[dev] = torch.ops.uu.selective_scan_fwd(*(leaves[k] for k in names), True)
-        fused_selective_scan(*(leaves[k] for k in names), delta_softplus=True).float().square().mean().backward()
+        leaves = {k: x[k].detach().to(dev).clone().requires_grad_() for k in NAMES}
+        outs[dev] = torch.ops.uu.selective_scan_fwd(*(leaves[k] for k in NAMES), True)
+        fused_selective_scan(*(leaves[k] for k in NAMES), delta_softplus=True).float().square().mean().backward()
         grads[dev] = {k: v.grad for k, v in leaves.items()}
     (zc, xc, oc), (zr, xr, orf) = outs["cuda"], outs["cpu"]
     errs = {"out_z": rel_err(zc.cpu(), zr), "out": rel_err(oc.cpu(), orf),
             "x states": rel_err(xc[..., 1::2].cpu(), xr[..., 1::2])}  # x's decay half: the next test
-    errs.update({f"d{k}": rel_err(grads["cuda"][k].cpu(), grads["cpu"][k]) for k in names})
+    errs.update({f"d{k}": rel_err(grads["cuda"][k].cpu(), grads["cpu"][k]) for k in NAMES})
     print(f"\n[uu::selective_scan {dtype}] " + ", ".join(f"{k} {v:.2e}" for k, v in errs.items()))
     assert max(errs.values()) < tol, errs
 
@@ -119,11 +121,10 @@ def test_fused_operator_matches_its_cpu_implementation(dtype, tol):
 def test_fused_operator_chunk_decays_match():
     """The even entries of x (the decay product since step 0 at each chunk end): only the kernel's own
     backward reads them, so this documents the CPU implementation's reading of the kernel's layout."""
-    names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
     x = make_inputs(2, 8, 5000, seed=4)
     x["delta"] = x["delta"] - 6  # small steps: the products stay well above underflow
-    got = torch.ops.uu.selective_scan_fwd(*(x[k] for k in names), True)[1][..., 0::2]
-    want = torch.ops.uu.selective_scan_fwd(*(x[k].cpu() for k in names), True)[1][..., 0::2]
+    got = torch.ops.uu.selective_scan_fwd(*(x[k] for k in NAMES), True)[1][..., 0::2]
+    want = torch.ops.uu.selective_scan_fwd(*(x[k].cpu() for k in NAMES), True)[1][..., 0::2]
     print(f"\n[uu::selective_scan x decays] rel err {rel_err(got.cpu(), want):.2e}, min {want.min():.2e}")
     assert rel_err(got.cpu(), want) < 1e-4
 
