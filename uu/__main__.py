@@ -19,7 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-cases", type=int, default=None, help="read only the first N volumes")
 
     s = sub.add_parser("train", help="train one run from a profile")
-    s.add_argument("--params", required=True, help="profile YAML (params/*.yaml)")
+    s.add_argument("--params", required=True, help="profile YAML (uu/params/*.yaml)")
     s.add_argument("--data", default="", help="ACDC folder; empty: a phantom made in OUT/phantom")
     s.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, metrics)")
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a profile entry, e.g. --set epochs=2 (repeatable)")
 
     s = sub.add_parser("ablation", help="train the ablation configurations' missing runs (RUNS/<config>/seed<k>)")
-    s.add_argument("--params", required=True, help="profile YAML (params/*.yaml) shared by every configuration")
+    s.add_argument("--params", required=True, help="profile YAML (uu/params/*.yaml) shared by every configuration")
     s.add_argument("--data", default="", help="ACDC folder; empty: a phantom made in RUNS/phantom")
     s.add_argument("--runs", required=True, help="runs folder (notebook 04's runs_dir)")
     s.add_argument("--configs", default="", help="comma-separated configuration names (default: rows 1-5)")

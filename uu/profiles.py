@@ -1,6 +1,6 @@
-"""Training profiles: flat YAML files in ``params/`` with defaults and validation.
+"""Training profiles: flat YAML files in ``uu/params/`` (package data) with defaults and validation.
 
-``load_profile("smoke")`` reads ``params/smoke.yaml`` of this repository; a path to any YAML file
+``load_profile("smoke")`` reads ``uu/params/smoke.yaml`` (shipped in the wheel); a path to any YAML file
 works too. Every key is optional except ``name``; missing keys take the defaults in ``KEYS`` below.
 Unknown keys and values of the wrong type are errors (``ProfileError``, a ``uu.data.DataError``)
 that name the file and list the valid keys, so a typo never silently falls back to a default.
@@ -19,7 +19,7 @@ import yaml
 
 from uu.data.errors import DataError
 
-PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
+PARAMS_DIR = Path(__file__).resolve().parent / "params"  # package data: works from an installed wheel
 
 
 class ProfileError(DataError):
