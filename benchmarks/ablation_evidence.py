@@ -19,7 +19,7 @@ import torch
 
 from uu import ablation, landscape, viz
 from uu.losses import build_loss
-from uu.train import load_run_model
+from uu.runs import load_run_model
 
 
 def main(argv=None) -> int:

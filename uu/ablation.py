@@ -27,7 +27,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from uu.curves import read_log  # noqa: F401  (re-exported: notebooks call ablation.read_log)
+from uu.runs import read_log  # noqa: F401  (re-exported: notebooks call ablation.read_log)
 from uu.stats import paired_bootstrap_ci
 
 

@@ -6,30 +6,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-
-def read_log(run_dir) -> list[dict]:
-    """RUN/log.jsonl as a list of dicts, one per epoch ([] when absent)."""
-    path = Path(run_dir) / "log.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def log_table(run_dir):
-    """RUN/log.jsonl flattened: columns epoch, step, lr, loss, comp_<name>, sigma_<name>, val_<class>, ..."""
-    import pandas as pd
-
-    rows = []
-    for line in read_log(run_dir):
-        row = {k: v for k, v in line.items() if not isinstance(v, dict) and v is not None}
-        row.update({f"comp_{k}": v for k, v in (line.get("components") or {}).items()})
-        row.update({f"sigma_{k}": v for k, v in (line.get("sigma") or {}).items()})
-        row.update({f"val_{k}": v for k, v in (line.get("val") or {}).items()})
-        rows.append(row)
-    return pd.DataFrame(rows)
+from uu.runs import log_table, read_log  # noqa: F401  (the run-folder format lives in uu.runs)
 
 
 def plot_run_curves(run_dir, x: str = "epoch", path=None):

@@ -156,14 +156,15 @@ def select_cases(cases, split: str, split_json: Optional[Path]):
 def cli_predict(args) -> int:
     """``python -m uu predict --run RUN --data D [--split val] --out PRED [--no-mirror]``."""
     from uu.data import load_acdc
-    from uu.train import load_run_model, resolve_device, resolve_plan
+    from uu.device import resolve_amp, resolve_device
+    from uu.runs import load_run_model, resolve_plan
 
     device = resolve_device("auto")
     model, profile = load_run_model(args.run, which="final", device=device)
     plan = resolve_plan(profile)
     cases = select_cases(load_acdc(args.data, lazy=True, require_labels=False), args.split,
                          Path(args.run) / "split.json")
-    amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    amp, _ = resolve_amp(profile["amp"], device)  # the run's own precision
     out = predict_cases(model, cases, plan, args.out, mirror=not args.no_mirror, device=device,
                         sw_batch_size=profile["sw_batch_size"], overlap=profile["sw_overlap"], autocast_dtype=amp)
     print(f"predicted {len(cases)} volumes into {out}")

@@ -370,7 +370,7 @@ def training_patches(run_dir, n: int = 4, seed: int = 0, data_dir: str | None = 
 
     from uu.data import DataError, load_acdc, normalize_intensity
     from uu.profiles import load_profile
-    from uu.train import resolve_plan
+    from uu.runs import resolve_plan
 
     run_dir = Path(run_dir)
     profile = load_profile(run_dir / "profile.yaml")
@@ -407,7 +407,7 @@ def landscape_report(run_dirs: dict, loss: str = "dice_ce", n_patches: int = 4, 
     from tqdm.auto import tqdm
 
     from uu.losses import build_loss
-    from uu.train import load_run_parts
+    from uu.runs import load_run_model
 
     first = next(iter(run_dirs.values()))
     images, target = training_patches(first, n=n_patches, seed=seed, data_dir=data_dir)
@@ -416,8 +416,8 @@ def landscape_report(run_dirs: dict, loss: str = "dice_ce", n_patches: int = 4, 
     grid = np.linspace(-span, span, grid_points)
     report = {}
     for method, run in tqdm(list(run_dirs.items()), desc="landscapes", leave=False):
-        model = load_run_parts(run, "final", device)["model"]
-        w_init = get_weights(load_run_parts(run, "init", device)["model"])
+        model = load_run_model(run, "final", device)[0]
+        w_init = get_weights(load_run_model(run, "init", device)[0])
         w_final = get_weights(model)
         closure = batch_loss_closure(model, loss_fn, images, target)
         d1 = random_direction(model, seed=seed + 1)

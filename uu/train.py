@@ -47,8 +47,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from uu.curves import read_log
+from uu.device import barrier as _barrier, resolve_amp, resolve_device, seed_everything, setup_distributed
+from uu.device import world as _world
 from uu.profiles import dump_profile, load_profile
+from uu.runs import build_model, build_optimizer, load_checkpoint, load_run_model, read_log, resolve_plan  # noqa: F401
 from uu.step import compile_model, train_step, unwrap
 
 
@@ -57,69 +59,7 @@ class TrainingDiverged(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------
-# devices, seeds, plan, parts
-
-def resolve_device(name="auto") -> torch.device:
-    """"auto" -> cuda (this process's LOCAL_RANK under torchrun) when available, else cpu."""
-    if isinstance(name, torch.device):
-        return name
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and "LOCAL_RANK" in os.environ:
-        name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        from uu.data import DataError
-        raise DataError(f"device {name!r} asked for but CUDA is not available; use device=cpu or auto")
-    return torch.device(name)
-
-
-def resolve_amp(amp: str, device: torch.device) -> tuple[Optional[torch.dtype], bool]:
-    """(autocast dtype or None, use a GradScaler). auto = bf16 on CUDA when supported, else off."""
-    if amp == "auto":
-        amp = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
-    return {"off": (None, False), "bf16": (torch.bfloat16, False), "fp16": (torch.float16, True)}[amp]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def resolve_plan(profile: dict):
-    """uu.net plan of the profile, with its patch_size / deep_supervision overrides applied."""
-    from uu.net import get_plan
-
-    plan = get_plan(profile["plan"])
-    changes = {}
-    if profile.get("patch_size"):
-        changes["patch_size"] = tuple(int(s) for s in profile["patch_size"])
-    if hasattr(plan, "deep_supervision"):
-        changes["deep_supervision"] = bool(profile["deep_supervision"])
-    return dataclasses.replace(plan, **changes) if changes else plan
-
-
-def build_model(profile: dict, plan, device="cpu") -> torch.nn.Module:
-    from uu.net import build_network
-
-    model = build_network(plan, profile["arch"], in_channels=1, num_classes=4, mamba_fp32=profile["mamba_fp32"],
-                          checkpoint_mamba=profile["checkpoint_mamba"], channels_last=profile["channels_last"])
-    return model.to(device)
-
-
-def build_optimizer(model: torch.nn.Module, loss: torch.nn.Module, profile: dict) -> torch.optim.Optimizer:
-    """SGD (or SAM over SGD) over the network (with weight decay) and the loss' sigma (without)."""
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad],
-               "weight_decay": profile["weight_decay"]}]
-    loss_params = [p for p in loss.parameters() if p.requires_grad]
-    if loss_params:
-        groups.append({"params": loss_params, "weight_decay": 0.0})
-    kwargs = dict(lr=profile["lr"], momentum=profile["momentum"], nesterov=profile["nesterov"])
-    if profile["optimizer"] == "sam":
-        from uu.sam import SAM
-        return SAM(groups, torch.optim.SGD, rho=profile["rho"], adaptive=profile["adaptive"], **kwargs)
-    return torch.optim.SGD(groups, **kwargs)
-
+# schedule
 
 def poly_lr(base_lr: float, progress: float, exponent: float = 0.9) -> float:
     """lr0 * (1 - progress)^exponent, progress clipped to [0, 1]."""
@@ -191,16 +131,6 @@ def atomic_save(obj: Any, path) -> Path:
     torch.save(obj, tmp)
     os.replace(tmp, path)
     return path
-
-
-def load_checkpoint(path, device="cpu") -> dict:
-    return torch.load(path, map_location=device, weights_only=False)  # our own file: holds RNG states
-
-
-def _world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,25 +402,6 @@ def fit(model, loss, optimizer, train_data, val_data, cfg) -> FitResult:
 # ---------------------------------------------------------------------------------------------
 # DDP set-up
 
-def setup_distributed(device_name: str = "auto") -> tuple[torch.device, bool]:
-    """Under torchrun (WORLD_SIZE > 1): init the process group (nccl on CUDA, gloo on CPU) unless it
-    is already. Returns (this process's device, whether we initialised it here)."""
-    device = resolve_device(device_name)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    dist = torch.distributed
-    if world <= 1 or dist.is_initialized():
-        return device, False
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return device, True
-
-
-def _barrier():
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
 # ---------------------------------------------------------------------------------------------
 # one run
 
@@ -589,37 +500,6 @@ def evaluate_run(run_dir, model, plan, val_cases, profile, device, result: FitRe
            "skipped_steps": result.skipped_total, "sigma_first": result.sigma_first, "sigma_last": result.sigma_last}
     (eval_dir / "summary.json").write_text(json.dumps(out, indent=1))
     return out
-
-
-def load_run_parts(run_dir, which: str = "final", device="cpu") -> dict:
-    """{"model", "loss", "profile", "plan", "state"} of a run; ``which``: final | init | checkpoint."""
-    from uu.data import DataError
-    from uu.losses import build_loss
-
-    run_dir = Path(run_dir)
-    if which not in ("final", "init", "checkpoint"):
-        raise ValueError(f"which must be final, init or checkpoint, got {which!r}")
-    path = run_dir / f"{which}.pt"
-    if not path.is_file():
-        raise DataError(f"{path} does not exist: is {run_dir} a finished run folder (python -m uu train)?")
-    profile = load_profile(run_dir / "profile.yaml")
-    device = resolve_device(device)
-    plan = resolve_plan(profile)
-    model = build_model(profile, plan, device)
-    state = load_checkpoint(path, device)
-    model.load_state_dict(state["model"])
-    model.eval()
-    loss = build_loss(profile["loss"], num_classes=4).to(device)
-    if "loss" in state:
-        loss.load_state_dict(state["loss"])
-    return {"model": model, "loss": loss, "profile": profile, "plan": plan, "state": state}
-
-
-def load_run_model(run_dir, which: str = "final", device="cpu"):
-    """(model in eval mode, profile dict) of a run folder."""
-    parts = load_run_parts(run_dir, which, device)
-    return parts["model"], parts["profile"]
-
 
 
 def cli_train(args) -> int:

@@ -6,7 +6,7 @@ preprocessing. Imports numpy / nibabel / h5py only (never torch).
 """
 
 from .cache import CACHE_SUFFIX, load_cache, write_cache
-from .case import CLASS_NAMES, GROUPS, PHASES, Case
+from .case import CLASS_NAMES, CLASSES, GROUPS, LABELS, NUM_CLASSES, PHASES, Case
 from .errors import DataError
 from .hdf5 import read_list
 from .load import LAYOUTS, detect_layout, load_acdc
@@ -17,7 +17,7 @@ from .split import NNFORMER_TEST, NNFORMER_TRAIN, NNFORMER_VAL, SCHEMES, split_p
 from .summary import case_table, class_voxels
 
 __all__ = [
-    "CACHE_SUFFIX", "CLASS_NAMES", "GROUPS", "LAYOUTS", "NNFORMER_TEST", "NNFORMER_TRAIN",
+    "CACHE_SUFFIX", "CLASS_NAMES", "CLASSES", "LABELS", "NUM_CLASSES", "GROUPS", "LAYOUTS", "NNFORMER_TEST", "NNFORMER_TRAIN",
     "NNFORMER_VAL", "PHASES", "SCHEMES", "Case", "DataError", "case_table", "class_voxels",
     "detect_layout", "extract_patch", "group_from_number", "load_acdc", "load_cache",
     "make_phantom", "normalize_intensity", "parse_info_cfg", "percentile_clip", "read_list",

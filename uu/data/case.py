@@ -15,7 +15,11 @@ import numpy as np
 
 PHASES = ("ED", "ES")
 GROUPS = ("DCM", "HCM", "MINF", "NOR", "RV")  # ACDC pathology groups, in patient-number order
+# The ACDC vocabulary, defined once: label value -> structure. Everything else imports these.
 CLASS_NAMES = {0: "background", 1: "RV", 2: "Myo", 3: "LV"}
+LABELS = {"RV": 1, "Myo": 2, "LV": 3}  # foreground structure -> label value
+CLASSES = tuple(LABELS)  # ("RV", "Myo", "LV"), the order of every table
+NUM_CLASSES = len(CLASS_NAMES)  # 4, background included
 
 _LAZY_FIELDS = ("image", "label")
 

@@ -7,9 +7,8 @@ from typing import Optional
 
 import numpy as np
 
+from .case import NUM_CLASSES
 from .errors import DataError
-
-NUM_CLASSES = 4  # 0 background, 1 RV, 2 Myo, 3 LV
 
 
 def checked_image(array: np.ndarray, path: Path) -> np.ndarray:
