@@ -6,7 +6,7 @@ set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }
-. benchmarks/gpu_env.sh > "$OUT/gpu_env.log" 2>&1; tail -4 "$OUT/gpu_env.log"
+. scripts/gpu_env.sh > "$OUT/gpu_env.log" 2>&1; tail -4 "$OUT/gpu_env.log"
 el "env ready"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 timeout 120 python3 -m pytest -q -s -p no:cacheprovider tests/test_ssm_cuda.py 2>&1 | tail -40 > "$OUT/test_ssm_cuda.log"; tail -25 "$OUT/test_ssm_cuda.log"
 el "cuda tests done"

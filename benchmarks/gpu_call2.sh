@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 TOTAL=${1:-560}; shift || true
 T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }
-. benchmarks/gpu_env.sh > "$OUT/gpu_env.log" 2>&1; tail -3 "$OUT/gpu_env.log"
+. scripts/gpu_env.sh > "$OUT/gpu_env.log" 2>&1; tail -3 "$OUT/gpu_env.log"
 el "env ready"
 timeout 90 python3 -m pytest -q -s -p no:cacheprovider tests/test_ssm_cuda.py > "$OUT/test_ssm_cuda.log" 2>&1
 grep -E "rel err|passed|failed" "$OUT/test_ssm_cuda.log" | tail -4

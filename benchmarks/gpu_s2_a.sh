@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 TOTAL=${1:-570}
 T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }
-. benchmarks/gpu_env.sh > "$OUT/gpu_env.log" 2>&1; tail -3 "$OUT/gpu_env.log"
+. scripts/gpu_env.sh > "$OUT/gpu_env.log" 2>&1; tail -3 "$OUT/gpu_env.log"
 el "env ready"
 timeout 120 python3 -m pytest -q -s -p no:cacheprovider tests/test_ssm_cuda.py -k network_cpu_vs_cuda 2>&1 | grep -E "rel err|passed|failed"
 DATA=.cache/acdc.uucache.npz

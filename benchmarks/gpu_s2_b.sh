@@ -8,7 +8,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 TOTAL=${1:-570}
 T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }
 if [ ! -d /tmp/abl ]; then echo "no /tmp/abl: this is a fresh machine, the ablation runs are lost"; exit 3; fi
-. benchmarks/gpu_env.sh > "$OUT/gpu_env.log" 2>&1; tail -1 "$OUT/gpu_env.log"
+. scripts/gpu_env.sh > "$OUT/gpu_env.log" 2>&1; tail -1 "$OUT/gpu_env.log"
 CONFIGS="unet_dice_ce umamba_dice_ce umamba_ce umamba_ua umamba_ua_sam"
 while pgrep -f "uu ablation" > /dev/null && [ $(( $(date +%s) - T0 )) -lt $(( TOTAL - 200 )) ]; do
   sleep 15

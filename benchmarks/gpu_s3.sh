@@ -16,7 +16,7 @@ T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }
 left() { echo $(( TOTAL - ($(date +%s) - T0) )); }
 DATA=.cache/acdc.uucache.npz
 fresh=$([ -d /tmp/site/mamba_ssm ] && echo 0 || echo 1)
-. benchmarks/gpu_env.sh > "$OUT/gpu_env_$STAGE.log" 2>&1; tail -3 "$OUT/gpu_env_$STAGE.log"
+. scripts/gpu_env.sh > "$OUT/gpu_env_$STAGE.log" 2>&1; tail -3 "$OUT/gpu_env_$STAGE.log"
 el "env ready (fresh machine: $fresh)"
 # the fused operator carries training only if its CUDA test passes on this machine (every stage re-checks)
 rm -f /tmp/uu_s3/env

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Source this on the lent GPU machine (device tool) from the repo root:
-#   . benchmarks/gpu_env.sh
+#   . scripts/gpu_env.sh
 # - installs carried wheels (.whl/: nibabel, monai) into /tmp/site
 # - builds mamba-ssm's fused kernel from the carried source archive (.src/mamba_ssm-*.tar.gz) for sm_90
 #   only, once per machine (kept in /tmp/site while the machine stays warm); ~150 s
