@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from uu.data import load_acdc, normalize_intensity
+from uu.data import load_acdc
 from uu.infer import predict_volume
 from uu.net import build_network, count_parameters, get_plan
 from uu.ssm import last_backend
@@ -84,7 +84,7 @@ def main(argv=None):
     amp = torch.bfloat16 if device.type == "cuda" else None
     plan = get_plan(args.plan)
     cases = sorted(load_acdc(args.data, lazy=True), key=lambda c: c.name)[:args.cases]
-    images = [normalize_intensity(c.image) for c in cases]
+    images = [c.image for c in cases]  # raw: predict_volume normalises, as in use
     mirrors = {"both": [False, True], "on": [True], "off": [False]}[args.mirror]
     result = {"device": device_name(device), "device_type": device.type, "torch": torch.__version__,
               "num_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),

@@ -1,114 +1,180 @@
-"""Where does a training step's time go? torch.profiler over a few steps, top operators by device time.
+"""Where a training step's time goes, by kernel class, for the rows issue 12 compares; one JSON, one table.
 
-    python benchmarks/profile_step.py --plan 2d --arch umamba_enc --optimizer sam --batch 16 --out results/profile_2d.txt
-    python benchmarks/profile_step.py --plan tiny2d --batch 2 --steps 2        # CPU check
+    python benchmarks/profile_step.py --plan 2d --batch 32 --rows unet:sgd,umamba_enc:sgd,umamba_enc:sam \
+        --modes eager,reduce-overhead --out results/h200/session4/steps_after.json
+    python benchmarks/profile_step.py --uu-path .old ...       # the same rows through an older checkout of uu
+    python benchmarks/profile_step.py --plan tiny2d --batch 2 --steps 2 --modes eager --out /tmp/p.json  # CPU
 
-Prints the table and the fraction of wall time the device was busy (low = launch/sync bound, the
-suspect for the budget run's ~4 it/s whatever the batch; results/h200/RESULTS.md).
-With --data (an ACDC folder or cache) the batches are real training batches (patch sampling and
-augmentation on the device, as fit() draws them) and the time of sampling alone, the step alone and
-both together is reported; --json writes those numbers.
+Each row (plan, arch, optimizer, precision, batch, compile, ms_per_step, ...) times ``--steps`` steps after a
+warm-up (torch.compile's included, reported as warmup_s), then profiles ``--profile-steps`` more with
+torch.profiler and sums the device time of every kernel into classes: convolution, matmul, scan, norm,
+copy/cast, elementwise, reduction, optimizer, compiled (Triton kernels torch.compile fused), other; idle is the
+step's wall time the device spent on nothing (launch overhead, host synchronisation). Random batches: the data
+pipeline is timed elsewhere (bench_train.py). Rows of one arch and mode share one compiled network. Nothing here
+is a test: it prints and writes numbers, rewriting the JSON after every row.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import platform
+import sys
 import time
 from pathlib import Path
 
-import torch
-from torch.profiler import ProfilerActivity, profile
+CLASSES = ("convolution", "matmul", "scan", "norm", "copy/cast", "elementwise", "reduction", "optim_step",
+           "compiled", "other")
+RULES = [  # (class, substrings of the lower-cased kernel name), first match wins
+    ("scan", ("selective_scan",)),
+    ("optim_step", ("multi_tensor_apply", "foreach", "fused_sgd", "_amp_")),
+    ("compiled", ("triton_",)),
+    ("convolution", ("conv", "fprop", "dgrad", "wgrad", "implicit_gemm", "cudnn")),
+    ("matmul", ("gemm", "nvjet", "cutlass", "cublas", "matmul")),
+    ("norm", ("norm", "welford")),
+    ("copy/cast", ("copy", "memcpy", "cat", "transpose", "permute")),
+    ("reduction", ("reduce", "sum_kernel", "argmax")),
+    ("elementwise", ("elementwise", "vectorized", "pointwise", "fill", "memset", "leaky", "silu", "softmax",
+                     "where", "index", "scatter", "gather", "grid_sampler", "pool", "upsample")),
+]
 
-from uu.losses import build_loss
-from uu.net import build_network, get_plan
-from uu.sam import SAM
-from uu.step import train_step
+
+def kernel_class(name: str) -> str:
+    low = name.lower()
+    for cls, keys in RULES:
+        if any(k in low for k in keys):
+            return cls
+    return "other"
+
+
+def kernel_table(prof, steps: int, wall_ms: float) -> dict:
+    """{class: device ms per step} + busy_ms, idle_ms from a torch.profiler run of `steps` steps."""
+    from torch.autograd import DeviceType
+
+    out = dict.fromkeys(CLASSES, 0.0)
+    for e in prof.key_averages():
+        if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0:
+            out[kernel_class(e.key)] += e.self_device_time_total / 1e3 / steps
+    busy = sum(out.values())
+    out = {k: round(v, 2) for k, v in out.items()}
+    out["busy_ms"], out["idle_ms"] = round(busy, 2), round(max(wall_ms - busy, 0.0), 2)
+    return out
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--plan", default="2d")
-    p.add_argument("--arch", default="umamba_enc")
-    p.add_argument("--optimizer", default="sam", choices=["sgd", "sam"])
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--mamba-fp32", action="store_true")
-    p.add_argument("--rows", type=int, default=30)
-    p.add_argument("--out", default=None)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--rows", default="unet:sgd,umamba_enc:sgd,umamba_enc:sam", help="arch:optimizer,...")
+    p.add_argument("--modes", default="eager,reduce-overhead", help="eager | default | reduce-overhead, comma-separated")
+    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--mamba-fp32", action="store_true", help="the authors' setting (Mamba layers in fp32)")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--cudnn-benchmark", action="store_true")
-    p.add_argument("--data", default="", help="ACDC folder or cache: real augmented batches (else random tensors)")
-    p.add_argument("--timed-steps", type=int, default=20, help="steps for the unprofiled timings")
-    p.add_argument("--json", default=None)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--profile-steps", type=int, default=3)
+    p.add_argument("--uu-path", default="", help="import uu from this folder (an older checkout: the 'before' rows)")
+    p.add_argument("--label", default="", help="written into every row (e.g. before / after)")
+    p.add_argument("--max-seconds", type=float, default=1e9, help="skip the remaining rows after this long")
+    p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    if args.uu_path:
+        sys.path.insert(0, str(Path(args.uu_path).resolve()))
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import uu
+    from uu.losses import build_loss
+    from uu.net import build_network, get_plan
+    from uu.sam import SAM
+    from uu.step import compile_model, train_step
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.backends.cudnn.benchmark = args.cudnn_benchmark
-    plan = get_plan(args.plan)
-    model = build_network(plan, args.arch, mamba_fp32=args.mamba_fp32,
-                          channels_last=args.channels_last).to(device).train()
-    loss_fn = build_loss("ua").to(device)
-    groups = [{"params": model.parameters()}, {"params": loss_fn.parameters(), "weight_decay": 0.0}]
-    kw = dict(lr=1e-3, momentum=0.99, nesterov=True)
-    opt = SAM(groups, torch.optim.SGD, rho=0.05, **kw) if args.optimizer == "sam" else torch.optim.SGD(groups, **kw)
-    autocast = torch.bfloat16 if device.type == "cuda" else None
-    batches = None
-    if args.data:
-        from uu.data import load_acdc
-        from uu.train import TrainBatches
-        cases = [c for c in load_acdc(args.data) if c.label is not None][:40]
-        batches = TrainBatches.from_cases(cases, plan.patch_size, args.batch, device=device, seed=0)
-        x, y = batches.sample()
-    else:
-        x = torch.randn(args.batch, 1, *plan.patch_size, device=device)
-        y = torch.randint(0, 4, (args.batch, *plan.patch_size), device=device)
-    for _ in range(3):  # warm-up (cuDNN autotuning, allocator)
-        train_step(model, loss_fn, opt, x, y, autocast_dtype=autocast)
+    torch.backends.cudnn.benchmark = True
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-
-    def timed(fn, n):
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        sync()
-        return (time.perf_counter() - t0) / n * 1e3
-
-    timings = {"step_ms": timed(lambda: train_step(model, loss_fn, opt, x, y, autocast_dtype=autocast),
-                                args.timed_steps)}
-    if batches is not None:
-        timings["sample_ms"] = timed(batches.sample, args.timed_steps)
-        timings["sample_and_step_ms"] = timed(
-            lambda: train_step(model, loss_fn, opt, *batches.sample(), autocast_dtype=autocast), args.timed_steps)
-    if device.type == "cuda":
-        timings["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
-    print(json.dumps({"config": vars(args), **timings}))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"config": vars(args), **timings}, indent=1))
-    if args.steps <= 0:
-        return
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    t0 = time.perf_counter()
-    with profile(activities=activities) as prof:
-        for _ in range(args.steps):
-            train_step(model, loss_fn, opt, x, y, autocast_dtype=autocast)
+    plan = get_plan(args.plan)
+    fused = "fused" in SAM.second_step.__code__.co_varnames or hasattr(uu, "loop")  # this checkout's SGD rule
+    autocast = torch.bfloat16 if args.precision == "bf16" and device.type == "cuda" else None
+    meta = {"uu_path": args.uu_path or str(Path(uu.__file__).parent), "label": args.label,
+            "torch": torch.__version__, "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
+            "fused_sgd": fused}
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    rows, start = [], time.perf_counter()
+    x = torch.randn(args.batch, 1, *plan.patch_size, device=device)
+    y = torch.randint(0, 4, (args.batch, *plan.patch_size), device=device)
+    for mode in args.modes.split(","):
+        built = {}
+        for spec in args.rows.split(","):
+            if time.perf_counter() - start > args.max_seconds:
+                print(f"[profile_step] {args.max_seconds:.0f} s spent: skipping {mode} {spec}", flush=True)
+                continue
+            arch, optimizer = spec.split(":")
+            if arch not in built:
+                torch.manual_seed(0)
+                model = build_network(plan, arch, mamba_fp32=args.mamba_fp32, channels_last=args.channels_last)
+                model = model.to(device).train()
+                built = {arch: (model, model if mode == "eager" else compile_model(model, mode))}
+            model, run = built[arch]
+            loss_fn = build_loss("dice_ce" if arch == "unet" else "ua").to(device)
+            groups = [{"params": list(model.parameters()), "weight_decay": 3e-5},
+                      {"params": list(loss_fn.parameters()), "weight_decay": 0.0}]
+            kw = dict(lr=1e-3, momentum=0.99, nesterov=True, **({"fused": True} if fused and device.type == "cuda" else {}))
+            opt = SAM(groups, torch.optim.SGD, rho=0.05, **kw) if optimizer == "sam" else torch.optim.SGD(groups, **kw)
+            step = lambda: train_step(run, loss_fn, opt, x, y, autocast_dtype=autocast)  # noqa: E731
+            try:
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                t0 = time.perf_counter()
+                for _ in range(args.warmup):
+                    step()
+                sync()
+                warmup = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                for _ in range(args.steps):
+                    step()
+                sync()
+                ms = (time.perf_counter() - t0) / args.steps * 1e3
+                activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+                t0 = time.perf_counter()
+                with profile(activities=activities) as prof:
+                    for _ in range(args.profile_steps):
+                        step()
+                    sync()
+                wall = (time.perf_counter() - t0) / args.profile_steps * 1e3
+            except Exception as err:  # a mode that fails on this stack is reported, not fatal
+                print(f"[profile_step] {mode} {spec} failed: {type(err).__name__}: {err}", flush=True)
+                rows.append({"plan": plan.name, "arch": arch, "optimizer": optimizer, "compile": mode,
+                             "error": f"{type(err).__name__}: {str(err)[:300]}"})
+                continue
+            row = {"label": args.label, "plan": plan.name, "arch": arch, "optimizer": optimizer,
+                   "precision": args.precision, "mamba_fp32": args.mamba_fp32, "channels_last": args.channels_last,
+                   "batch": args.batch, "compile": False if mode == "eager" else mode, "ms_per_step": round(ms, 2),
+                   "warmup_s": round(warmup, 1), "profiled_ms_per_step": round(wall, 2),
+                   "samples_per_s": round(args.batch / ms * 1e3, 1),
+                   "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None,
+                   "kernels_ms": kernel_table(prof, args.profile_steps, wall) if device.type == "cuda" else {}}
+            rows.append(row)
+            print(f"[profile_step] {args.label} {plan.name} {arch} {optimizer} {mode}: {ms:.1f} ms/step "
+                  f"(warm-up {warmup:.0f} s) {row['kernels_ms']}", flush=True)
+            out_path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+            del opt, loss_fn
+        del built
         if device.type == "cuda":
-            torch.cuda.synchronize()
-    wall = (time.perf_counter() - t0) / args.steps
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    table = prof.key_averages().table(sort_by=key, row_limit=args.rows)
-    events = prof.key_averages()
-    busy = sum(getattr(e, "self_device_time_total", 0) or 0 for e in events) / 1e6 / args.steps
-    head = (f"{args.plan} {args.arch} {args.optimizer} batch {args.batch} channels_last {args.channels_last} "
-            f"cudnn.benchmark {args.cudnn_benchmark} on {device}: "
-            f"{wall * 1e3:.1f} ms/step (profiled), device busy {busy * 1e3:.1f} ms/step "
-            f"({100 * busy / wall:.0f}% of wall)\n")
-    print(head + table)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(head + table)
+            torch.cuda.empty_cache()
+    out_path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print(markdown(rows))
+
+
+def markdown(rows) -> str:
+    """The kernel-class table: one line per row, device ms per step per class."""
+    head = ["label", "plan", "arch", "optimizer", "compile", "batch", "ms_per_step", *CLASSES, "idle_ms"]
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    for r in rows:
+        if "error" in r:
+            continue
+        k = r.get("kernels_ms") or {}
+        lines.append("| " + " | ".join(str(r.get(h, k.get(h, ""))) for h in head) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

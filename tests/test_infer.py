@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from uu.data import normalize_intensity
 from uu.evaluate import CSV_COLUMNS, evaluate_predictions, score_case
 from uu.infer import load_label_map, predict_cases, predict_volume, save_label_map
 
@@ -51,7 +52,8 @@ def test_one_window_prediction_by_hand(dims, mirror):
     patch = (8, 8) if dims == 2 else (4, 8, 8)  # one window: the Gaussian weights cancel exactly
     probs = predict_volume(ShiftRight(dims), image, patch, mirror=mirror)
     assert probs.shape == (4, 4, 8, 8) and probs.dtype == np.float32
-    np.testing.assert_allclose(probs, expected_probs(image, mirror), atol=1e-5)
+    # predict_volume takes the raw volume and normalises it as training does
+    np.testing.assert_allclose(probs, expected_probs(normalize_intensity(image), mirror), atol=1e-5)
 
 
 @pytest.mark.parametrize("dims, patch", [(2, (16, 16)), (3, (4, 16, 16))])
@@ -83,7 +85,7 @@ def test_predict_volume_restores_training_mode():
 
 def test_predict_cases_writes_label_maps_with_the_source_affine(phantom_dir, tmp_path):
     import nibabel as nib
-    from uu.data import load_acdc
+    from uu.data import normalize_intensity, load_acdc
 
     cases = load_acdc(phantom_dir)[:2]
     out = predict_cases(nn.Conv2d(1, 4, 1), cases, (32, 32), tmp_path, mirror=False, progress=False)

@@ -12,7 +12,10 @@ import torch.nn as nn
 
 from uu.augment import AugmentConfig, Augmenter
 from uu.sampling import PatchSampler, crop_start, forced_foreground
-from uu.train import FitConfig, TrainBatches, TrainingDiverged, build_optimizer, fit, poly_lr, read_log
+from uu.loop import TrainingDiverged, fit, poly_lr
+from uu.runs import build_optimizer, load_run_model, read_log
+from uu.sampling import TrainBatches
+from uu.train import validation_dice
 
 
 class TinyNet(nn.Module):
@@ -164,26 +167,51 @@ def test_augmentation_is_deterministic_for_a_seed():
 
 def make_parts(seed=0, optimizer="sam", loss_name="ua"):
     from uu.losses import build_loss
-    from uu.profiles import load_profile
 
     torch.manual_seed(seed)
     model = TinyNet()
     loss = build_loss(loss_name)
-    profile = load_profile("smoke", {"optimizer": optimizer, "lr": 0.05})
-    return model, loss, build_optimizer(model, loss, profile)
+    return model, loss, build_optimizer(model, loss, settings(optimizer=optimizer))
 
 
-def fit_config(run_dir, **changes):
-    cfg = dict(run_dir=run_dir, epochs=2, iters_per_epoch=2, lr=0.05, patch_size=(8, 8), batch_size=3,
-               val_every=1, progress=False, seed=0, device="cpu")
-    cfg.update(changes)
-    return FitConfig(**cfg)
+def settings(**changes):
+    """The smoke profile with a small CPU schedule; changes on top."""
+    from uu.profiles import load_profile
+
+    base = dict(epochs=2, iters_per_epoch=2, lr=0.05, batch_size=3, val_every=1, checkpoint_minutes=0.0,
+                progress=False, seed=0, device="cpu")
+    return load_profile("smoke", {**base, **changes})
 
 
-def test_weight_decay_never_on_sigma():
-    model, loss, opt = make_parts()
+def validator(cases, profile):
+    return lambda model: validation_dice(model, cases, (8, 8), torch.device("cpu"), profile)
+
+
+class FakeClock:
+    """time.perf_counter stand-in: every call advances `tick` seconds, so the time-driven schedule is exact."""
+
+    def __init__(self, tick=0.25):
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self):
+        self.now += self.tick
+        return self.now
+
+
+def test_weight_decay_on_every_network_parameter_never_on_sigma():
+    # the authors' code (nnU-Net): SGD(weight_decay=3e-5) over network.parameters(), Mamba's A_log and D included
+    from uu.runs import build_model
+
+    profile = settings(optimizer="sgd", arch="umamba_enc")
+    model = build_model(profile)
+    from uu.losses import build_loss
+    loss = build_loss("ua")
+    opt = build_optimizer(model, loss, profile)
     assert [g["weight_decay"] for g in opt.param_groups] == [3e-5, 0.0]
-    assert opt.param_groups[1]["params"][0] is next(loss.parameters())
+    decayed = {id(p) for p in opt.param_groups[0]["params"]}
+    assert decayed == {id(p) for p in model.parameters()}  # A_log, D and the norms too
+    assert any(name.endswith("A_log") for name, p in model.named_parameters() if id(p) in decayed)
+    assert opt.param_groups[1]["params"] == [loss.base.sigma]
     assert opt.param_groups[0]["momentum"] == 0.99 and opt.param_groups[0]["nesterov"]
 
 
@@ -198,7 +226,8 @@ def test_poly_lr(base, progress, exponent, expected):
 def test_fit_writes_the_run_folder(tmp_path):
     model, loss, opt = make_parts()
     cases = tiny_cases(3)
-    result = fit(model, loss, opt, cases[:2], cases[2:], fit_config(tmp_path))
+    profile = settings()
+    result = fit(model, loss, opt, batches(cases[:2]), profile, run_dir=tmp_path, validate=validator(cases[2:], profile))
     for name in ("init.pt", "final.pt", "checkpoint.pt", "log.jsonl"):
         assert (tmp_path / name).is_file(), name
     log = read_log(tmp_path)
@@ -207,13 +236,14 @@ def test_fit_writes_the_run_folder(tmp_path):
     assert log[0]["lr"] == pytest.approx(0.05 * 0.75 ** 0.9) and log[1]["lr"] == pytest.approx(0.05 * 0.25 ** 0.9)
     assert set(log[0]["components"]) == {"dice", "ce", "focal"} and set(log[0]["sigma"]) == {"dice", "ce", "focal"}
     assert set(log[1]["val"]) == {"RV", "Myo", "LV", "mean"}
-    for key in ("loss", "skipped_steps", "seconds", "wall"):
+    for key in ("loss", "skipped_steps", "seconds", "wall", "train_seconds", "checkpoint_seconds"):
         assert key in log[0]
     assert result.steps == 4 and result.stopped_by == "epochs" and result.skipped_total == 0
     assert result.sigma_first == {"dice": 1.0, "ce": 1.0, "focal": 1.0} and result.sigma_last != result.sigma_first
     init = torch.load(tmp_path / "init.pt", weights_only=False)["model"]
     final = torch.load(tmp_path / "final.pt", weights_only=False)["model"]
     assert not torch.equal(init["body.0.weight"], final["body.0.weight"])
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["finished"]
     assert not (tmp_path / "checkpoint.pt.tmp").exists()
 
 
@@ -244,31 +274,43 @@ def batches(cases, seed=0):
     return TrainBatches.from_cases(cases, (8, 8), batch_size=3, seed=seed)
 
 
-def test_resume_after_a_kill_gives_the_uninterrupted_weights(tmp_path):
+def test_a_killed_budget_like_run_resumes_the_same_time_driven_schedule(tmp_path):
+    # budget-like: the LR anneals on training seconds (max_minutes), validation every few training seconds,
+    # checkpoints on a (wall-clock) interval; a fake clock makes the seconds exact. Killed mid-run, resumed from
+    # the last checkpoint with fresh parts: the same LR, losses and final weights as the uninterrupted run.
     cases = tiny_cases(3)
+    profile = settings(epochs=20, iters_per_epoch=3, max_minutes=8.0 / 60, val_every=0, val_minutes=2.0 / 60,
+                       checkpoint_minutes=0.9 / 60)
     model, loss, opt = make_parts(seed=0)
-    fit(model, loss, opt, batches(cases[:2]), cases[2:], fit_config(tmp_path / "a", epochs=3))
+    a = fit(model, loss, opt, batches(cases[:2]), profile, run_dir=tmp_path / "a", clock=FakeClock(),
+            validate=validator(cases[2:], profile))
+    assert a.stopped_by == "time" and 3 < a.steps < 60  # the time budget, not the epochs, ended it
 
     model, loss, opt = make_parts(seed=0)
-    with pytest.raises(Interrupt):  # killed during epoch 2, after the epoch-1 checkpoint
-        fit(model, loss, opt, StopAfter(batches(cases[:2]), 3), cases[2:], fit_config(tmp_path / "b", epochs=3))
+    with pytest.raises(Interrupt):  # killed in epoch 4, after a checkpoint
+        fit(model, loss, opt, StopAfter(batches(cases[:2]), 10), profile, run_dir=tmp_path / "b", clock=FakeClock(),
+            validate=validator(cases[2:], profile))
+    killed_at = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["epoch"]
+    assert 0 < killed_at < 4
     torch.rand(5)  # disturb the global RNG: resume must restore it
     model, loss, opt = make_parts(seed=123)  # fresh parts with other weights: everything comes from the checkpoint
-    result = fit(model, loss, opt, batches(cases[:2], seed=99), cases[2:],
-                 fit_config(tmp_path / "b", epochs=3, resume=True))
-    assert result.steps == 6
-    a = torch.load(tmp_path / "a" / "final.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "final.pt", weights_only=False)
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
-    assert torch.equal(a["loss"]["base.sigma"], b["loss"]["base.sigma"])
-    log = read_log(tmp_path / "b")
-    assert [line["epoch"] for line in log] == [1, 2, 3]
-    assert [line["loss"] for line in log] == [line["loss"] for line in read_log(tmp_path / "a")]
+    b = fit(model, loss, opt, batches(cases[:2], seed=99), profile, run_dir=tmp_path / "b", resume=True,
+            clock=FakeClock(), validate=validator(cases[2:], profile))
+    assert b.steps == a.steps and b.train_seconds == a.train_seconds
+    wa = torch.load(tmp_path / "a" / "final.pt", weights_only=False)
+    wb = torch.load(tmp_path / "b" / "final.pt", weights_only=False)
+    for key in wa["model"]:
+        assert torch.equal(wa["model"][key], wb["model"][key]), key
+    assert torch.equal(wa["loss"]["base.sigma"], wb["loss"]["base.sigma"])
+    log_a, log_b = read_log(tmp_path / "a"), read_log(tmp_path / "b")
+    assert [line["epoch"] for line in log_b] == list(range(1, len(log_a) + 1))
+    for key in ("lr", "loss", "step", "train_seconds", "val"):
+        assert [line[key] for line in log_b] == [line[key] for line in log_a], key
+    assert sum(line["val"] is not None for line in log_a) >= 3  # validated on the training-time cadence
 
 
 class NanLoss(nn.Module):
-    last_components = {}
+    components = {}
 
     def forward(self, outputs, target):
         return outputs[0].sum() * float("nan")
@@ -281,16 +323,16 @@ def test_a_run_of_non_finite_steps_stops_with_a_clear_message(tmp_path):
     torch.manual_seed(0)
     model = TinyNet()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(TrainingDiverged, match="3 consecutive non-finite steps"):
-        fit(model, NanLoss(), opt, batches(tiny_cases(2)), None, fit_config(tmp_path, max_skipped=3, val_every=0))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, fused=True)
+    with pytest.raises(TrainingDiverged, match="4 consecutive non-finite steps"):  # checked once per epoch
+        fit(model, NanLoss(), opt, batches(tiny_cases(2)), settings(max_skipped=3, val_every=0), run_dir=tmp_path)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
 
 
 def test_time_limit_stops_the_run(tmp_path):
     model, loss, opt = make_parts(optimizer="sgd", loss_name="dice_ce")
-    result = fit(model, loss, opt, batches(tiny_cases(2)), None, fit_config(tmp_path, max_seconds=1e-9, val_every=0))
+    result = fit(model, loss, opt, batches(tiny_cases(2)), settings(max_minutes=1e-9, val_every=0), run_dir=tmp_path)
     assert result.stopped_by == "time" and result.steps == 0
     assert (tmp_path / "final.pt").is_file()
 
@@ -315,7 +357,8 @@ def test_train_run_on_the_phantom_writes_everything(smoke_run):
     assert not set(split["train"]) & set(split["val"])
     summary = json.loads((run / "eval" / "summary.json").read_text())
     assert 0.0 <= summary["dice_mean"] <= 1.0 and summary["hd95_unit"] == "mm"
-    assert summary["skipped_steps"] == 0 and summary["it_per_s"] > 0
+    assert summary["skipped_steps"] == 0 and summary["training"]["it_per_s"] > 0
+    assert 0 < summary["training"]["train_fraction"] <= 1
     assert set(summary["sigma_first"]) == {"dice", "ce", "focal"}
     assert len(read_log(run)) == 2
 
@@ -323,7 +366,7 @@ def test_train_run_on_the_phantom_writes_everything(smoke_run):
 @pytest.mark.slow
 def test_a_finished_run_refuses_a_fresh_start_and_loads(smoke_run):
     from uu.data import DataError
-    from uu.train import load_run_model, train_run
+    from uu.train import train_run
 
     with pytest.raises(DataError, match="resume"):
         train_run("smoke", "", smoke_run)

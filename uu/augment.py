@@ -6,7 +6,7 @@ probabilities (``AugmentConfig``):
 
 - spatial: in-plane rotation (uniform in +-180 deg, p 0.2) and in-plane scaling (0.7-1.4, p 0.2),
   applied together with ONE ``grid_sample`` per batch (bilinear for images, nearest for labels,
-  zeros outside) and only on the samples that drew one of them; the rotation acts in millimetre-free
+  zeros outside), kept only for the samples that drew one of them; the rotation acts in millimetre-free
   pixel space (the aspect ratio of a non-square patch is respected). 3D patches rotate about Z (the
   2D-style scheme nnU-Net uses for ACDC's anisotropic patch). Unlike nnU-Net we rotate the patch
   itself, so its corners may be filled with zeros;
@@ -90,31 +90,26 @@ class Augmenter:
                              f"(B, *spatial); got {tuple(images.shape)} and {tuple(labels.shape)}")
         if images.device != self.device:
             raise ValueError(f"batch on {images.device} but the Augmenter's generator is on {self.device}")
-        images, labels = images.clone(), labels.clone()  # every transform below writes in place
         images, labels = self.spatial(images, labels)
         images = self.intensity(images)
         return self.mirror(images, labels)
 
     def spatial(self, images, labels):
+        """Rotation and scaling with one grid_sample over the whole batch; a mask keeps the samples that drew
+        neither bit-identical (no torch.nonzero: nothing here waits for the GPU)."""
         c, b = self.cfg, images.shape[0]
         rotate = self._coin(b, c.p_rotation)
         angle = self._uniform(b, -math.radians(c.max_rotation_deg), math.radians(c.max_rotation_deg))
         scale_on = self._coin(b, c.p_scale)
         scale = self._uniform(b, *c.scale_range)
-        chosen = torch.nonzero(rotate | scale_on).flatten()
-        if chosen.numel() == 0:
-            return images, labels
-        angle = torch.where(rotate, angle, torch.zeros_like(angle))[chosen]
-        scale = torch.where(scale_on, scale, torch.ones_like(scale))[chosen]
-        theta = self._affine(angle, scale, images.shape[-2:])
-        shape = (len(chosen), 1) + tuple(images.shape[2:])
-        grid = F.affine_grid(theta, shape, align_corners=False)
-        images[chosen] = F.grid_sample(images[chosen], grid, mode="bilinear", padding_mode="zeros",
-                                       align_corners=False)
-        warped = F.grid_sample(labels[chosen].unsqueeze(1).float(), grid, mode="nearest", padding_mode="zeros",
-                               align_corners=False)
-        labels[chosen] = warped.squeeze(1).round().to(labels.dtype)
-        return images, labels
+        angle = torch.where(rotate, angle, torch.zeros_like(angle))
+        scale = torch.where(scale_on, scale, torch.ones_like(scale))
+        grid = F.affine_grid(self._affine(angle, scale, images.shape[-2:]), tuple(images.shape), align_corners=False)
+        warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        warped_labels = F.grid_sample(labels.unsqueeze(1).float(), grid, mode="nearest", padding_mode="zeros",
+                                      align_corners=False).squeeze(1).round().to(labels.dtype)
+        chosen = (rotate | scale_on).view((-1,) + (1,) * (labels.ndim - 1))
+        return torch.where(chosen[:, None], warped, images), torch.where(chosen, warped_labels, labels)
 
     def _affine(self, angle: torch.Tensor, scale: torch.Tensor, plane_shape) -> torch.Tensor:
         """theta (n, d, d+1) mapping output to input normalised coordinates (x, y[, z]).
@@ -134,43 +129,31 @@ class Augmenter:
         return theta
 
     def intensity(self, images):
-        """Each transform runs on the samples that drew it only (index, transform, write back)."""
+        """Each transform is computed for the whole batch and kept where the sample drew it (a mask)."""
         c, b = self.cfg, images.shape[0]
         view = (-1,) + (1,) * (images.ndim - 1)
         dims = tuple(range(1, images.ndim))
 
-        chosen = self._chosen(self._coin(b, c.p_noise))
+        chosen = self._coin(b, c.p_noise).view(view)
         sigma = self._uniform(b, *c.noise_variance).sqrt().view(view)
-        if chosen is not None:
-            noise = torch.randn((len(chosen),) + tuple(images.shape[1:]), generator=self.generator,
-                                device=self.device)
-            images[chosen] += noise * sigma[chosen]
+        noise = torch.randn(images.shape, generator=self.generator, device=self.device)
+        images = images + noise * (sigma * chosen)  # + 0 exactly where not chosen
 
-        chosen = self._chosen(self._coin(b, c.p_brightness))
+        chosen = self._coin(b, c.p_brightness).view(view)
         factor = self._uniform(b, *c.brightness_range).view(view)
-        if chosen is not None:
-            images[chosen] *= factor[chosen]
+        images = images * torch.where(chosen, factor, torch.ones_like(factor))
 
-        chosen = self._chosen(self._coin(b, c.p_contrast))
+        chosen = self._coin(b, c.p_contrast).view(view)
         factor = self._uniform(b, *c.contrast_range).view(view)
-        if chosen is not None:
-            x = images[chosen]
-            mean = x.mean(dim=dims, keepdim=True)
-            lo, hi = x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
-            images[chosen] = torch.minimum(torch.maximum((x - mean) * factor[chosen] + mean, lo), hi)
+        mean = images.mean(dim=dims, keepdim=True)
+        lo, hi = images.amin(dim=dims, keepdim=True), images.amax(dim=dims, keepdim=True)
+        images = torch.where(chosen, torch.minimum(torch.maximum((images - mean) * factor + mean, lo), hi), images)
 
         for p, inverted in ((c.p_gamma_inverted, True), (c.p_gamma, False)):
-            chosen = self._chosen(self._coin(b, p))
+            chosen = self._coin(b, p).view(view)
             gamma = self._uniform(b, *c.gamma_range).view(view)
-            if chosen is not None:
-                images[chosen] = self._gamma(images[chosen], gamma[chosen], inverted)
+            images = torch.where(chosen, self._gamma(images, gamma, inverted), images)
         return images
-
-    @staticmethod
-    def _chosen(mask: torch.Tensor):
-        """Indices where mask is True, or None when there are none."""
-        idx = torch.nonzero(mask).flatten()
-        return idx if idx.numel() else None
 
     @staticmethod
     def _gamma(images, gamma, inverted: bool, eps: float = 1e-7):
@@ -189,8 +172,7 @@ class Augmenter:
     def mirror(self, images, labels):
         b = images.shape[0]
         for axis in range(self.spatial_dims):
-            chosen = self._chosen(self._coin(b, self.cfg.p_mirror))
-            if chosen is not None:
-                images[chosen] = images[chosen].flip(axis + 2)
-                labels[chosen] = labels[chosen].flip(axis + 1)
+            chosen = self._coin(b, self.cfg.p_mirror).view((-1,) + (1,) * self.spatial_dims)
+            images = torch.where(chosen[:, None], images.flip(axis + 2), images)
+            labels = torch.where(chosen, labels.flip(axis + 1), labels)
         return images, labels

@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from uu.data import normalize_intensity
 from uu.step import unwrap
 
 
@@ -70,7 +71,8 @@ def predict_logits(model, image, patch_size: Sequence[int], mirror: bool = True,
 
 def predict_volume(model, image, plan, mirror: bool = True, device="cpu", sw_batch_size: int = 8,
                    overlap: float = 0.5, autocast_dtype=None) -> np.ndarray:
-    """Class probabilities (C, Z, Y, X) float32 for a normalised (Z, Y, X) volume.
+    """Class probabilities (C, Z, Y, X) float32 for a raw (Z, Y, X) volume as loaded (normalised here, with
+    uu.data.normalize_intensity, as training normalises: the one boundary for inference).
 
     plan: a uu.net Plan (its ``patch_size`` decides 2D or 3D) or a patch-size tuple. The model is put in
     eval mode for the call and its previous mode restored."""
@@ -79,7 +81,7 @@ def predict_volume(model, image, plan, mirror: bool = True, device="cpu", sw_bat
     was_training = net.training
     net.eval()
     try:
-        logits = predict_logits(net, image, patch_size, mirror=mirror, device=device,
+        logits = predict_logits(net, normalize_intensity(np.asarray(image)), patch_size, mirror=mirror, device=device,
                                 sw_batch_size=sw_batch_size, overlap=overlap, autocast_dtype=autocast_dtype)
         return torch.softmax(logits, dim=0).cpu().numpy().astype(np.float32)
     finally:
@@ -115,16 +117,15 @@ def load_label_map(path) -> np.ndarray:
 
 def predict_cases(model, cases, plan, out_dir, mirror: bool = True, device="cpu", sw_batch_size: int = 8,
                   autocast_dtype=None, progress: bool = True, overlap: float = 0.5) -> Path:
-    """Predict every case (uu.data.Case; images as loaded, normalised here) into ``out_dir``.
+    """Predict every case (uu.data.Case; raw images as loaded) into ``out_dir``.
     Returns out_dir, holding NAME.nii.gz, NAME_probs.npz and predictions.json."""
     from tqdm.auto import tqdm
-    from uu.data import normalize_intensity
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     index = []
     for case in tqdm(list(cases), desc="predict", disable=not progress, leave=False):
-        probs = predict_volume(model, normalize_intensity(case.image), plan, mirror=mirror, device=device,
+        probs = predict_volume(model, case.image, plan, mirror=mirror, device=device,
                                sw_batch_size=sw_batch_size, overlap=overlap, autocast_dtype=autocast_dtype)
         if getattr(case, "loader", None) is not None:
             case.release()  # lazy cases: do not keep every volume in memory

@@ -73,6 +73,11 @@ class ComponentLoss(nn.Module):
         self._last = {k: v.detach() for k, v in values.items()}
 
     @property
+    def components(self) -> dict[str, torch.Tensor]:
+        """The last call's components as detached 0-dim tensors (reading them costs no synchronisation)."""
+        return self._last
+
+    @property
     def last_components(self) -> dict[str, float]:
         return {k: float(v) for k, v in self._last.items()}
 
@@ -304,6 +309,10 @@ class DeepSupervisionLoss(nn.Module):
                 components[k] = components.get(k, 0.0) + w * v
         self._last = components
         return total
+
+    @property
+    def components(self) -> dict[str, torch.Tensor]:
+        return self._last
 
     @property
     def last_components(self) -> dict[str, float]:

@@ -34,7 +34,8 @@ KEYS: dict[str, tuple[tuple, Any, Optional[tuple], str]] = {
     # network
     "plan": ((str,), "2d", ("3d", "2d", "tiny2d", "tiny3d"), "uu.net.get_plan name"),
     "patch_size": ((list,), None, None, "override the plan's patch size, e.g. [256, 224] (2D) or [20, 256, 224]"),
-    "arch": ((str,), "umamba_enc", ("umamba_enc", "umamba_bot", "unet"), "network architecture"),
+    "arch": ((str,), "umamba_enc", ("umamba_enc", "umamba_bot", "unet", "resunet"),
+             "network architecture (resunet: U-Mamba Enc without its Mamba layers)"),
     "deep_supervision": ((bool,), True, None, "train on the deep-supervision outputs (else the full-resolution one only)"),
     "mamba_fp32": ((bool,), True, None, "run the Mamba layers in fp32 with autocast off (the authors' setting)"),
     "checkpoint_mamba": ((bool,), False, None, "activation checkpointing of the Mamba layers (saves memory)"),
@@ -59,8 +60,12 @@ KEYS: dict[str, tuple[tuple, Any, Optional[tuple], str]] = {
     # schedule
     "epochs": ((int,), 250, None, "number of epochs"),
     "iters_per_epoch": ((int,), 250, None, "training iterations per epoch"),
-    "max_minutes": ((float,), None, None, "wall-clock limit of fit(); the poly LR anneals to 0 by then (None: no limit)"),
+    "max_minutes": ((float,), None, None, "minutes of training steps (validation and checkpoints not counted); the "
+                    "poly LR anneals to 0 by then (None: no limit)"),
     "val_every": ((int,), 10, None, "validation Dice every N epochs (and after the last); 0: never during training"),
+    "val_minutes": ((float,), None, None, "validation every N minutes of training steps instead of val_every epochs"),
+    "checkpoint_minutes": ((float,), 10.0, None, "checkpoint every N minutes of wall-clock (and at the end); 0: "
+                           "every epoch. Written on a background thread"),
     "val_mirror": ((bool,), False, None, "mirroring test-time augmentation during the periodic validation"),
     "max_val_cases": ((int,), 0, None, "use only the first N validation volumes for the periodic validation (0: all)"),
     "eval_mirror": ((bool,), True, None, "mirroring test-time augmentation in the final evaluation (RUN/eval)"),
@@ -173,11 +178,6 @@ def dump_profile(profile: Mapping, path: PathLike) -> Path:
     return path
 
 
-def describe_keys() -> str:
-    """One line per key: name, default, meaning (for --help texts and notebooks)."""
-    return "\n".join(f"{k:22s} {spec[1]!r:>12}  {spec[3]}" for k, spec in KEYS.items())
-
-
 # ---------------------------------------------------------------------------------------------
 
 def _copy(value):
@@ -230,8 +230,11 @@ def _check_values(p: dict, source: str) -> None:
         bad("sw_overlap", "must be within [0, 1)")
     if not 0.0 <= p["foreground_oversample"] <= 1.0:
         bad("foreground_oversample", "must be within [0, 1]")
-    if p["max_minutes"] is not None and p["max_minutes"] <= 0:
-        bad("max_minutes", "must be positive or null")
+    for key in ("max_minutes", "val_minutes"):
+        if p[key] is not None and p[key] <= 0:
+            bad(key, "must be positive or null")
+    if p["checkpoint_minutes"] < 0:
+        bad("checkpoint_minutes", "must be 0 (every epoch) or more")
     if p["patch_size"] is not None:
         ps = p["patch_size"]
         if len(ps) not in (2, 3) or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in ps):

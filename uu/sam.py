@@ -46,16 +46,11 @@ class SAM(torch.optim.Optimizer):
     @torch.no_grad()
     def grad_norm(self) -> torch.Tensor:
         """||g||_2 over all parameters with a gradient (||(|w| g)||_2 for adaptive groups); a 0-dim tensor."""
-        norms = []
+        grads = []
         for group, params in self._groups_with_grad():
-            grads = [p.grad for p in params]
-            if group["adaptive"]:
-                grads = torch._foreach_mul(torch._foreach_abs(params), grads)
-            norms.extend(torch._foreach_norm(grads))  # one fused kernel per device and dtype, not one per tensor
-        if not norms:
-            return torch.zeros(())
-        device = norms[0].device
-        return torch.linalg.vector_norm(torch.stack([n.to(device, torch.float32) for n in norms]))
+            g = [p.grad for p in params]
+            grads.extend(torch._foreach_mul(torch._foreach_abs(params), g) if group["adaptive"] else g)
+        return global_norm(grads)
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
@@ -70,7 +65,9 @@ class SAM(torch.optim.Optimizer):
                 e = torch._foreach_mul([p.grad for p in device_params], scale)
                 if group["adaptive"]:
                     e = torch._foreach_mul(e, torch._foreach_mul(device_params, device_params))
-                saved = [p.detach().clone() for p in device_params]
+                # the copy of w lives in buffers kept from step to step: one copy kernel, no allocation
+                saved = [self.state[p].setdefault("w", torch.empty_like(p)) for p in device_params]
+                torch._foreach_copy_(saved, device_params)
                 self._saved.append((device_params, saved))
                 torch._foreach_add_(device_params, e)
         if zero_grad:
@@ -84,12 +81,17 @@ class SAM(torch.optim.Optimizer):
         self._saved.clear()
 
     @torch.no_grad()
-    def second_step(self, zero_grad: bool = False) -> None:
-        """w <- saved w, then the base optimizer steps with the current gradient (taken at w + e)."""
+    def second_step(self, zero_grad: bool = False, found_inf: torch.Tensor | None = None) -> None:
+        """w <- saved w, then the base optimizer steps with the current gradient (taken at w + e).
+        found_inf (a 0-dim tensor, fused base optimizers only): 1 skips the base step on the device."""
         if not self._saved:
             raise RuntimeError("SAM.second_step called without a first_step")
         self.restore()
-        self.base_optimizer.step()
+        self.base_optimizer.found_inf = found_inf
+        try:
+            self.base_optimizer.step()
+        finally:
+            self.base_optimizer.found_inf = None
         self._opt_called = True  # tells torch LR schedulers an optimizer step happened (no spurious warning)
         if zero_grad:
             self.zero_grad()
@@ -122,6 +124,16 @@ class SAM(torch.optim.Optimizer):
         return f"SAM(rho={self.defaults['rho']}, adaptive={self.defaults['adaptive']}, base={self.base_optimizer!r})"
 
 
+def global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """L2 norm over all elements of all tensors (a 0-dim fp32 tensor; inf/nan when one is non-finite). One fused
+    norm kernel per device and dtype, no host synchronisation. The one gradient norm of uu (SAM, clipping)."""
+    norms = [n.float() for ts in group_by_device_and_dtype(tensors) for n in torch._foreach_norm(ts)]
+    if not norms:
+        return torch.zeros(())
+    device = norms[0].device
+    return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]))
+
+
 def group_by_device_and_dtype(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
     """tensors split into lists of one device and dtype each (what one torch._foreach_* call accepts)."""
     buckets: dict[tuple, list] = {}
@@ -130,4 +142,4 @@ def group_by_device_and_dtype(tensors: list[torch.Tensor]) -> list[list[torch.Te
     return list(buckets.values())
 
 
-__all__ = ["SAM", "group_by_device_and_dtype"]
+__all__ = ["SAM", "global_norm", "group_by_device_and_dtype"]

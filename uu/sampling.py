@@ -25,6 +25,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from uu.augment import Augmenter
+from uu.data import normalize_intensity
+
 
 def forced_foreground(batch_size: int, fraction: float) -> np.ndarray:
     """Boolean (B,): which samples of a batch are centred on foreground (nnU-Net's rule)."""
@@ -134,3 +137,35 @@ def _overlap(start, size, shape):
         src.append(slice(lo, hi))
         dst.append(slice(lo - begin, hi - begin))
     return tuple(src), tuple(dst)
+
+
+class TrainBatches:
+    """Training batches: a PatchSampler over the normalised volumes (resident on ``device``) and an Augmenter on
+    the same device. The one place where training normalises its raw images. ``sample()`` -> images
+    (B, 1, *patch) float32, labels (B, *patch) int64."""
+
+    def __init__(self, sampler: PatchSampler, augmenter: Optional[Augmenter] = None):
+        self.sampler, self.augmenter = sampler, augmenter
+
+    @classmethod
+    def from_cases(cls, cases, patch_size, batch_size: int, foreground_fraction: float = 0.33,
+                   augment: bool = True, device="cpu", seed: int = 0) -> "TrainBatches":
+        images = [normalize_intensity(c.image) for c in cases]
+        sampler = PatchSampler(images, [c.label for c in cases], patch_size, batch_size, foreground_fraction,
+                               device=device, seed=seed)
+        return cls(sampler, Augmenter(len(patch_size), seed=seed + 1, device=device) if augment else None)
+
+    def sample(self):
+        images, labels = self.sampler.sample()
+        if self.augmenter is not None:
+            images, labels = self.augmenter(images, labels)
+        return images, labels
+
+    def state_dict(self) -> dict:
+        return {"sampler": self.sampler.state_dict(),
+                "augmenter": None if self.augmenter is None else self.augmenter.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+        if self.augmenter is not None and state.get("augmenter") is not None:
+            self.augmenter.load_state_dict(state["augmenter"])

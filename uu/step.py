@@ -1,26 +1,22 @@
-"""One training step for a plain optimizer or SAM, with autocast, GradScaler and non-finite skipping.
+"""One training step, plain or SAM (Eq. 9), with autocast, GradScaler and non-finite steps skipped.
 
 Rules (the authors' fp16 + SAM code lets NaN/inf into the weights; see ../shared/ANCHORS.md):
-  - bf16 autocast (or none) needs no GradScaler. fp16 should come with a GradScaler.
-  - With a GradScaler the loss is scaled for backward and the gradients are UNSCALED before anything uses
-    them: SAM's perturbation e = rho g / ||g|| is taken from true gradients.
-  - A non-finite loss or any non-finite gradient (checked over all the optimizer's parameters, sigma
-    included) skips the step: the weights stay bit-identical, the gradients are zeroed, skipped=True.
-    With a scaler, scaler.update() still runs after the inf check so that the scale backs off.
-  - SAM: each of the two passes is checked; if the second pass is non-finite the perturbation is undone
-    (saved weights copied back) and the base optimizer does not step.
-  - Under DistributedDataParallel the skip decision is OR-reduced over ranks so all ranks agree.
-  - The backward pass always runs, even for a non-finite loss, so DDP ranks never wait for each other.
+  - bf16 autocast (or none) needs no GradScaler. fp16 should come with a GradScaler; the gradients are
+    UNSCALED before anything uses them, so SAM's perturbation e = rho g / ||g|| is taken from true gradients.
+  - A non-finite loss or gradient (any pass, any parameter, sigma included, any DDP rank) skips the step:
+    the weights and the optimizer state stay bit-identical and skipped is True. SAM's perturbation is always
+    undone from the saved copy, so a skipped SAM step leaves no trace either.
+  - No host synchronisation: the skip is decided on the device. A fused optimizer (uu.runs builds
+    SGD(fused=True)) takes the decision as its ``found_inf`` tensor and skips its own kernel; any other
+    optimizer is stepped only after reading the flag (one synchronisation). StepResult holds 0-dim tensors;
+    the training loop reads them in bulk at the end of an epoch.
+  - Under DistributedDataParallel the skip flag is max-reduced over ranks; the backward pass always runs.
+  - With a GradScaler, scaler.update() runs once per pass: a non-finite first pass of SAM (which also
+    poisons w + e) backs the scale off twice.
 
-Gradient clipping (norm grad_clip) applies to the gradient the update uses (SAM: the second pass).
-SAM's first pass is NOT clipped: clipping rescales g uniformly and e = rho g / ||g|| does not depend on the
-scale of g (for adaptive SAM neither), so it would change nothing.
-
-With a GradScaler and SAM, scaler.update() runs once per pass (two per step), so the scale's growth
-interval counts passes, not steps.
-
-The loss and components reported are those of the first pass (at w, not at w + e), as usual for SAM;
-loss_fn.last_components is set back to them after the second pass.
+Gradient clipping (norm grad_clip) applies to the gradient the update uses (SAM: the second pass). SAM's
+first pass is not clipped: e = rho g / ||g|| does not depend on the scale of g. The loss and components
+reported are those of the first pass (at w, not at w + e).
 """
 
 from __future__ import annotations
@@ -30,48 +26,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from uu.sam import SAM, group_by_device_and_dtype
+from uu.sam import SAM, global_norm, group_by_device_and_dtype
 
 
 @dataclass
 class StepResult:
-    loss: float  # loss at w (first pass); nan/inf when skipped for a non-finite loss
-    skipped: bool  # True: weights untouched
-    grad_norm: float  # L2 norm of the update's gradient before clipping (SAM: second pass); may be inf/nan if skipped
-    components: dict = field(default_factory=dict)  # loss_fn.last_components of the first pass
-
-
-def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    return [p for group in optimizer.param_groups for p in group["params"]]
-
-
-def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
-    """L2 norm over all gradients (a 0-dim tensor; inf/nan when a gradient is non-finite)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6: foreach kernels
-        return torch.nn.utils.get_total_norm(grads, 2.0)
-    device = grads[0].device
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()).to(device) for g in grads]))
-
-
-def _clip_(params: list[torch.Tensor], norm: torch.Tensor, max_norm: float | None) -> None:
-    """Same rule as torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1."""
-    if not max_norm:
-        return
-    coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-    for grads in group_by_device_and_dtype([p.grad for p in params if p.grad is not None]):
-        torch._foreach_mul_(grads, coef.to(grads[0].device, grads[0].dtype))  # one fused kernel, not one per tensor
-
-
-def _any_rank(flag: bool, device) -> bool:
-    """OR of a flag over DDP ranks (the flag itself outside a process group)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        return bool(t.item() > 0)
-    return flag
+    """0-dim tensors on the training device (read them with float() / bool(), which synchronises)."""
+    loss: torch.Tensor  # loss at w (first pass); nan/inf when skipped for a non-finite loss
+    skipped: torch.Tensor  # bool: True means the weights were not touched
+    grad_norm: torch.Tensor  # L2 norm of the update's gradient before clipping (SAM: second pass)
+    components: dict = field(default_factory=dict)  # name -> 0-dim tensor, the loss' components of pass 1
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -105,76 +69,108 @@ def _forward_backward(model, loss_fn, images, target, autocast_dtype, scaler):
     return loss.detach()
 
 
+def _non_finite(loss: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """1.0 when the loss or the gradient norm is nan/inf (on any DDP rank), else 0.0; stays on the device."""
+    flag = (~(torch.isfinite(loss) & torch.isfinite(norm.to(loss.device)))).float().reshape(1)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return flag[0]
+
+
+def _clip_(params: list[torch.Tensor], norm: torch.Tensor, max_norm: float | None) -> None:
+    """Same rule as torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1."""
+    if not max_norm:
+        return
+    coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    for grads in group_by_device_and_dtype([p.grad for p in params if p.grad is not None]):
+        torch._foreach_mul_(grads, coef.to(grads[0].device, grads[0].dtype))  # one fused kernel, not one per tensor
+
+
+def _fused(optimizer) -> bool:
+    """True when the optimizer takes a device-side found_inf (fused torch optimizers)."""
+    base = optimizer.base_optimizer if isinstance(optimizer, SAM) else optimizer
+    return bool(getattr(base, "_step_supports_amp_scaling", False))
+
+
+def _zero_momentum_buffers(optimizer) -> None:
+    """Fused SGD's first step copies the gradient into fresh buffers; skipped on the device, it would leave them
+    uninitialised. Zero buffers give the identical first update (buf = momentum * 0 + grad)."""
+    base = optimizer.base_optimizer if isinstance(optimizer, SAM) else optimizer
+    for group in base.param_groups:
+        if group.get("momentum", 0):
+            for p in group["params"]:
+                if base.state[p].get("momentum_buffer") is None:
+                    base.state[p]["momentum_buffer"] = torch.zeros_like(p)
+
+
+def _update(optimizer, found_inf: torch.Tensor, sam: bool) -> None:
+    """The optimizer step, skipped when found_inf is 1 (on the device for a fused optimizer)."""
+    if sam:  # puts the weights back to w (always), then the base optimizer steps with the gradient at w + e
+        if _fused(optimizer):
+            optimizer.second_step(found_inf=found_inf)
+        elif bool(found_inf):
+            optimizer.restore()
+        else:
+            optimizer.second_step()
+    elif _fused(optimizer):
+        optimizer.found_inf = found_inf
+        try:
+            optimizer.step()
+        finally:
+            optimizer.found_inf = None
+    elif not bool(found_inf):
+        optimizer.step()
+
+
 def train_step(model, loss_fn, optimizer, images: torch.Tensor, target: torch.Tensor, *,
                autocast_dtype: torch.dtype | None = None, scaler=None, grad_clip: float | None = 12.0) -> StepResult:
-    """One optimisation step; returns StepResult(loss, skipped, grad_norm, components).
+    """One optimisation step (plain, or SAM's two passes of Eq. 9); returns StepResult of 0-dim tensors.
 
     model: in train mode (its output may be a list of deep-supervision logits); loss_fn(outputs, target),
-    possibly wrapped in DDP (components are read from the unwrapped module);
-    optimizer: any torch optimizer or uu.sam.SAM holding the model's parameters and the loss's (sigma);
-    put the loss's parameters in the optimizer (without weight decay) so sigma is trained by the same update;
-    images (B, C_in, *spatial), target (B, *spatial) int64, on the model's device;
-    autocast_dtype: None (fp32), torch.bfloat16 or torch.float16; scaler: torch.amp.GradScaler or None.
+    possibly wrapped in DDP; optimizer: any torch optimizer or uu.sam.SAM holding the model's parameters and the
+    loss's (sigma, without weight decay); images (B, C_in, *spatial), target (B, *spatial) int64, on the model's
+    device; autocast_dtype: None (fp32), torch.bfloat16 or torch.float16; scaler: torch.amp.GradScaler or None.
     """
     if scaler is not None and not scaler.is_enabled():
         scaler = None
-    params = _optimizer_params(optimizer)
-    is_sam = isinstance(optimizer, SAM)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    sam = isinstance(optimizer, SAM)
+    if _fused(optimizer):
+        _zero_momentum_buffers(optimizer)
     optimizer.zero_grad(set_to_none=True)
     model.zero_grad(set_to_none=True)
+    loss_log = unwrap(loss_fn)  # the loss may be wrapped in DDP (to average sigma's gradient)
 
-    def check(loss):
-        """Unscale, measure the gradient; True when the loss or a gradient is non-finite (on any rank)."""
+    def true_gradient_norm():
         if scaler is not None:
             scaler.unscale_(optimizer)
-        norm = _grad_norm(params)
-        bad = not (torch.isfinite(loss) and torch.isfinite(norm))
-        return _any_rank(bool(bad), loss.device), norm
+        return global_norm([p.grad for p in params if p.grad is not None])
 
-    def skip(loss_value, norm, components):
-        optimizer.zero_grad(set_to_none=True)
+    # pass 1: the gradient at w
+    loss = _forward_backward(model, loss_fn, images, target, autocast_dtype, scaler)
+    components = dict(loss_log.components)
+    saved_logs = {k: getattr(loss_log, k) for k in ("_last", "_last_full") if hasattr(loss_log, k)}
+    norm = true_gradient_norm()
+    found_inf = _non_finite(loss, norm)
+    if sam:
+        # pass 2: w + e with e = rho g / ||g||, the gradient there (a non-finite g gives a non-finite e: the
+        # step is skipped below and the saved weights restored, so nothing of it survives)
+        optimizer.first_step(zero_grad=True)
         model.zero_grad(set_to_none=True)
         if scaler is not None:
-            scaler.update()  # found_inf was recorded by unscale_ -> the scale backs off
-        return StepResult(loss_value, True, float(norm), components)
-
-    # pass 1: gradient at w
-    loss = _forward_backward(model, loss_fn, images, target, autocast_dtype, scaler)
-    loss_value = float(loss)
-    loss_log = unwrap(loss_fn)  # the loss may be wrapped in DDP (to average sigma's gradient)
-    components = dict(getattr(loss_log, "last_components", {}))
-    saved_logs = {k: getattr(loss_log, k) for k in ("_last", "_last_full") if hasattr(loss_log, k)}
-    bad, norm = check(loss)
-    if bad:
-        return skip(loss_value, norm, components)
-
-    if not is_sam:
-        _clip_(params, norm, grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)  # no inf found by unscale_ -> optimizer.step()
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return StepResult(loss_value, False, float(norm), components)
-
-    # SAM: perturb with the true (unscaled, unclipped) gradient, then pass 2 at w + e
-    optimizer.first_step(zero_grad=True)
+            scaler.update()  # closes pass 1 so that pass 2 can be unscaled
+        loss2 = _forward_backward(model, loss_fn, images, target, autocast_dtype, scaler)
+        for k, v in saved_logs.items():  # report pass 1's components, not those at w + e
+            setattr(loss_log, k, v)
+        norm = true_gradient_norm()
+        found_inf = torch.maximum(found_inf, _non_finite(loss2, norm))
+    _clip_(params, norm, grad_clip)
+    _update(optimizer, found_inf, sam)
+    if scaler is not None:
+        scaler.update()  # found_inf was recorded by unscale_: a non-finite gradient backs the scale off
+    optimizer.zero_grad(set_to_none=True)
     model.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.update()  # closes pass 1 (no inf) so that pass 2 can be unscaled
-    loss2 = _forward_backward(model, loss_fn, images, target, autocast_dtype, scaler)
-    for k, v in saved_logs.items():  # report pass 1's components, not those at w + e
-        setattr(loss_log, k, v)
-    bad, norm2 = check(loss2)
-    if bad:
-        optimizer.restore()
-        return skip(loss_value, norm2, components)
-    _clip_(params, norm2, grad_clip)
-    optimizer.second_step(zero_grad=True)
-    if scaler is not None:
-        scaler.update()
-    return StepResult(loss_value, False, float(norm2), components)
+    return StepResult(loss, found_inf > 0, norm, components)
 
 
 __all__ = ["StepResult", "train_step", "compile_model", "unwrap"]

@@ -78,7 +78,9 @@ class MambaLayer(nn.Module):
 
     (B, C, *spatial) -> tokens (B, N, C) with N = prod(spatial) in C order: for 3D (Z, Y, X) the x
     index runs fastest, then y, then z (torch.flatten / reshape order) -> LayerNorm(C) -> Mamba ->
-    back to (B, C, *spatial).
+    back to (B, C, *spatial). A contiguous (NCHW / NCDHW) input takes the channels-first path: the same
+    numbers on the (B, C, N) view (LayerNorm over dim 1, Mamba.forward_channels_first), no transpose copied;
+    a channels-last input takes the token path, for which (B, N, C) is the free view.
     fp32=True: autocast off and the input cast to fp32 (output stays fp32, as in U-Mamba).
     fp32=False: runs in whatever autocast dtype is active.
     checkpoint=True: activation checkpointing (recompute in backward) for this layer.
@@ -92,10 +94,16 @@ class MambaLayer(nn.Module):
 
     def _mix(self, x):
         b, c = x.shape[:2]
-        spatial = x.shape[2:]
+        if x.is_contiguous():
+            channels_first = x.reshape(b, c, -1)  # (B, C, N), a view
+            x32 = channels_first.to(torch.promote_types(x.dtype, torch.float32))  # fp32 statistics, as F.layer_norm
+            mean = x32.mean(dim=1, keepdim=True)
+            var = (x32 - mean).square().mean(dim=1, keepdim=True)
+            normed = (x32 - mean) * torch.rsqrt(var + self.norm.eps) * self.norm.weight[:, None] + self.norm.bias[:, None]
+            return self.mamba.forward_channels_first(normed).reshape(x.shape)
         tokens = x.reshape(b, c, -1).transpose(1, 2)  # (B, N, C)
         out = self.mamba(self.norm(tokens))
-        return out.transpose(1, 2).reshape(b, c, *spatial)
+        return out.transpose(1, 2).reshape(x.shape)
 
     def _forward(self, x):
         if self.fp32:

@@ -68,9 +68,7 @@ class Mamba(nn.Module):
         # S4D-real initialisation, kept in fp32
         A = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(self.d_inner, 1)
         self.A_log = nn.Parameter(torch.log(A))
-        self.A_log._no_weight_decay = True
-        self.D = nn.Parameter(torch.ones(self.d_inner, device=device))  # fp32
-        self.D._no_weight_decay = True
+        self.D = nn.Parameter(torch.ones(self.d_inner, device=device))  # fp32 (weight decay: see uu.runs)
 
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory_kwargs)
 
@@ -90,6 +88,24 @@ class Mamba(nn.Module):
                            delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
                            chunk_size=self.chunk_size, backend=self.backend)
         return self.out_proj(y.transpose(1, 2))
+
+    def forward_channels_first(self, x):
+        """x (B, d_model, L) -> (B, d_model, L): the same function as forward() on x.transpose(1, 2), computed
+        in the channels-first layout that an NCHW / NCDHW feature map flattens to for free. Each projection is a
+        matmul W @ x giving (B, out, L), the layout the scan wants, so no transpose is ever copied."""
+        seqlen = x.shape[-1]
+        xz = torch.matmul(self.in_proj.weight, x)  # (B, 2 * d_inner, L)
+        if self.in_proj.bias is not None:
+            xz = xz + self.in_proj.bias[:, None]
+        u, z = xz.chunk(2, dim=1)
+        u = self.act(self.conv1d(u)[..., :seqlen])  # causal depthwise conv
+        dt, B, C = torch.split(torch.matmul(self.x_proj.weight, u), [self.dt_rank, self.d_state, self.d_state], dim=1)
+        dt = torch.matmul(self.dt_proj.weight, dt)  # (B, d_inner, L); the bias goes into the scan
+        y = selective_scan(u, dt, -torch.exp(self.A_log.float()), B.contiguous(), C.contiguous(), self.D.float(),
+                           z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+                           chunk_size=self.chunk_size, backend=self.backend)
+        out = torch.matmul(self.out_proj.weight, y)
+        return out if self.out_proj.bias is None else out + self.out_proj.bias[:, None]
 
     def extra_repr(self):
         return (f"d_model={self.d_model}, d_inner={self.d_inner}, d_state={self.d_state}, "

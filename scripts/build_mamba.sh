@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Build mamba-ssm's CUDA extension for sm_90 only from the carried source archive into /tmp/site (device tool).
+# Run in the background while the GPU does other work: setsid nohup nice -n 19 bash scripts/build_mamba.sh &
+set -u
+[ -d /tmp/site/mamba_ssm ] && { echo "[build_mamba] already built"; exit 0; }
+t0=$(date +%s)
+rm -rf /tmp/mamba_build && mkdir -p /tmp/mamba_build /tmp/site && tar -xzf .src/mamba_ssm-*.tar.gz -C /tmp/mamba_build
+src=$(ls -d /tmp/mamba_build/mamba_ssm-*)
+python3 - "$src/setup.py" <<'PY'
+import re, sys
+p = sys.argv[1]; s = open(p).read()
+s = re.sub(r'cc_flag\.append\("-gencode"\)\s*\n(\s*)cc_flag\.append\("arch=compute_\d+a?,code=sm_\d+a?"\)', "pass", s)
+s = s.replace('cc_flag = []', 'cc_flag = ["-gencode", "arch=compute_90,code=sm_90"]', 1)
+open(p, "w").write(s)
+PY
+(cd "$src" && MAMBA_FORCE_BUILD=TRUE MAX_JOBS=16 NVCC_THREADS=4 TORCH_CUDA_ARCH_LIST=9.0 \
+   python3 -m pip wheel -q --no-build-isolation --no-deps . -w /tmp/mamba_whl) \
+&& python3 -m pip install -q --no-index --no-deps --target /tmp/site /tmp/mamba_whl/mamba_ssm-*.whl \
+&& echo "[build_mamba] built in $(( $(date +%s) - t0 )) s" || echo "[build_mamba] FAILED after $(( $(date +%s) - t0 )) s"

@@ -1,0 +1,83 @@
+"""Checkpoints: atomic files, the random streams, and a writer that saves off the training thread.
+
+``CheckpointWriter.save(state, path)`` copies ``state`` to host memory at once (so training can go on and
+change the weights) and writes it on a background thread: torch.save to PATH.tmp, then os.replace, so a kill
+never leaves a half-written file at PATH. ``wait()`` joins the write in flight and re-raises its error.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def rng_states() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_states(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj: Any, path) -> Path:
+    """torch.save to PATH.tmp, then os.replace: a kill never leaves a half-written file at PATH."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def host_copy(obj):
+    """obj with every tensor copied to the CPU (cloned there too: CPU training must not change the copy)."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(host_copy(v) for v in obj)
+    return obj
+
+
+class CheckpointWriter:
+    """One background thread writing checkpoints; at most one write in flight (the next save waits for it)."""
+
+    def __init__(self, background: bool = True):
+        self.background = background
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, state: dict, path) -> None:
+        self.wait()
+        snapshot = host_copy(state)
+        if not self.background:
+            atomic_save(snapshot, path)
+            return
+
+        def write():
+            try:
+                atomic_save(snapshot, path)
+            except BaseException as err:  # re-raised on the training thread by wait()
+                self._error = err
+
+        self._thread = threading.Thread(target=write, name="uu-checkpoint", daemon=False)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise RuntimeError(f"writing a checkpoint failed: {err}") from err
