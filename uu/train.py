@@ -45,15 +45,21 @@ def choose_split(cases, profile: dict) -> tuple[str, dict]:
 
 
 def validation_dice(model, cases, plan, device, profile: dict) -> dict:
-    """Mean Dice per class over the volumes (sliding window, the profile's val_mirror): {RV, Myo, LV, mean}."""
+    """Mean Dice per class over the volumes (sliding window, the profile's val_mirror): {RV, Myo, LV, mean}.
+    cuDNN's autotuning is off meanwhile: the windows' batch shapes vary per volume, and tuning each new one made
+    the first validation of a budget run 8-11 s (results/h200/session4), later ones 0.2-0.5 s."""
     autocast_dtype, _ = resolve_amp(profile["amp"], device)
     per_class = defaultdict(list)
-    for case in cases:
-        probs = predict_volume(model, case.image, plan, mirror=profile["val_mirror"], device=device,
-                               sw_batch_size=profile["sw_batch_size"], overlap=profile["sw_overlap"],
-                               autocast_dtype=autocast_dtype)
-        for name, d in zip(CLASSES, dice_per_class(probs.argmax(0), case.label, tuple(LABELS.values())).values()):
-            per_class[name].append(d)
+    tuning, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
+    try:
+        for case in cases:
+            probs = predict_volume(model, case.image, plan, mirror=profile["val_mirror"], device=device,
+                                   sw_batch_size=profile["sw_batch_size"], overlap=profile["sw_overlap"],
+                                   autocast_dtype=autocast_dtype)
+            for name, d in zip(CLASSES, dice_per_class(probs.argmax(0), case.label, tuple(LABELS.values())).values()):
+                per_class[name].append(d)
+    finally:
+        torch.backends.cudnn.benchmark = tuning
     out = {name: float(np.mean(per_class[name])) for name in CLASSES}
     out["mean"] = float(np.mean([out[n] for n in CLASSES]))
     return out

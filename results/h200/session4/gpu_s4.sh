@@ -63,5 +63,23 @@ c)
   tar czf "$OUT/unet8.tgz" -C /tmp/uu_s4/pack unet8
   el "stage c done"
   ;;
+d)
+  # one call for both runs of the race (the machine of stage a was given back before b): the U-Net run while
+  # mamba-ssm builds (CPU only, nice 19), then the UU-Mamba run; both eager, RUN_MINUTES of training each
+  setsid nohup nice -n 19 bash scripts/build_mamba.sh > /tmp/uu_s4/build.log 2>&1 < /dev/null &
+  for r in "unet8 --set arch=unet --set loss=dice_ce --set optimizer=sgd --set batch_size=32" "uu8"; do
+    set -- $r; name=$1; shift
+    [ "$name" = uu8 ] && { while ! grep -q "built in\|FAILED\|already" /tmp/uu_s4/build.log 2>/dev/null; do sleep 2; done; tail -1 /tmp/uu_s4/build.log; }
+    el "$name run"
+    rm -rf /tmp/uu_s4/$name
+    timeout $(( RUN_MIN * 60 + 75 )) python3 -m uu train --params budget --data $DATA --out /tmp/uu_s4/$name "$@" \
+      --set compile=false --set max_minutes=$RUN_MIN > /tmp/uu_s4/$name.log 2>&1
+    tail -3 /tmp/uu_s4/$name.log
+    mkdir -p /tmp/uu_s4/pack/$name/eval && cp /tmp/uu_s4/$name/{log.jsonl,profile.yaml,split.json} /tmp/uu_s4/pack/$name/
+    cp /tmp/uu_s4/$name/eval/{summary.json,per_case.csv} /tmp/uu_s4/pack/$name/eval/; cp /tmp/uu_s4/$name.log /tmp/uu_s4/pack/$name/
+    tar czf "$OUT/runs.tgz" -C /tmp/uu_s4/pack .
+  done
+  el "stage d done"
+  ;;
 esac
 ls -la "$OUT"
