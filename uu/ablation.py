@@ -1,19 +1,10 @@
-"""The ablation: configurations as profile overrides, and training or reading their runs.
+"""The ablation: configurations as profile overrides (issue 5), and training or reading their runs.
 
-Configurations (issue 5), all under one profile and one data folder:
-
-| name | row | network | loss | optimizer | paper |
-| --- | --- | --- | --- | --- | --- |
-| unet_dice_ce | 1 | residual U-Net | Dice + CE | SGD | nnU-Net, Table II |
-| umamba_dice_ce | 2 | U-Mamba Enc | Dice + CE | SGD | U-Mamba, Table II |
-| umamba_ce | 3 | U-Mamba Enc | CE | SGD | Table I row 1 |
-| umamba_ua | 4 | U-Mamba Enc | UA (Eq. 8) | SGD | Table I row 2 |
-| umamba_ua_sam | 5 | U-Mamba Enc | UA | SAM | Table I row 3, UU-Mamba |
-| umamba_ua_fixed_sam | 6 | U-Mamba Enc | UA, sigma frozen | SAM, lr 1e-2 | the authors' code |
-
-Runs live in RUNS/<name>/seed<k>/ (the run-folder format of DEVELOPERS.md). A run whose
-eval/summary.json exists is read, never retrained, so runs made on a GPU elsewhere (or their small
-committed eval/ and log.jsonl files) can be tabulated anywhere (uu.tables).
+CONFIGS: rows 1-2 are the baselines of the paper's Table II (nnU-Net-like U-Net, U-Mamba Enc with Dice + CE),
+rows 3-5 its Table I (U-Mamba Enc with CE, with the UA loss of Eq. 8, with UA + SAM: UU-Mamba), row 6 the
+authors' code (sigma frozen, lr 1e-2); all under one profile and one data folder. Runs live in
+RUNS/<name>/seed<k>/ (the run-folder format of DEVELOPERS.md); a run whose eval/summary.json exists is read,
+never retrained, so runs made on a GPU elsewhere (or their committed eval/ and log.jsonl) tabulate anywhere.
 """
 
 from __future__ import annotations

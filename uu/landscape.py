@@ -58,13 +58,6 @@ def random_direction(model: nn.Module, filter_normalize: bool = True, seed: int 
     return direction
 
 
-def line_between(w0: Sequence[torch.Tensor], w1: Sequence[torch.Tensor]) -> Weights:
-    """The direction w1 - w0 (so w0 + 1.0 * direction == w1)."""
-    if len(w0) != len(w1):
-        raise ValueError(f"line_between: {len(w0)} tensors against {len(w1)}")
-    return [b.detach() - a.detach() for a, b in zip(w0, w1)]
-
-
 # ----------------------------------------------------------------------------- 1D and 2D landscapes
 
 @torch.no_grad()
@@ -76,7 +69,9 @@ def _loss_at(model: nn.Module, loss_closure: LossClosure, weights: Sequence[torc
 def loss_along_line(model: nn.Module, loss_closure: LossClosure, w_from: Sequence[torch.Tensor],
                     w_to: Sequence[torch.Tensor], alphas: Sequence[float]) -> np.ndarray:
     """Loss at w_from + alpha * (w_to - w_from) for each alpha (alpha 0: w_from, 1: w_to); shape (len(alphas),)."""
-    direction = line_between(w_from, w_to)
+    if len(w_from) != len(w_to):
+        raise ValueError(f"loss_along_line: {len(w_from)} tensors against {len(w_to)}")
+    direction = [b.detach() - a.detach() for a, b in zip(w_from, w_to)]
     with preserved_weights(model):
         return np.array([_loss_at(model, loss_closure, combine(w_from, (a, direction))) for a in alphas])
 
@@ -182,10 +177,8 @@ def landscape_report(run_dirs: dict, loss: str = "dice_ce", n_patches: int = 4, 
     started only while fewer than hessian_budget_s seconds have passed (hessian_iters 0: none).
     save_to: a JSON path rewritten (save_report, these settings as meta) after every step, so that a
     process cut short keeps what it finished.
-    hessian_method: "double_backprop" (default) or "finite_difference". Measured on a smoke U-Mamba:
-    double backprop through the pure-PyTorch scan's blockwise-recompute backward differs by ~0.7% from
-    plain autograd (that backward is not itself differentiated), while finite differences of the
-    U-Mamba's fp32 gradients are unusable (the gradient jumps under tiny weight changes).
+    hessian_method: "double_backprop" or "finite_difference"; on a smoke U-Mamba the first is within ~0.7% of
+    plain autograd, the second unusable (fp32 gradients jump under tiny weight changes).
     """
     start = time.perf_counter()
     meta = dict(loss=loss, n_patches=n_patches, rho=rho, sam_steps=sam_steps, line_points=line_points,
@@ -222,23 +215,13 @@ def landscape_report(run_dirs: dict, loss: str = "dice_ce", n_patches: int = 4, 
 def save_report(report: dict, path, **meta) -> Path:
     """A landscape_report as JSON (arrays as lists) with free-form ``meta`` (loss, patches, rho...), so that a
     report computed on a GPU can be drawn and tabulated anywhere (``load_report``)."""
-    def plain(x):
-        if isinstance(x, dict):
-            return {k: plain(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [plain(v) for v in x]
-        if isinstance(x, np.ndarray):
-            return x.tolist()
-        if isinstance(x, (np.floating, np.integer, np.bool_)):
-            return x.item()
-        return x
-
     methods = {m: {"line": {"alphas": r["line"][0], "losses": r["line"][1]},
                    "surface": {"alphas": r["surface"][0], "betas": r["surface"][1], "losses": r["surface"][2]},
                    "sam": r["sam"], "hessian": r["hessian"]} for m, r in report.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(plain({"meta": meta, "methods": methods}), indent=1))
+    # numpy arrays and scalars (np.bool_ included) become lists and Python numbers
+    path.write_text(json.dumps({"meta": meta, "methods": methods}, indent=1, default=lambda x: x.tolist()))
     return path
 
 

@@ -150,11 +150,6 @@ def side_by_side(table: pd.DataFrame, protocol: str) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- paired comparisons
 
-def per_volume(runs: Sequence, metric: str) -> pd.DataFrame:
-    """(seed, patient, phase, value) for all runs of one configuration."""
-    return pd.concat([read_per_case(r)[["seed", "patient", "phase", metric]] for r in runs], ignore_index=True)
-
-
 def paired_comparison(runs_a: Sequence, runs_b: Sequence, metric: str = "dice_avg", n_boot: int = 10_000,
                       seed: int = 0) -> dict:
     """Paired per-volume difference b - a (x100: Dice points, MSE x100) with a bootstrap 95% interval.
@@ -163,7 +158,8 @@ def paired_comparison(runs_a: Sequence, runs_b: Sequence, metric: str = "dice_av
     each volume's difference is averaged over those seeds before resampling volumes.
     Returns {"metric", "mean_diff", "ci_low", "ci_high", "n_volumes", "n_seeds", "excludes_zero"}.
     """
-    a, b = per_volume(runs_a, metric), per_volume(runs_b, metric)
+    a, b = (pd.concat([read_per_case(r)[["seed", "patient", "phase", metric]] for r in runs], ignore_index=True)
+            for runs in (runs_a, runs_b))
     joined = a.merge(b, on=["seed", "patient", "phase"], suffixes=("_a", "_b"))
     if joined.empty:
         raise ValueError(f"paired_comparison: no volume and seed in common between {runs_a} and {runs_b}")
@@ -204,18 +200,16 @@ def sharpness_table(report: Mapping, loss: str = "") -> pd.DataFrame:
     Hessian eigenvalues are in loss / weight^2.
     """
     name = f"{loss} loss" if loss else "loss"
-    none = {"eigenvalue": math.nan, "dominant": math.nan, "iterations": 0, "converged": False,
-            "method": "not computed"}
-    return pd.DataFrame([{"method": m, f"{name} at w": r["sam"]["loss"],
-                          f"{name} max within rho": r["sam"]["max_loss"],
-                          f"SAM sharpness ({name} rise)": r["sam"]["sharpness"],
-                          "rho (weight L2)": r["sam"]["rho"],
-                          f"top Hessian eigenvalue ({name} / weight^2)": (r["hessian"] or none)["eigenvalue"],
-                          f"dominant Hessian eigenvalue ({name} / weight^2)": (r["hessian"] or none)["dominant"],
-                          "power iterations": (r["hessian"] or none)["iterations"],
-                          "converged": (r["hessian"] or none)["converged"],
-                          "Hessian method": (r["hessian"] or none)["method"]}
-                         for m, r in report.items()])
+    rows = []
+    for m, r in report.items():
+        sam, h = r["sam"], r["hessian"] or {"eigenvalue": math.nan, "dominant": math.nan, "iterations": 0,
+                                            "converged": False, "method": "not computed"}
+        rows.append({"method": m, f"{name} at w": sam["loss"], f"{name} max within rho": sam["max_loss"],
+                     f"SAM sharpness ({name} rise)": sam["sharpness"], "rho (weight L2)": sam["rho"],
+                     f"top Hessian eigenvalue ({name} / weight^2)": h["eigenvalue"],
+                     f"dominant Hessian eigenvalue ({name} / weight^2)": h["dominant"],
+                     "power iterations": h["iterations"], "converged": h["converged"], "Hessian method": h["method"]})
+    return pd.DataFrame(rows)
 
 
 def calibration_table(ece: Mapping[str, float]) -> pd.DataFrame:

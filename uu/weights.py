@@ -1,8 +1,5 @@
-"""Weight lists: one tensor per trainable parameter, in ``model.parameters()`` order.
-
-The loss-landscape and sharpness code moves a model through weight space with these, and copies the
-weights back bit for bit afterwards (never re-computed as w - a*d).
-"""
+"""Weight lists (one tensor per trainable parameter, in ``model.parameters()`` order) for uu.landscape and
+uu.sharpness, which move a model through weight space and copy its weights back bit for bit (never w - a*d)."""
 
 from __future__ import annotations
 
