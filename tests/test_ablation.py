@@ -1,4 +1,4 @@
-"""Ablation tables from hand-made run folders (no training)."""
+"""Ablation runs, tables and figure material from hand-made run folders (no training)."""
 
 import json
 import math
@@ -8,7 +8,8 @@ import types
 import pandas as pd
 import pytest
 
-from uu import ablation
+from uu import ablation, figures, tables
+from uu.runs import read_log
 
 
 def fake_run(runs_dir, config, seed, rv, myo, lv, mse, patients=(1, 2)):
@@ -40,7 +41,7 @@ def test_collect_runs_finds_finished_runs_only(runs_dir):
 
 
 def test_ablation_table_mean_and_std_over_seeds(runs_dir):
-    table = ablation.ablation_table(ablation.collect_runs(runs_dir)).set_index("config")
+    table = tables.ablation_table(ablation.collect_runs(runs_dir), ablation.CONFIGS).set_index("config")
     ce = table.loc["umamba_ce"]
     assert ce["row"] == 3 and ce["n_seeds"] == 2 and ce["n_volumes"] == 2
     assert ce["dice_RV_mean"] == pytest.approx(87.5)
@@ -50,36 +51,46 @@ def test_ablation_table_mean_and_std_over_seeds(runs_dir):
     ua = table.loc["umamba_ua"]
     assert ua["dice_avg_mean"] == pytest.approx(86.0) and math.isnan(ua["dice_avg_std"])
 
-    text = ablation.format_table(table.reset_index())
-    assert text.loc[0, "avg Dice"] == "87.50 ± 3.54" and text.loc[1, "avg Dice"] == "86.00"
+    text = tables.format_table(table.reset_index())
+    assert list(text.columns) == ["row", "configuration", "RV Dice (%)", "Myo Dice (%)", "LV Dice (%)",
+                                  "avg Dice (%)", "MSE x100", "seeds", "volumes"]
+    assert text.loc[0, "avg Dice (%)"] == "87.50 ± 3.54" and text.loc[1, "avg Dice (%)"] == "86.00"
+    assert text.loc[0, "MSE x100"] == "2.0000 ± 0.0000"
 
 
 def test_paired_comparison_uses_common_seeds(runs_dir):
     runs = ablation.collect_runs(runs_dir)
-    cmp = ablation.paired_comparisons(runs, pairs=[("umamba_ce", "umamba_ua"), ("umamba_ua", "umamba_ua_sam")],
-                                      n_boot=200)
-    assert len(cmp) == 2  # the pair with the unfinished configuration is left out; two metrics
-    dice = cmp[cmp["metric"] == "dice_avg"].iloc[0]
-    assert dice["mean_diff"] == pytest.approx(1.0) and dice["ci_low"] == pytest.approx(1.0)
-    assert dice["n_seeds"] == 1 and dice["n_volumes"] == 2 and dice["excludes_zero"]
-    assert dice["note"] == "only 2 volumes: the interval means little"
-    mse = cmp[cmp["metric"] == "mse"].iloc[0]
-    assert mse["mean_diff"] == pytest.approx(-0.5)
+    cmp = tables.paired_comparisons(runs, pairs=[("umamba_ce", "umamba_ua"), ("umamba_ua", "umamba_ua_sam")],
+                                    n_boot=200)
+    assert len(cmp) == 1  # the pair with the unfinished configuration is left out
+    row = cmp.iloc[0]
+    # seed 0 only (umamba_ua has no seed 1): +1 Dice point and -0.5 MSE x100 on both volumes
+    assert row["avg Dice diff (Dice points)"] == pytest.approx(1.0)
+    assert row["avg Dice 95% CI low (Dice points)"] == pytest.approx(1.0)
+    assert row["avg Dice 95% CI high (Dice points)"] == pytest.approx(1.0)
+    assert row["MSE diff (MSE x100)"] == pytest.approx(-0.5) and row["MSE 95% CI high (MSE x100)"] == pytest.approx(-0.5)
+    assert row["seeds"] == 1 and row["volumes"] == 2
+    assert row["note"] == "only 2 volumes: the intervals mean little"
+    one = tables.paired_comparison(runs["umamba_ce"], runs["umamba_ua"], "dice_RV", n_boot=200)
+    assert one["mean_diff"] == pytest.approx(1.0) and one["excludes_zero"] and one["n_seeds"] == 1
 
 
 def test_side_by_side_labels_every_line_with_its_protocol(runs_dir):
-    table = ablation.ablation_table(ablation.collect_runs(runs_dir))
-    both = ablation.side_by_side(table, "ours: test")
+    table = tables.ablation_table(ablation.collect_runs(runs_dir), ablation.CONFIGS)
+    both = tables.side_by_side(table, "ours: test")
     assert both["protocol"].str.len().min() > 0
     ours_ce = both[(both["source"] == "ours") & (both["row"] == 3)].iloc[0]
     assert ours_ce["protocol"] == "ours: test; 2 seed(s), 2 volumes"
     paper_ce = both[(both["source"] == "paper Table I") & (both["row"] == 3)].iloc[0]
-    assert paper_ce["avg Dice"] == "92.26" and paper_ce["MSE x100"] == "0.3843"
+    assert paper_ce["avg Dice (%)"] == "92.26" and paper_ce["MSE x100"] == "0.3843"
+    assert ours_ce["avg Dice (%)"] == "87.50 ± 3.54"
+    assert paper_ce["RV Dice (%)"] == ""  # Table I gives the average only
+    assert both["source"].tolist() == ["ours", "paper Table I", "ours", "paper Table I"]  # no Table II line for 3, 4
 
 
 def test_write_table_csv_and_markdown(tmp_path):
     df = pd.DataFrame({"a": [1.5, math.nan], "b": ["x|y", None]})
-    csv, md = ablation.write_table(df, tmp_path / "sub" / "t")
+    csv, md = tables.write_table(df, tmp_path / "sub" / "t")
     assert pd.read_csv(csv).shape == (2, 2)
     assert md.read_text() == "| a | b |\n| --- | --- |\n| 1.5 | x\\|y |\n|  |  |\n"
 
@@ -105,10 +116,6 @@ def test_unknown_configuration_is_an_error():
         ablation.get_config("umamba_sam_ua")
 
 
-def test_read_log(runs_dir):
-    assert [e["loss"] for e in ablation.read_log(runs_dir / "umamba_ce" / "seed0")] == [1.5, 1.0]
-
-
 def test_figures_are_written_with_one_panel_per_method(tmp_path, runs_dir):
     import matplotlib
     matplotlib.use("Agg")
@@ -124,7 +131,7 @@ def test_figures_are_written_with_one_panel_per_method(tmp_path, runs_dir):
     assert fig.axes[1].get_title() == "b\n9 wrong"
     probs = np.stack([gt == k for k in range(4)]).astype(float)
     viz.reliability_diagram({"a": stats.reliability_bins(probs, gt)}, path=tmp_path / "r.png")
-    logs = {"umamba_ce": ablation.read_log(runs_dir / "umamba_ce" / "seed0")}
+    logs = {"umamba_ce": read_log(runs_dir / "umamba_ce" / "seed0")}
     viz.training_curves(logs, path=tmp_path / "c.png")
     viz.sigma_trajectories(logs, path=tmp_path / "s.png")
     viz.loss_line([0, 0.5, 1], {"a": [3, 2, 1]}, path=tmp_path / "l.png")
@@ -163,10 +170,11 @@ def test_figure_material_perfect_and_uniform_predictions(tmp_path):
     uniform = lambda label: np.full((4, *label.shape), 0.25)
     runs = {"perfect": prediction_run(tmp_path, "perfect", data, cases, one_hot),
             "uniform": prediction_run(tmp_path, "uniform", data, cases, uniform)}
-    m = ablation.figure_material(runs, n_slices=2)
+    m = figures.figure_material(runs, n_slices=2)
 
     assert m["titles"][0].startswith("patient001_ED z") and len(m["images"]) == 2
     z = int(m["titles"][0].split("z")[-1])
+    np.testing.assert_array_equal(m["images"][0], cases[0].image[z])  # raw: the figure scales it
     np.testing.assert_array_equal(m["predictions"]["perfect"][0], cases[0].label[z])
     assert m["mses"]["perfect"] == [0.0, 0.0] and m["ece"]["perfect"] == 0.0
     assert not m["errors"]["perfect"][0].any() and np.abs(m["entropy"]["perfect"][0]).max() < 1e-6
@@ -215,3 +223,35 @@ def test_time_to_accuracy_plots_validation_dice_against_wall_seconds(tmp_path):
     first, second = fig.axes[0].lines
     assert list(first.get_xdata()) == [21.5, 30.0] and list(first.get_ydata()) == [50.0, 75.0]
     assert list(second.get_xdata()) == [21.5] and (tmp_path / "t.png").is_file()
+
+
+def test_prepare_makes_one_phantom_only_when_a_run_must_train(runs_dir, tmp_path, monkeypatch):
+    made = []
+
+    def fake_phantom(root, n_patients, seed):
+        made.append((root, n_patients, seed))
+        root.mkdir(parents=True)
+        return root
+
+    monkeypatch.setattr(ablation, "make_phantom", fake_phantom)
+    results = tmp_path / "results"
+    ws = ablation.prepare("smoke", ["umamba_ce", "umamba_ua"], [0], runs_dir=runs_dir, results_dir=results)
+    assert ws.to_train == [] and ws.data_dir == "" and made == [] and results.is_dir()
+    assert ws.protocol == "ours: profile smoke, the data recorded in the runs, validation split"
+
+    ws = ablation.prepare("smoke", ["umamba_ce", "umamba_ua"], range(2), runs_dir=runs_dir, results_dir=results)
+    assert ws.to_train == [("umamba_ua", 1)]
+    assert made == [(runs_dir / "phantom", 5, 0)] and ws.data_dir == str(runs_dir / "phantom")  # smoke: 5 patients
+    assert ws.protocol == "ours: profile smoke, phantom, validation split"
+    ablation.prepare("smoke", ["umamba_ua"], [1], runs_dir=runs_dir, results_dir=results)
+    assert len(made) == 1  # the phantom exists: not made again
+
+    ws = ablation.prepare("smoke", ["umamba_ua"], [1], data_dir="/data", runs_dir=runs_dir, results_dir=results)
+    assert ws.data_dir == "/data" and len(made) == 1 and ws.protocol.startswith("ours: profile smoke, data /data,")
+    with pytest.raises(ValueError, match="unknown ablation configuration"):
+        ablation.prepare("smoke", ["nope"], [0], runs_dir=runs_dir, results_dir=results)
+
+
+def test_calibration_table_in_percent():
+    table = tables.calibration_table({"a": 0.0125, "b": 0.0})
+    assert list(table.columns) == ["method", "ECE (%)"] and table["ECE (%)"].tolist() == [1.25, 0.0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from uu.data import NNFORMER_TEST, NNFORMER_TRAIN, NNFORMER_VAL, Case, DataError, split_patients
+from uu.data import NNFORMER_TEST, NNFORMER_TRAIN, NNFORMER_VAL, Case, DataError, choose_split, split_patients
 
 ACDC_VAL = [89, 90, 91, 93, 94, 96, 97, 98, 99, 100]
 ACDC_TEST = [2, 3, 8, 9, 12, 14, 17, 24, 42, 48, 49, 53, 55, 64, 67, 79, 81, 88, 92, 95]
@@ -79,3 +79,27 @@ def test_official_scheme():
 def test_bad_split_arguments(kwargs, message):
     with pytest.raises(DataError, match=message):
         split_patients(range(1, 11), **kwargs)
+
+
+@pytest.mark.parametrize("patients, scheme, fold, expected_scheme, expected_val", [
+    (range(1, 101), "auto", 0, "nnformer", ACDC_VAL),                      # nnFormer's validation patients present
+    ([p for p in range(1, 101) if p != 89], "auto", 0, "kfold", None),    # one missing: k-fold
+    ([1, 2, 89], "nnformer", 0, "nnformer", [89]),                        # an explicit scheme is kept
+])
+def test_choose_split_auto_picks_nnformer_only_with_its_validation_patients(patients, scheme, fold,
+                                                                            expected_scheme, expected_val):
+    used, split = choose_split(list(patients), scheme, fold=fold, n_folds=5, seed=0)
+    assert used == expected_scheme
+    if expected_val is None:  # the kfold split itself, same arguments
+        assert split == split_patients(list(patients), "kfold", fold=fold, n_folds=5, seed=0)
+    else:
+        assert split["val"] == expected_val
+
+
+@pytest.mark.parametrize("patients, scheme, fold", [
+    ([1, 2, 3], "nnformer", 0),      # none of nnFormer's validation patients: val empty
+    (range(1, 11), "kfold", "all"),  # everyone in train: val empty
+])
+def test_choose_split_refuses_an_empty_side(patients, scheme, fold):
+    with pytest.raises(DataError, match="both must be non-empty"):
+        choose_split(list(patients), scheme, fold=fold)

@@ -1,5 +1,7 @@
-"""Loss landscape and sharpness on models whose loss is a known quadratic 0.5 w^T H w."""
+"""Loss landscape (uu.landscape) and sharpness (uu.sharpness) on models whose loss is a known quadratic
+0.5 w^T H w; the report over runs on a hand-made run folder. TinyNet: a local copy for now."""
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -9,6 +11,10 @@ import torch
 from torch import nn
 
 from uu import landscape as ls
+from uu import sharpness as sh
+from uu import tables
+from uu.data import normalize_intensity
+from uu.weights import get_weights
 
 
 class Quadratic(nn.Module):
@@ -43,7 +49,7 @@ def rotated(eigenvalues, seed=0):
 def test_top_hessian_eigenvalue_of_a_quadratic(eigenvalues, expected, method):
     H, _ = rotated(eigenvalues)
     model = Quadratic(np.ones(len(eigenvalues)))
-    out = ls.top_hessian_eigenvalue(model, quadratic_closure(model, H), iters=200, tol=1e-12, method=method)
+    out = sh.top_hessian_eigenvalue(model, quadratic_closure(model, H), iters=200, tol=1e-12, method=method)
     assert out["eigenvalue"] == pytest.approx(expected, rel=1e-8)  # central differences: exact for a quadratic
     assert out["dominant"] == pytest.approx(max(eigenvalues, key=abs), rel=1e-8)
     assert model.w.tolist() == [1.0] * len(eigenvalues)
@@ -52,7 +58,7 @@ def test_top_hessian_eigenvalue_of_a_quadratic(eigenvalues, expected, method):
 def test_top_hessian_eigenvalue_stops_at_iters():
     H, _ = rotated([1.0, 0.99, 0.5])  # slow: ratio 0.99
     model = Quadratic(np.ones(3))
-    out = ls.top_hessian_eigenvalue(model, quadratic_closure(model, H), iters=3, tol=0.0)
+    out = sh.top_hessian_eigenvalue(model, quadratic_closure(model, H), iters=3, tol=0.0)
     assert out["iterations"] == 3 and not out["converged"]
     assert 0.5 <= out["eigenvalue"] <= 1.0 + 1e-12  # a Rayleigh quotient lies within the spectrum
 
@@ -64,7 +70,7 @@ def test_sam_sharpness_exact_when_w_is_the_top_eigenvector():
     H, Q = rotated([4.0, 1.0, 0.5], seed=3)
     c, rho = 2.0, 0.1
     model = Quadratic(c * Q[:, 0])
-    out = ls.sam_sharpness(model, quadratic_closure(model, H), rho=rho, steps=1)
+    out = sh.sam_sharpness(model, quadratic_closure(model, H), rho=rho, steps=1)
     assert out["loss"] == pytest.approx(0.5 * 4.0 * c * c)                           # 8
     assert out["sharpness"] == pytest.approx(rho * 4.0 * c + 0.5 * rho**2 * 4.0)      # 0.82
 
@@ -74,7 +80,7 @@ def test_sam_sharpness_one_step_is_sams_perturbation():
     # e^T H w = 2 sqrt(2) rho, 0.5 e^T H e = 0.5 rho^2 (2 + 1)/2 = 0.75 rho^2.
     rho = 0.1
     model = Quadratic([1.0, 2.0])
-    out = ls.sam_sharpness(model, quadratic_closure(model, np.diag([2.0, 1.0])), rho=rho, steps=1)
+    out = sh.sam_sharpness(model, quadratic_closure(model, np.diag([2.0, 1.0])), rho=rho, steps=1)
     assert out["loss"] == pytest.approx(0.5 * (2 * 1 + 1 * 4))
     assert out["sharpness"] == pytest.approx(2 * math.sqrt(2) * rho + 0.75 * rho**2)
 
@@ -96,7 +102,7 @@ def test_sam_sharpness_converges_to_the_ball_maximum(rho):
     H, _ = rotated([3.0, 1.0, 0.2], seed=1)
     w = np.array([0.3, -1.0, 0.7])
     model = Quadratic(w)
-    out = ls.sam_sharpness(model, quadratic_closure(model, H), rho=rho, steps=60)
+    out = sh.sam_sharpness(model, quadratic_closure(model, H), rho=rho, steps=60)
     assert out["sharpness"] == pytest.approx(trust_region_max(H, w, rho), rel=1e-6)
     assert np.all(np.diff(out["trace"]) >= -1e-12)  # convex loss: ascent never goes down
 
@@ -164,11 +170,11 @@ def test_every_function_restores_the_weights_bit_identically():
     d1, d2 = ls.random_direction(net, seed=1), ls.random_direction(net, seed=2)
     w_init = [w + 0.1 * d for w, d in zip(before, d1)]
 
-    ls.loss_along_line(net, closure, w_init, ls.get_weights(net), [0.0, 0.3, 1.0])
+    ls.loss_along_line(net, closure, w_init, get_weights(net), [0.0, 0.3, 1.0])
     ls.loss_surface_2d(net, closure, d1, d2, [-0.5, 0.5], [-0.5, 0.5])
-    out = ls.sam_sharpness(net, closure, rho=0.05, steps=3)
-    ls.top_hessian_eigenvalue(net, closure, iters=3)
-    ls.top_hessian_eigenvalue(net, closure, iters=2, method="finite_difference")
+    out = sh.sam_sharpness(net, closure, rho=0.05, steps=3)
+    sh.top_hessian_eigenvalue(net, closure, iters=3)
+    sh.top_hessian_eigenvalue(net, closure, iters=2, method="finite_difference")
 
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
     assert net.training  # mode restored too
@@ -187,14 +193,14 @@ def test_weights_restored_when_the_closure_fails():
         return (net.w ** 2).sum()
 
     with pytest.raises(RuntimeError, match="boom"):
-        ls.sam_sharpness(net, closure, rho=0.5, steps=2)
+        sh.sam_sharpness(net, closure, rho=0.5, steps=2)
     assert net.w.tolist() == [1.0, 2.0]
 
 
 def test_sam_sharpness_rejects_bad_arguments():
     net = Quadratic([1.0])
     with pytest.raises(ValueError, match="rho"):
-        ls.sam_sharpness(net, lambda: (net.w ** 2).sum(), rho=0.0)
+        sh.sam_sharpness(net, lambda: (net.w ** 2).sum(), rho=0.0)
 
 
 # ----------------------------------------------------------------------------- fixed patches
@@ -207,10 +213,13 @@ def test_fixed_patches_shapes_padding_and_foreground():
 
     images, target = ls.fixed_patches([case], (4, 4), n=2, seed=0)
     assert images.shape == (2, 1, 4, 4) and target.shape == (2, 4, 4) and target.dtype == torch.int64
-    # centre (0, 0) -> window rows/cols -2..1: two padded rows and columns, then the slice's corner
+    # centre (0, 0) -> window rows/cols -2..1: two padded rows and columns, then the slice's corner of the
+    # volume normalised as training normalises it
     expected = np.zeros((4, 4), np.float32)
-    expected[2:, 2:] = image[1, :2, :2]
+    expected[2:, 2:] = normalize_intensity(image)[1, :2, :2]
     np.testing.assert_array_equal(images[0, 0].numpy(), expected)
+    rescaled = SimpleNamespace(image=3.0 * image + 7.0, label=label)  # raw intensities: any scale and offset
+    torch.testing.assert_close(ls.fixed_patches([rescaled], (4, 4), n=2, seed=0)[0], images)
     assert target[0, 2, 2] == 2 and int(target.sum()) == 4
 
     images3, target3 = ls.fixed_patches([case], (2, 4, 4), n=1, seed=0)
@@ -224,11 +233,11 @@ def test_unused_parameters_count_as_zero_curvature():
     model = Quadratic([1.0, -1.0])
     model.unused_head = nn.Parameter(torch.ones(3, dtype=torch.float64))
     closure = quadratic_closure(model, H)
-    out = ls.top_hessian_eigenvalue(model, closure, iters=100, tol=1e-12)
+    out = sh.top_hessian_eigenvalue(model, closure, iters=100, tol=1e-12)
     assert out["eigenvalue"] == pytest.approx(2.0, rel=1e-8)
     v = [torch.tensor([1.0, 2.0], dtype=torch.float64), torch.ones(3, dtype=torch.float64)]
     for method in ("double_backprop", "finite_difference"):
-        hv = ls.hessian_vector_product(model, closure, v, method=method)
+        hv = sh.hessian_vector_product(model, closure, v, method=method)
         np.testing.assert_allclose(hv[0].numpy(), H @ np.array([1.0, 2.0]))
         assert torch.count_nonzero(hv[1]) == 0
 
@@ -239,8 +248,8 @@ def test_double_backprop_and_finite_differences_agree_on_a_network():
     images, target = torch.randn(2, 1, 6, 6, dtype=torch.float64), torch.randint(0, 4, (2, 6, 6))
     closure = ls.batch_loss_closure(net, nn.CrossEntropyLoss(), images, target)
     v = ls.random_direction(net, filter_normalize=False, seed=3)
-    exact = ls.hessian_vector_product(net, closure, v, method="double_backprop")
-    approx = ls.hessian_vector_product(net, closure, v, method="finite_difference", epsilon=1e-5)
+    exact = sh.hessian_vector_product(net, closure, v, method="double_backprop")
+    approx = sh.hessian_vector_product(net, closure, v, method="finite_difference", epsilon=1e-5)
     for a, b in zip(exact, approx):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
 
@@ -258,9 +267,11 @@ def test_report_saved_as_json_reads_back_and_tabulates(tmp_path):
     np.testing.assert_array_equal(back["a"]["surface"][2], report["a"]["surface"][2])
     np.testing.assert_array_equal(back["a"]["line"][0], report["a"]["line"][0])
     assert back["a"]["line"][1] == [1.0, 0.5, 0.25] and back["b"]["hessian"] is None
-    table = ls.sharpness_table(back).set_index("method")
-    assert table.loc["a", "top_hessian_eigenvalue"] == 3.0 and table.loc["a", "sam_sharpness"] == 0.25
-    assert math.isnan(table.loc["b", "top_hessian_eigenvalue"]) and table.loc["b", "hessian_method"] == "not computed"
+    table = tables.sharpness_table(back, "dice_ce").set_index("method")
+    assert table.loc["a", "top Hessian eigenvalue (dice_ce loss / weight^2)"] == 3.0
+    assert table.loc["a", "SAM sharpness (dice_ce loss rise)"] == 0.25 and table.loc["a", "dice_ce loss at w"] == 0.5
+    assert math.isnan(table.loc["b", "top Hessian eigenvalue (dice_ce loss / weight^2)"])
+    assert table.loc["b", "Hessian method"] == "not computed"
 
 
 def test_hessian_goes_through_the_pytorch_scan_and_restores_the_backend():
@@ -283,8 +294,47 @@ def test_hessian_goes_through_the_pytorch_scan_and_restores_the_backend():
     closure = ls.batch_loss_closure(net, nn.CrossEntropyLoss(), images, target)
     try:
         Mamba.forward = spy
-        ls.top_hessian_eigenvalue(net, closure, iters=1)
+        sh.top_hessian_eigenvalue(net, closure, iters=1)
     finally:
         Mamba.forward = original
     assert seen and set(seen) == {"torch"}
     assert [m.backend for m in layers] == ["cuda"] * len(layers)
+
+
+def hand_made_run(folder, data_dir):
+    """A run folder holding what landscape_report reads: profile.yaml, split.json, init.pt, final.pt
+    (the smoke profile with a plain U-Net: cheap, and the Mamba path has its own test above)."""
+    from uu.profiles import dump_profile, load_profile
+    from uu.runs import build_model
+
+    folder.mkdir(parents=True)
+    profile = dict(load_profile("smoke"), arch="unet", patch_size=[32, 32], data_dir=str(data_dir))
+    dump_profile(profile, folder / "profile.yaml")
+    (folder / "split.json").write_text('{"train": [1, 2], "val": [3], "test": []}')
+    torch.manual_seed(0)
+    model = build_model(profile)
+    torch.save({"model": model.state_dict()}, folder / "init.pt")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    torch.save({"model": model.state_dict()}, folder / "final.pt")
+    return folder
+
+
+def test_landscape_report_of_runs_saves_as_it_goes_and_keeps_to_the_hessian_budget(tmp_path, phantom_dir):
+    run = hand_made_run(tmp_path / "run", phantom_dir)
+    common = dict(n_patches=1, line_points=3, grid_points=2, sam_steps=1, hessian_iters=1)
+    path = tmp_path / "landscape.json"
+    report = ls.landscape_report({"a": run}, save_to=path, **common)
+    line, surface = report["a"]["line"], report["a"]["surface"]
+    np.testing.assert_allclose(line[0], [-0.25, 0.5, 1.25])
+    np.testing.assert_allclose(surface[0], [-1.0, 1.0])
+    assert surface[2].shape == (2, 2) and np.isfinite(surface[2]).all()
+    assert report["a"]["hessian"]["iterations"] == 1
+    saved = json.loads(path.read_text())
+    assert saved["meta"]["loss"] == "dice_ce" and saved["meta"]["runs"] == {"a": str(run)}
+    assert ls.load_report(path)["a"]["hessian"] == report["a"]["hessian"]  # saved after the Hessian too
+
+    again = ls.landscape_report({"a": run}, hessian_budget_s=0.0, **common)  # no time left for a Hessian
+    assert again["a"]["hessian"] is None
+    assert again["a"]["sam"] == report["a"]["sam"]  # the same fixed patches and loss: the same numbers

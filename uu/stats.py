@@ -6,7 +6,7 @@ comparison of two configurations is paired per volume and comes with a bootstrap
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,9 +26,6 @@ class BootstrapCI:
 
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def paired_bootstrap_ci(a, b, n_boot: int = 10_000, confidence: float = 0.95, seed: int = 0) -> BootstrapCI:

@@ -98,3 +98,21 @@ def split_patients(patients: Iterable, scheme: str, fold: Union[int, str] = 0, n
         train, val = _kfold(training, group_of, fold, n_folds, seed)
         return {"train": train, "val": val, "test": [p for p in ids if p > 100]}
     raise DataError(f"split_patients: unknown scheme {scheme!r}; choose one of {SCHEMES}.")
+
+
+def choose_split(cases: Iterable, scheme: str = "auto", fold: Union[int, str] = 0, n_folds: int = 5,
+                 seed: int = 0) -> tuple[str, dict[str, list[int]]]:
+    """(scheme used, {"train", "val", "test"}): the split training uses (a profile's split, fold, n_folds, seed).
+
+    scheme "auto": "nnformer" when all of its validation patients are present, else "kfold". Raises
+    DataError when the training or the validation side would be empty.
+    """
+    cases = list(cases)
+    patients = sorted({int(getattr(c, "patient", c)) for c in cases})
+    if scheme == "auto":
+        scheme = "nnformer" if set(NNFORMER_VAL) <= set(patients) else "kfold"
+    split = split_patients(cases, scheme, fold=fold, n_folds=n_folds, seed=seed)
+    if not split["train"] or not split["val"]:
+        raise DataError(f"split {scheme!r} of {len(patients)} patients gives {len(split['train'])} training and "
+                        f"{len(split['val'])} validation patients; both must be non-empty")
+    return scheme, split

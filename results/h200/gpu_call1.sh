@@ -3,7 +3,7 @@
 # the networks and train steps, and a short probe of the budget training run. Writes to $OUT.
 # Carry: .cache (acdc.uucache.npz), .whl (nibabel, monai), .src (mamba_ssm sdist).
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }
 . scripts/gpu_env.sh > "$OUT/gpu_env.log" 2>&1; tail -4 "$OUT/gpu_env.log"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # H200 lease, call 2 (device tool): build mamba-ssm, the CUDA agreement tests with their full log, then the
 # budget-profile UA + SAM run on the ACDC cache (train.list -> val.list) for whatever the lease leaves.
-# Usage: bash benchmarks/gpu_call2.sh [TOTAL_SECONDS] [--set KEY=VALUE ...]
+# Usage: bash results/h200/gpu_call2.sh [TOTAL_SECONDS] [--set KEY=VALUE ...]
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 TOTAL=${1:-560}; shift || true
 T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }

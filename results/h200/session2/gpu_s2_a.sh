@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Session 2, H200 call A (device tool): build mamba-ssm, the CUDA network test (with channels-last), profile
 # the budget step three ways (issue 6), then launch the five ablation rows concurrently, detached (setsid),
-# so that call B (chained while the machine is warm) finds them running. Usage: bash benchmarks/gpu_s2_a.sh [SECONDS]
+# so that call B (chained while the machine is warm) finds them running. Usage: bash results/h200/session2/gpu_s2_a.sh [SECONDS]
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."  # the repository root
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 TOTAL=${1:-570}
 T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }

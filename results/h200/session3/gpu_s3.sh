@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Session 3: issue 6's figures from one H200 lease, in three chained device calls (machine kept warm).
-#   bash benchmarks/gpu_s3.sh a [SECONDS]   build mamba-ssm, CUDA tests (fused operator, compiled Mamba layer,
-#                                           CPU vs GPU), bench_train --rows lease, the compile choice for b
-#   bash benchmarks/gpu_s3.sh b [SECONDS]   the 8-minute budget run, alone on the GPU, then its evaluation
-#   bash benchmarks/gpu_s3.sh c [SECONDS]   inference latency (H200), then our bf16 path and the authors' fp32
-#                                           setting side by side for the same iterations (validation Dice)
+#   bash results/h200/session3/gpu_s3.sh a [SECONDS]
+#       build mamba-ssm, CUDA tests (fused operator, compiled Mamba layer, CPU vs GPU), bench_train --rows lease,
+#       the compile choice for b
+#   bash results/h200/session3/gpu_s3.sh b [SECONDS]   the 8-minute budget run, alone on the GPU, then its evaluation
+#   bash results/h200/session3/gpu_s3.sh c [SECONDS]
+#       inference latency (H200), then our bf16 path and the authors' fp32 setting side by side for the same
+#       iterations (validation Dice)
 # Results go to $OUT (at most 8 files: small ones, the rest tarred). Decisions pass from a to b and c through
 # /tmp/uu_s3 (kept while the machine stays warm; a fresh machine falls back to the defaults and says so).
 # (Call a of session 3 ran an earlier form that gated on the operator inside stage a only; same tests.)
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."  # the repository root
 STAGE=${1:?stage a, b or c}; TOTAL=${2:-585}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/uu_s3
 T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Session 2, H200 call B (chained to call A while the machine is warm): wait for the five ablation runs, then
 # tables, landscapes, sharpness and calibration (benchmarks/ablation_evidence.py); pack the small files.
-# Usage: bash benchmarks/gpu_s2_b.sh [SECONDS]
+# Usage: bash results/h200/session2/gpu_s2_b.sh [SECONDS]
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."  # the repository root
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 TOTAL=${1:-570}
 T0=$(date +%s); el() { echo "[t+$(( $(date +%s) - T0 ))s] $*"; }

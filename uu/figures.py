@@ -1,0 +1,115 @@
+"""What notebook 05's segmentation, uncertainty and calibration figures need from finished runs.
+
+The runs' own evaluations saved their class probabilities (RUN/eval/pred, uu.infer.predict_cases), so
+nothing is predicted again. The reliability bins and ECE go to JSON (`save_calibration`) so that the
+calibration of runs made elsewhere can be drawn without their predictions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import yaml
+
+from uu.data import load_acdc
+from uu.metrics import mse_eq10
+from uu.stats import add_bins, ece_from_bins, predictive_entropy, reliability_bins
+
+
+# ----------------------------------------------------------------------------- a run's saved predictions
+
+def read_predictions(run_dir) -> dict[str, Path]:
+    """{case name: path of NAME_probs.npz} from RUN/eval/pred/predictions.json (uu.infer.predict_cases)."""
+    pred = Path(run_dir) / "eval" / "pred"
+    index = pred / "predictions.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{index}: missing; the run's evaluation wrote no predictions")
+    return {c["name"]: pred / c["probs"] for c in json.loads(index.read_text())["cases"]}
+
+
+def load_probs(path) -> np.ndarray:
+    """Class probabilities (C, Z, Y, X) float32 from a NAME_probs.npz."""
+    with np.load(path) as f:
+        return f["probs"].astype(np.float32)
+
+
+def has_predictions(run_dir) -> bool:
+    """True when the run's evaluation saved its class probabilities (RUN/eval/pred/predictions.json)."""
+    return (Path(run_dir) / "eval" / "pred" / "predictions.json").is_file()
+
+
+def validation_cases(run_dirs: Mapping[str, Path], data_dir: str | None = None) -> list:
+    """The uu.data.Case list of the validation volumes every run predicted (sorted by name).
+
+    data_dir: where the data lives now (default: the data_dir recorded in the first run's profile.yaml)."""
+    names = set.intersection(*(set(read_predictions(run)) for run in run_dirs.values()))
+    if not data_dir:
+        first = Path(next(iter(run_dirs.values())))
+        data_dir = (yaml.safe_load((first / "profile.yaml").read_text()) or {}).get("data_dir", "")
+    return sorted((c for c in load_acdc(data_dir, lazy=True) if c.name in names), key=lambda c: c.name)
+
+
+# ----------------------------------------------------------------------------- figure material
+
+def figure_material(run_dirs: Mapping[str, Path], data_dir: str | None = None, n_slices: int = 3,
+                    n_bins: int = 15) -> dict:
+    """What the overlay, error, entropy and calibration figures need, from the runs' saved predictions.
+
+    Slices: the middle labelled slice of up to n_slices validation volumes (the same for every
+    method). Returns {"titles", "images" (raw (Y, X) slices: imshow scales them), "ground_truth",
+    "predictions" {method: [label slices]}, "mses" {method: [per-slice Eq. 10 MSE]}, "entropy" {method:
+    [maps]}, "errors" {method: [bool maps]}, "bins" {method: reliability bins summed over all validation
+    volumes}, "ece" {method: float}}.
+    """
+    cases = validation_cases(run_dirs, data_dir)
+    step = max(len(cases) // max(n_slices, 1), 1)
+    out = {"titles": [], "images": [], "ground_truth": [], "predictions": {m: [] for m in run_dirs},
+           "mses": {m: [] for m in run_dirs}, "entropy": {m: [] for m in run_dirs},
+           "errors": {m: [] for m in run_dirs}, "bins": {}, "ece": {}}
+    slice_of = {}
+    for case in cases[::step][:n_slices]:
+        label = np.asarray(case.label)
+        labelled = np.flatnonzero(label.reshape(label.shape[0], -1).any(axis=1))
+        z = int(labelled[len(labelled) // 2]) if len(labelled) else label.shape[0] // 2
+        slice_of[case.name] = z
+        out["titles"].append(f"{case.name} z{z}")
+        out["images"].append(np.asarray(case.image)[z])
+        out["ground_truth"].append(label[z])
+    for method, run in run_dirs.items():
+        preds, bins = read_predictions(run), []
+        for case in cases:
+            probs = load_probs(preds[case.name])
+            label = np.asarray(case.label)
+            bins.append(reliability_bins(probs, label, n_bins))
+            if case.name in slice_of:
+                z = slice_of[case.name]
+                p = probs[:, z]
+                out["predictions"][method].append(p.argmax(0))
+                out["mses"][method].append(mse_eq10(p, label[z]))
+                out["entropy"][method].append(predictive_entropy(p))
+                out["errors"][method].append(p.argmax(0) != label[z])
+        out["bins"][method] = add_bins(*bins)
+        out["ece"][method] = ece_from_bins(out["bins"][method])
+    return out
+
+
+# ----------------------------------------------------------------------------- calibration as JSON
+
+def save_calibration(material: Mapping, path) -> Path:
+    """The reliability bins and ECE of figure_material() as JSON (no images): {"ece", "bins"}."""
+    out = {"ece": {m: float(e) for m, e in material["ece"].items()},
+           "bins": {m: {k: np.asarray(v).tolist() for k, v in b.items()} for m, b in material["bins"].items()}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    return path
+
+
+def load_calibration(path) -> dict:
+    """{"ece": {method: float}, "bins": {method: {count, confidence_sum, correct_sum as arrays}}}."""
+    data = json.loads(Path(path).read_text())
+    return {"ece": data["ece"], "bins": {m: {k: np.asarray(v, dtype=float) for k, v in b.items()}
+                                         for m, b in data["bins"].items()}}
