@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from uu.metrics import clinical_indices, dice_per_class, hd95, mse_eq10
+from uu.metrics import clinical_indices, dice_per_class, hd95, mse_eq10, surface_distances
 
 
 @pytest.mark.parametrize("pred, gt, expected", [
@@ -87,15 +87,32 @@ def test_hd95_one_empty_is_nan():
     assert math.isnan(hd95(pred, gt, labels=(1,))[1])
 
 
+@pytest.mark.parametrize("spacing, unit, hd, msd", [
+    # pred: x = 0, 1; gt: x = 3. pred -> gt: 3, 2 (p95 = 2 + 0.95 * 1); gt -> pred: 2. MSD = (3 + 2 + 2) / 3
+    (None, "voxel", 2.95, 7 / 3),
+    ((10.0, 1.5, 2.0), "mm", 5.9, 14 / 3),  # x voxels of 2 mm
+])
+def test_surface_distances_hand_computed(spacing, unit, hd, msd):
+    pred, gt = np.zeros((1, 1, 6), np.uint8), np.zeros((1, 1, 6), np.uint8)
+    pred[0, 0, :2] = 1
+    gt[0, 0, 3] = 1
+    out = surface_distances(pred, gt, spacing=spacing, labels=(1, 2))
+    assert out["unit"] == unit and out["hd95"][1] == pytest.approx(hd) and out["msd"][1] == pytest.approx(msd)
+    assert math.isnan(out["hd95"][2]) and math.isnan(out["msd"][2])  # label 2 empty in both
+
+
 @pytest.mark.filterwarnings("ignore:.*always_return_as_numpy:FutureWarning")
 @pytest.mark.parametrize("seed, spacing", [(0, None), (1, (10.0, 1.5625, 1.5625)), (2, (5.0, 0.7, 1.3))])
-def test_hd95_matches_monai(seed, spacing):
-    from monai.metrics import compute_hausdorff_distance
+def test_distances_match_monai(seed, spacing):
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
     pred, gt = blobs(seed), blobs(seed + 20)
-    ours = hd95(pred, gt, spacing=spacing)
-    theirs = compute_hausdorff_distance(one_hot(pred), one_hot(gt), percentile=95, spacing=spacing)[0]
-    assert all(ours[c] > 0 for c in (1, 2, 3))
-    assert [ours[c] for c in (1, 2, 3)] == pytest.approx(theirs.tolist(), rel=1e-5)
+    ours = surface_distances(pred, gt, spacing=spacing)
+    hausdorff = compute_hausdorff_distance(one_hot(pred), one_hot(gt), percentile=95, spacing=spacing)[0]
+    average = compute_average_surface_distance(one_hot(pred), one_hot(gt), symmetric=True, spacing=spacing)[0]
+    assert all(ours["hd95"][c] > ours["msd"][c] > 0 for c in (1, 2, 3))
+    assert [ours["hd95"][c] for c in (1, 2, 3)] == pytest.approx(hausdorff.tolist(), rel=1e-5)
+    assert [ours["msd"][c] for c in (1, 2, 3)] == pytest.approx(average.tolist(), rel=1e-5)
+    assert hd95(pred, gt, spacing=spacing) == {**ours["hd95"], "unit": ours["unit"]}
 
 
 def test_clinical_indices_hand_computed():
