@@ -50,7 +50,8 @@ def test_scores_and_clinical_report_by_hand(perfect_ed_empty_es):
     assert list(table.columns) == CSV_COLUMNS == list(pd.read_csv(tmp / "eval" / "per_case.csv").columns)
     perfect, empty = table.iloc[0], table.iloc[1]
     assert perfect[["dice_RV", "dice_Myo", "dice_LV", "dice_mean"]].tolist() == [1.0] * 4
-    assert perfect["mse"] == 0.0 and perfect[[f"{d}_{c}" for d in ("hd95", "msd") for c in ("RV", "Myo", "LV")]].tolist() == [0.0] * 6
+    distances = [f"{d}_{c}" for d in ("hd95", "msd") for c in ("RV", "Myo", "LV")]
+    assert perfect["mse"] == 0.0 and perfect[distances].tolist() == [0.0] * 6
     assert empty[["dice_RV", "dice_Myo", "dice_LV"]].tolist() == [0.0] * 3  # ES has every class in the phantom
     # each foreground voxel contributes (1 - 0)^2 + (0 - 1)^2 = 2 over 4 classes
     assert empty["mse"] == pytest.approx(2 * (es.label > 0).sum() / (4 * es.label.size))
@@ -75,6 +76,7 @@ def test_scores_and_clinical_report_by_hand(perfect_ed_empty_es):
     agreement = pd.read_csv(tmp / "eval" / "clinical_agreement.csv", index_col="statistic")
     assert agreement.loc["bias", "Myo_mass_ED (g)"] == 0.0
     assert (tmp / "eval" / "clinical_agreement.md").read_text().startswith("| statistic | LV_EDV (ml) |")
+    assert (tmp / "eval" / "clinical_per_patient.md").read_text().startswith("| patient | group | LV_EDV gt (ml) |")
     assert "clinical, 1 patients, bias (pred - gt): LV_EDV (ml) 0.00" in format_summary(summary)
     readable = readable_per_case(table)
     assert list(readable.columns[3:8]) == ["Dice RV (%)", "Dice Myo (%)", "Dice LV (%)", "Dice mean (%)", "MSE x100"]
@@ -129,3 +131,19 @@ def test_committed_run_summaries_still_read(path):
     lines = format_summary(summary).splitlines()
     assert lines[0].startswith("overall  n=") and f"avg {100 * summary['dice_mean']:.2f}" in lines[0]
     assert summary["training"]["it_per_s"] > 0
+
+
+def test_real_hdf5_layout_has_no_clinical_report(acdc_dir, tmp_path):
+    """The HDF5 layout of ../shared/acdc stores no spacing: the summary says why instead of guessing mm."""
+    from uu.data import load_acdc
+
+    every = load_acdc(acdc_dir, lazy=True)
+    cases = [c for c in every if c.patient == every[0].patient]  # its ED and ES volumes
+    if any(c.spacing is not None for c in cases):
+        pytest.skip(f"{acdc_dir} has voxel spacing (not the HDF5 layout)")
+    for case in cases:
+        write_prediction(tmp_path / "pred", case, case.label)
+    table, summary = evaluate_predictions(tmp_path / "pred", cases, tmp_path / "eval", progress=False)
+    assert table["dice_mean"].tolist() == [1.0] * len(cases) and summary["hd95_unit"] == "voxel"
+    assert summary["clinical"] == {"available": False, "why": NO_SPACING}
+    assert not list((tmp_path / "eval").glob("clinical_*"))

@@ -19,17 +19,6 @@ from uu.metrics import clinical_indices
 # index -> unit, in the order of the tables; the uu.metrics key is NAME_ml, NAME_pct or NAME_g
 INDICES = {"LV_EDV": "ml", "LV_ESV": "ml", "LV_EF": "%", "RV_EDV": "ml", "RV_ESV": "ml", "RV_EF": "%",
            "Myo_mass_ED": "g"}
-STATISTICS = {
-    "patients": "patients with both values defined",
-    "gt mean": "mean of the ground truth",
-    "pred mean": "mean of the prediction",
-    "Pearson r": "Pearson correlation of prediction and ground truth (no unit)",
-    "bias": "mean of (prediction - ground truth)",
-    "SD": "sample standard deviation of (prediction - ground truth)",
-    "lower limit": "bias - 1.96 SD (lower limit of agreement)",
-    "upper limit": "bias + 1.96 SD (upper limit of agreement)",
-    "mean abs difference": "mean absolute difference",
-}
 NO_SPACING = ("the HDF5 layout stores no voxel spacing, so volumes, ejection fractions, myocardial mass and "
               "distances in mm cannot be computed; evaluate on the official NIfTI layout (or a phantom) for them")
 
@@ -59,7 +48,10 @@ def patient_row(patient: int, group, volumes: Mapping[str, tuple]) -> dict:
 
 
 def agree(gt, pred) -> dict:
-    """STATISTICS of paired values (patients where either is nan are left out; nan when undefined)."""
+    """Agreement of paired values as the ACDC challenge reports it (nan when undefined; patients where either
+    value is nan are left out): "patients" (counted), "gt mean", "pred mean", "Pearson r", "bias" = mean of
+    (pred - gt), "SD" (sample SD of pred - gt), "lower limit" / "upper limit" of agreement = bias -+ 1.96 SD,
+    "mean abs difference"."""
     gt, pred = np.asarray(gt, dtype=np.float64), np.asarray(pred, dtype=np.float64)
     keep = np.isfinite(gt) & np.isfinite(pred)
     gt, pred = gt[keep], pred[keep]
@@ -76,10 +68,10 @@ def agree(gt, pred) -> dict:
 
 
 def agreement(per_patient: pd.DataFrame) -> pd.DataFrame:
-    """Agreement of prediction and ground truth per index: index = STATISTICS, columns = label(index)
-    (every value except "patients" and "Pearson r" is in the column's unit)."""
+    """agree() per index: index = the statistics, columns = label(index) (every value except "patients" and
+    "Pearson r" is in the column's unit)."""
     return pd.DataFrame({label(name): agree(per_patient[column(name, "gt")], per_patient[column(name, "pred")])
                          for name in INDICES}).rename_axis("statistic")
 
 
-__all__ = ["INDICES", "STATISTICS", "NO_SPACING", "label", "column", "patient_row", "agree", "agreement"]
+__all__ = ["INDICES", "NO_SPACING", "label", "column", "patient_row", "agree", "agreement"]

@@ -1,22 +1,17 @@
 """Score predictions against ground truth: per-case table, summary (per phase and overall), clinical report.
 
-``evaluate_predictions(pred_dir, data, out_dir)`` reads what ``uu.infer.predict_cases`` wrote
-(``prediction_entries``: predictions.json or a folder of NAME.nii.gz; ``load_probs``: NAME_probs.npz) and
-the ground truth (a data folder in any layout ``uu.data.load_acdc`` reads, or a list of Case), and writes
+``evaluate_predictions(pred_dir, data, out_dir, context=...)`` reads what ``uu.infer.predict_cases`` wrote
+(``prediction_entries``, ``load_probs``) and the ground truth (a folder ``uu.data.load_acdc`` reads, or a list
+of Case), and writes ``per_case.csv`` (CSV_COLUMNS: Dice and MSE (Eq. 10) as fractions, mse_pct x100, HD95 and
+mean surface distance per class in ``hd95_unit``: "mm" with spacing, "voxel" without) and ``summary.json``:
+the overall means (dice, dice_mean, mse, mse_pct, hd95, msd, hd95_unit, n_cases), ``per_phase`` {"overall",
+"ED", "ES"}, ``clinical`` and the caller's ``context`` (the training figures of uu.train). When every case has
+voxel spacing also ``clinical_per_patient`` and ``clinical_agreement`` as .csv and .md (uu.clinical), and
+summary["clinical"] = {"available": true, "n_patients", "agreement" {"LV_EDV (ml)": {statistic: value}, ...},
+"hd95_mm", "msd_mm"}; without, {"available": false, "why": uu.clinical.NO_SPACING} and no clinical files.
 
-- ``per_case.csv``: patient, phase, group, dice_RV, dice_Myo, dice_LV, dice_mean, mse (Eq. 10, fraction),
-  mse_pct (x100, the paper's "%"), hd95_RV/Myo/LV, msd_RV/Myo/LV (mean surface distance), hd95_unit (the
-  unit of both distances: "mm" with spacing, "voxel" without, e.g. the HDF5 layout);
-- ``summary.json``: the overall means (dice, dice_mean, mse, mse_pct, hd95, msd, hd95_unit, n_cases),
-  ``per_phase`` {"overall", "ED", "ES"} (the same plus hd95_undefined), ``clinical`` (below) and the
-  caller's ``context`` (training figures);
-- when every case has voxel spacing (uu.clinical): ``clinical_per_patient.csv`` and
-  ``clinical_agreement.csv`` / ``.md``; summary["clinical"] = {"available": true, "n_patients",
-  "agreement" {index (unit): {statistic: value}}, "hd95_mm", "msd_mm"}. Without spacing summary["clinical"]
-  = {"available": false, "why": uu.clinical.NO_SPACING} and no clinical files.
-
-Dice rule for empty masks (uu.metrics): both empty -> 1, one empty -> 0. HD95 and MSD are nan when either
-mask is empty; those cases are left out of the distance means and counted in ``hd95_undefined``.
+Empty masks (uu.metrics): Dice 1 when both are empty, 0 when one is; HD95 and MSD nan when either is (left
+out of the means, counted in ``hd95_undefined``).
 """
 
 from __future__ import annotations
@@ -129,8 +124,9 @@ def write_table(df: pd.DataFrame, path_stem, floatfmt: str = ".4g") -> tuple[Pat
     return csv, md
 
 
-def clinical_report(patients: list[dict], rows: list[dict], spacing_known: bool, out_dir=None) -> dict:
-    """summary["clinical"] from uu.clinical.patient_row rows; writes the clinical files into out_dir."""
+def clinical_report(patients: list[dict], overall: dict, spacing_known: bool, out_dir=None) -> dict:
+    """summary["clinical"] from uu.clinical.patient_row rows and the overall summary; writes the clinical
+    files into out_dir."""
     if not spacing_known:
         return {"available": False, "why": clinical.NO_SPACING}
     if not patients:
@@ -139,9 +135,8 @@ def clinical_report(patients: list[dict], rows: list[dict], spacing_known: bool,
     table = pd.DataFrame(patients)
     agreement = clinical.agreement(table)
     if out_dir is not None:
-        table.to_csv(Path(out_dir) / "clinical_per_patient.csv", index=False)
+        write_table(table, Path(out_dir) / "clinical_per_patient")
         write_table(agreement.reset_index(), Path(out_dir) / "clinical_agreement")
-    overall = summarize(rows)["overall"]
     undefined_to_none = {index: {k: None if v != v else v for k, v in stats.items()}  # JSON has no nan
                          for index, stats in agreement.to_dict().items()}
     return {"available": True, "n_patients": len(table), "agreement": undefined_to_none,
@@ -175,7 +170,8 @@ def evaluate_predictions(pred_dir, data, out_dir=None, progress: bool = True, co
         if pred.shape != case.label.shape:
             raise DataError(f"evaluate: prediction {pred_dir / entry['label']} has shape {pred.shape} but the "
                             f"ground truth of {case.name} is {case.label.shape}; was it predicted from this data?")
-        probs = load_probs(pred_dir / entry["probs"]) if entry["probs"] and (pred_dir / entry["probs"]).is_file() else None
+        probs_path = pred_dir / entry["probs"] if entry["probs"] else None
+        probs = load_probs(probs_path) if probs_path and probs_path.is_file() else None
         rows.append({"patient": int(case.patient), "phase": case.phase, "group": case.group,
                      **score_case(pred, probs, case.label, case.spacing)})
         if spacing_known:
@@ -191,7 +187,7 @@ def evaluate_predictions(pred_dir, data, out_dir=None, progress: bool = True, co
         table.to_csv(out_dir / "per_case.csv", index=False)
     overall = {k: v for k, v in per_phase["overall"].items() if k != "hd95_undefined"}
     summary = {**overall, "per_phase": per_phase,
-               "clinical": clinical_report(patients, rows, spacing_known, out_dir), **(context or {})}
+               "clinical": clinical_report(patients, overall, spacing_known, out_dir), **(context or {})}
     if out_dir is not None:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return table, summary

@@ -85,7 +85,8 @@ def surface_distances(pred, gt, spacing: Sequence[float] | None = None, labels: 
     if spacing is not None:
         spacing = tuple(float(s) for s in spacing)
         if len(spacing) != pred.ndim:
-            raise ValueError(f"surface_distances: spacing {spacing} has {len(spacing)} entries for a {pred.ndim}D volume")
+            raise ValueError(f"surface_distances: spacing {spacing} has {len(spacing)} entries for a "
+                             f"{pred.ndim}D volume; give one voxel size in mm per axis")
     out: dict = {"hd95": {}, "msd": {}, "unit": "voxel" if spacing is None else "mm"}
     for label in labels:
         p, g = pred == label, gt == label
@@ -100,12 +101,6 @@ def surface_distances(pred, gt, spacing: Sequence[float] | None = None, labels: 
         out["hd95"][int(label)] = float(max(np.percentile(to_g, 95), np.percentile(to_p, 95)))
         out["msd"][int(label)] = float(np.concatenate([to_g, to_p]).mean())
     return out
-
-
-def hd95(pred, gt, spacing: Sequence[float] | None = None, labels: Sequence[int] = (1, 2, 3)) -> dict:
-    """{label: HD95, ..., "unit": "mm" | "voxel"}: the HD95 part of surface_distances."""
-    dist = surface_distances(pred, gt, spacing, labels)
-    return {**dist["hd95"], "unit": dist["unit"]}
 
 
 def clinical_indices(pred_ed, pred_es, spacing: Sequence[float], spacing_es: Sequence[float] | None = None,
@@ -133,4 +128,4 @@ def clinical_indices(pred_ed, pred_es, spacing: Sequence[float], spacing_es: Seq
     return out
 
 
-__all__ = ["dice_per_class", "mse_eq10", "surface_distances", "hd95", "clinical_indices"]
+__all__ = ["dice_per_class", "mse_eq10", "surface_distances", "clinical_indices"]
