@@ -221,9 +221,10 @@ def bland_altman(per_patient, agreement, path=None):
     from uu.clinical import INDICES, column, label
 
     names = [n for n in INDICES if label(n) in agreement.columns]
-    n_cols = min(4, len(names))
-    fig, axes = plt.subplots(-(-len(names) // n_cols), n_cols, figsize=(3.6 * n_cols, 3.2 * -(-len(names) // n_cols)),
-                             squeeze=False, constrained_layout=True)
+    n_cols = max(1, min(4, len(names)))
+    n_rows = max(1, -(-len(names) // n_cols))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols, 3.2 * n_rows), squeeze=False,
+                             constrained_layout=True)
     for ax in axes.flat[len(names):]:
         ax.axis("off")
     for ax, name in zip(axes.flat, names):
