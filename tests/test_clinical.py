@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from uu.clinical import agree, agreement, column, label, patient_row
+from uu.clinical import agree, agreement, column, patient_row
 
 NAN = float("nan")
 
@@ -72,4 +72,4 @@ def test_patient_rows_and_agreement_from_boxes():
     ("Myo_mass_ED", "pred", "Myo_mass_ED (g)", "Myo_mass_ED pred (g)"),
 ])
 def test_column_names_carry_units(name, who, expected_label, expected_column):
-    assert label(name) == expected_label and column(name, who) == expected_column
+    assert column(name) == expected_label and column(name, who) == expected_column

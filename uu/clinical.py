@@ -23,14 +23,10 @@ NO_SPACING = ("the HDF5 layout stores no voxel spacing, so volumes, ejection fra
               "distances in mm cannot be computed; evaluate on the official NIfTI layout (or a phantom) for them")
 
 
-def label(name: str) -> str:
-    """Agreement-table column of an index: "LV_EDV (ml)"."""
-    return f"{name} ({INDICES[name]})"
-
-
-def column(name: str, who: str) -> str:
-    """Per-patient column of an index for who = "gt" | "pred": "LV_EDV gt (ml)"."""
-    return f"{name} {who} ({INDICES[name]})"
+def column(name: str, who: str = "") -> str:
+    """Column of an index in the agreement table: "LV_EDV (ml)"; in the per-patient table (who = "gt" |
+    "pred"): "LV_EDV gt (ml)"."""
+    return f"{name}{' ' + who if who else ''} ({INDICES[name]})"
 
 
 def patient_row(patient: int, group, volumes: Mapping[str, tuple]) -> dict:
@@ -68,10 +64,10 @@ def agree(gt, pred) -> dict:
 
 
 def agreement(per_patient: pd.DataFrame) -> pd.DataFrame:
-    """agree() per index: index = the statistics, columns = label(index) (every value except "patients" and
+    """agree() per index: index = the statistics, columns = column(index) (every value except "patients" and
     "Pearson r" is in the column's unit)."""
-    return pd.DataFrame({label(name): agree(per_patient[column(name, "gt")], per_patient[column(name, "pred")])
+    return pd.DataFrame({column(name): agree(per_patient[column(name, "gt")], per_patient[column(name, "pred")])
                          for name in INDICES}).rename_axis("statistic")
 
 
-__all__ = ["INDICES", "NO_SPACING", "label", "column", "patient_row", "agree", "agreement"]
+__all__ = ["INDICES", "NO_SPACING", "column", "patient_row", "agree", "agreement"]

@@ -1,17 +1,15 @@
 """Score predictions against ground truth: per-case table, summary (per phase and overall), clinical report.
 
-``evaluate_predictions(pred_dir, data, out_dir, context=...)`` reads what ``uu.infer.predict_cases`` wrote
-(``prediction_entries``, ``load_probs``) and the ground truth (a folder ``uu.data.load_acdc`` reads, or a list
-of Case), and writes ``per_case.csv`` (CSV_COLUMNS: Dice and MSE (Eq. 10) as fractions, mse_pct x100, HD95 and
-mean surface distance per class in ``hd95_unit``: "mm" with spacing, "voxel" without) and ``summary.json``:
-the overall means (dice, dice_mean, mse, mse_pct, hd95, msd, hd95_unit, n_cases), ``per_phase`` {"overall",
-"ED", "ES"}, ``clinical`` and the caller's ``context`` (the training figures of uu.train). When every case has
-voxel spacing also ``clinical_per_patient`` and ``clinical_agreement`` as .csv and .md (uu.clinical), and
-summary["clinical"] = {"available": true, "n_patients", "agreement" {"LV_EDV (ml)": {statistic: value}, ...},
-"hd95_mm", "msd_mm"}; without, {"available": false, "why": uu.clinical.NO_SPACING} and no clinical files.
-
-Empty masks (uu.metrics): Dice 1 when both are empty, 0 when one is; HD95 and MSD nan when either is (left
-out of the means, counted in ``hd95_undefined``).
+``evaluate_predictions(pred_dir, data, out_dir, context=...)`` reads what ``uu.infer.predict_cases`` wrote and
+the ground truth (a folder ``uu.data.load_acdc`` reads, or a list of Case) and writes ``per_case.csv``
+(CSV_COLUMNS; Dice and MSE (Eq. 10) as fractions, HD95 and mean surface distance (MSD) in ``hd95_unit``: "mm"
+with spacing, "voxel" without) and ``summary.json``: dice, dice_mean, mse, mse_pct, hd95, msd, hd95_unit,
+n_cases (overall means), per_phase {"overall", "ED", "ES"}, clinical, and the caller's ``context``. With voxel
+spacing for every case also ``clinical_per_patient`` and ``clinical_agreement`` (.csv and .md, uu.clinical)
+and clinical = {"available": true, "n_patients", "agreement" {"LV_EDV (ml)": {statistic: value}}, "hd95_mm",
+"msd_mm"}; else clinical = {"available": false, "why": uu.clinical.NO_SPACING} and no clinical files.
+Empty masks (uu.metrics): Dice 1 when both are empty, 0 when one is; HD95 and MSD nan when either is (left out
+of the means, counted in ``hd95_undefined``).
 """
 
 from __future__ import annotations

@@ -218,9 +218,9 @@ def bland_altman(per_patient, agreement, path=None):
     """One panel per clinical index: the mean of prediction and ground truth against their difference per
     patient, with the bias and the limits of agreement. per_patient, agreement: the tables of uu.clinical
     (eval/clinical_per_patient.csv, eval/clinical_agreement.csv read with index_col="statistic")."""
-    from uu.clinical import INDICES, column, label
+    from uu.clinical import INDICES, column
 
-    names = [n for n in INDICES if label(n) in agreement.columns]
+    names = [n for n in INDICES if column(n) in agreement.columns]
     n_cols = max(1, min(4, len(names)))
     n_rows = max(1, -(-len(names) // n_cols))
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols, 3.2 * n_rows), squeeze=False,
@@ -228,7 +228,7 @@ def bland_altman(per_patient, agreement, path=None):
     for ax in axes.flat[len(names):]:
         ax.axis("off")
     for ax, name in zip(axes.flat, names):
-        unit, stats = INDICES[name], agreement[label(name)]
+        unit, stats = INDICES[name], agreement[column(name)]
         gt, pred = per_patient[column(name, "gt")], per_patient[column(name, "pred")]
         ax.scatter((gt + pred) / 2, pred - gt, s=14)
         ax.axhline(stats["bias"], color="k", lw=1, label=f"bias {stats['bias']:.2f} {unit}")
