@@ -7,7 +7,9 @@ import pytest
 import torch
 from scipy import ndimage
 
-from uu.metrics import clinical_indices, dice_per_class, hd95, mse_eq10
+from uu.metrics import clinical_indices, dice_per_class, mse_eq10, surface_distances
+
+NAN = float("nan")
 
 
 @pytest.mark.parametrize("pred, gt, expected", [
@@ -70,32 +72,36 @@ def test_mse_eq10_matches_one_hot_formula():
         mse_eq10(probs, gt[0])
 
 
-def test_hd95_hand_computed():
+@pytest.mark.parametrize("pred_x, gt_x, spacing, unit, hd, msd", [
+    ([0], [3], None, "voxel", 3.0, 3.0),  # single voxels 3 apart along x
+    ([0], [3], (10.0, 1.5, 2.0), "mm", 6.0, 6.0),  # x voxels of 2 mm
+    # pred -> gt: 3, 2 (p95 = 2 + 0.95 * 1); gt -> pred: 2; MSD = (3 + 2 + 2) / 3
+    ([0, 1], [3], None, "voxel", 2.95, 7 / 3),
+    ([0, 1], [3], (10.0, 1.5, 2.0), "mm", 5.9, 14 / 3),
+    ([6], [6], None, "voxel", 0.0, 0.0),
+    ([], [1, 2], None, "voxel", NAN, NAN),  # one mask empty
+    ([], [], (1.0, 1.0, 1.0), "mm", NAN, NAN),  # both empty
+])
+def test_surface_distances_hand_computed(pred_x, gt_x, spacing, unit, hd, msd):
     pred, gt = np.zeros((1, 1, 8), np.uint8), np.zeros((1, 1, 8), np.uint8)
-    pred[0, 0, 0] = 1
-    gt[0, 0, 3] = 1  # single voxels 3 apart along x
-    pred[0, 0, 6] = gt[0, 0, 6] = 2  # identical
-    assert hd95(pred, gt) == {1: 3.0, 2: 0.0, 3: pytest.approx(float("nan"), nan_ok=True), "unit": "voxel"}
-    out = hd95(pred, gt, spacing=(10.0, 1.5, 2.0))
-    assert out[1] == 6.0 and out["unit"] == "mm"
-    assert math.isnan(out[3])  # label 3 empty in both -> nan
-
-
-def test_hd95_one_empty_is_nan():
-    pred, gt = np.zeros((2, 4, 4), np.uint8), np.zeros((2, 4, 4), np.uint8)
-    gt[0, 1:3, 1:3] = 1
-    assert math.isnan(hd95(pred, gt, labels=(1,))[1])
+    pred[0, 0, pred_x] = 1
+    gt[0, 0, gt_x] = 1
+    out = surface_distances(pred, gt, spacing=spacing, labels=(1,))
+    assert out == {"hd95": {1: pytest.approx(hd, nan_ok=True)}, "msd": {1: pytest.approx(msd, nan_ok=True)},
+                   "unit": unit}
 
 
 @pytest.mark.filterwarnings("ignore:.*always_return_as_numpy:FutureWarning")
 @pytest.mark.parametrize("seed, spacing", [(0, None), (1, (10.0, 1.5625, 1.5625)), (2, (5.0, 0.7, 1.3))])
-def test_hd95_matches_monai(seed, spacing):
-    from monai.metrics import compute_hausdorff_distance
+def test_distances_match_monai(seed, spacing):
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
     pred, gt = blobs(seed), blobs(seed + 20)
-    ours = hd95(pred, gt, spacing=spacing)
-    theirs = compute_hausdorff_distance(one_hot(pred), one_hot(gt), percentile=95, spacing=spacing)[0]
-    assert all(ours[c] > 0 for c in (1, 2, 3))
-    assert [ours[c] for c in (1, 2, 3)] == pytest.approx(theirs.tolist(), rel=1e-5)
+    ours = surface_distances(pred, gt, spacing=spacing)
+    hausdorff = compute_hausdorff_distance(one_hot(pred), one_hot(gt), percentile=95, spacing=spacing)[0]
+    average = compute_average_surface_distance(one_hot(pred), one_hot(gt), symmetric=True, spacing=spacing)[0]
+    assert all(ours["hd95"][c] > ours["msd"][c] > 0 for c in (1, 2, 3))
+    assert [ours["hd95"][c] for c in (1, 2, 3)] == pytest.approx(hausdorff.tolist(), rel=1e-5)
+    assert [ours["msd"][c] for c in (1, 2, 3)] == pytest.approx(average.tolist(), rel=1e-5)
 
 
 def test_clinical_indices_hand_computed():

@@ -1,8 +1,9 @@
-"""Evaluation metrics on one volume: Dice per class, MSE (Eq. 10), HD95, ACDC clinical indices.
+"""Evaluation metrics on one volume: Dice per class (Eq. 4), MSE (Eq. 10), HD95 and mean surface distance,
+ACDC clinical indices.
 
-Inputs are numpy arrays or torch tensors (converted to numpy). Label maps hold integers, with
-1 = RV, 2 = Myo, 3 = LV in ACDC. Dice and HD95 are computed in 3D per volume (each ED and ES volume
-counts once); average them over volumes afterwards.
+Inputs are numpy arrays or torch tensors (converted to numpy). Label maps hold integers (uu.data.LABELS:
+1 = RV, 2 = Myo, 3 = LV). Dice and distances are computed in 3D per volume (each ED and ES volume counts
+once); average them over volumes afterwards.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-ACDC_LABELS = {"RV": 1, "Myo": 2, "LV": 3}
+from uu.data import LABELS
+
 MYOCARDIUM_DENSITY_G_PER_ML = 1.05
 
 
@@ -28,7 +30,7 @@ def _same_shape(pred: np.ndarray, gt: np.ndarray, what: str) -> None:
 
 
 def dice_per_class(pred, gt, labels: Sequence[int] = (1, 2, 3)) -> dict[int, float]:
-    """Dice 2|P and G| / (|P| + |G|) per label over the whole volume.
+    """Eq. 4, the hard DSC: 2 |P and G| / (|P| + |G|) per label over the whole volume.
 
     Empty masks: both prediction and ground truth empty -> 1.0 (the authors' rule); only one of them
     empty -> 0.0.
@@ -44,7 +46,7 @@ def dice_per_class(pred, gt, labels: Sequence[int] = (1, 2, 3)) -> dict[int, flo
 
 
 def mse_eq10(probs, gt) -> float:
-    """Eq. 10: mean over voxels AND classes of (p_c - g_c)^2, with p the softmax probabilities (C, *spatial)
+    """Eq. 10, the MSE: mean over voxels AND classes of (p_c - g_c)^2, with p the softmax probabilities (C, *spatial)
     and g the one-hot ground truth of gt (*spatial) ints. A fraction in [0, 2/C]; tables show it x 100.
 
     Computed as (sum p^2 - 2 sum_voxels p_gt + N) / (C N) in float64, without building the one-hot.
@@ -67,35 +69,37 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask ^ ndimage.binary_erosion(mask)
 
 
-def hd95(pred, gt, spacing: Sequence[float] | None = None, labels: Sequence[int] = (1, 2, 3)) -> dict:
-    """95th-percentile symmetric Hausdorff distance per label, as MONAI's HausdorffDistanceMetric(percentile=95):
-    max(p95 of distances from pred surface voxels to the gt surface, p95 from gt to pred), surface = mask
-    minus its erosion, Euclidean distances, linear-interpolated percentile. (medpy instead takes the p95 of
-    both directions pooled, which can differ slightly.)
+def surface_distances(pred, gt, spacing: Sequence[float] | None = None, labels: Sequence[int] = (1, 2, 3)) -> dict:
+    """HD95 and mean surface distance (MSD) per label, as MONAI's HausdorffDistanceMetric(percentile=95) and
+    SurfaceDistanceMetric(symmetric=True): surface = mask minus its erosion, Euclidean distances from each
+    surface voxel of one mask to the other mask's surface, both directions;
+    HD95 = max(p95 pred -> gt, p95 gt -> pred) (linear-interpolated percentile; medpy instead pools both
+    directions, which can differ slightly); MSD = mean over both directions pooled.
 
     spacing: voxel size per axis in mm, in the arrays' axis order ((z, y, x) for ACDC Case arrays) -> mm;
-    None -> voxel units. Returns {label: distance, ..., "unit": "mm" | "voxel"}.
-    Empty masks: nan when the prediction or the ground truth (or both) is empty for that label.
+    None -> voxel units. Returns {"hd95": {label: d}, "msd": {label: d}, "unit": "mm" | "voxel"}, nan for a
+    label whose prediction or ground truth (or both) is empty.
     """
     pred, gt = _np(pred), _np(gt)
-    _same_shape(pred, gt, "hd95")
+    _same_shape(pred, gt, "surface_distances")
     if spacing is not None:
         spacing = tuple(float(s) for s in spacing)
         if len(spacing) != pred.ndim:
-            raise ValueError(f"hd95: spacing {spacing} has {len(spacing)} entries for a {pred.ndim}D volume")
-    out: dict = {}
+            raise ValueError(f"surface_distances: spacing {spacing} has {len(spacing)} entries for a "
+                             f"{pred.ndim}D volume; give one voxel size in mm per axis")
+    out: dict = {"hd95": {}, "msd": {}, "unit": "voxel" if spacing is None else "mm"}
     for label in labels:
         p, g = pred == label, gt == label
         if not p.any() or not g.any():
-            out[int(label)] = float("nan")
+            out["hd95"][int(label)] = out["msd"][int(label)] = float("nan")
             continue
         # crop to the union's bounding box plus a margin of 1 voxel: same distances, smaller transforms
         box = tuple(slice(max(int(idx.min()) - 1, 0), int(idx.max()) + 2) for idx in np.nonzero(p | g))
         sp, sg = _surface(p[box]), _surface(g[box])
         to_g = ndimage.distance_transform_edt(~sg, sampling=spacing)[sp]
         to_p = ndimage.distance_transform_edt(~sp, sampling=spacing)[sg]
-        out[int(label)] = float(max(np.percentile(to_g, 95), np.percentile(to_p, 95)))
-    out["unit"] = "voxel" if spacing is None else "mm"
+        out["hd95"][int(label)] = float(max(np.percentile(to_g, 95), np.percentile(to_p, 95)))
+        out["msd"][int(label)] = float(np.concatenate([to_g, to_p]).mean())
     return out
 
 
@@ -106,10 +110,10 @@ def clinical_indices(pred_ed, pred_es, spacing: Sequence[float], spacing_es: Seq
     Volumes in ml (voxel count x voxel volume in mm^3 / 1000), ejection fraction EF = (EDV - ESV) / EDV in %
     (nan when EDV is 0), myocardial mass at ED in g (myocardium volume x 1.05 g/ml).
     spacing: voxel size in mm of the ED volume (and of the ES volume unless spacing_es is given).
-    labels: structure -> label, default {"RV": 1, "Myo": 2, "LV": 3}.
+    labels: structure -> label, default uu.data.LABELS.
     Keys: LV_EDV_ml, LV_ESV_ml, LV_EF_pct, RV_EDV_ml, RV_ESV_ml, RV_EF_pct, Myo_mass_ED_g.
     """
-    labels = ACDC_LABELS if labels is None else labels
+    labels = LABELS if labels is None else labels
     ed, es = _np(pred_ed), _np(pred_es)
     ml_ed = float(np.prod(spacing)) / 1000.0
     ml_es = float(np.prod(spacing if spacing_es is None else spacing_es)) / 1000.0
@@ -124,4 +128,4 @@ def clinical_indices(pred_ed, pred_es, spacing: Sequence[float], spacing_es: Seq
     return out
 
 
-__all__ = ["dice_per_class", "mse_eq10", "hd95", "clinical_indices", "ACDC_LABELS"]
+__all__ = ["dice_per_class", "mse_eq10", "surface_distances", "clinical_indices"]

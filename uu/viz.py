@@ -1,9 +1,10 @@
-"""Figures: segmentation overlays (as the paper's Fig. 3), error and entropy maps, training curves,
-sigma trajectories, reliability diagrams, loss landscapes (1D line, 2D contour + surface).
+"""Figures: segmentation overlays (as the paper's Fig. 3), error and entropy maps, training curves (one run
+in detail, or several), sigma trajectories, Bland-Altman plots of the clinical indices, reliability
+diagrams, loss landscapes (1D line, 2D contour + surface).
 
-Every function takes plain arrays / dicts, returns a matplotlib Figure and, given `path`, also
-writes it as PNG. Nothing here trains, loads runs or computes metrics (see uu.ablation, uu.stats,
-uu.landscape).
+Every function takes plain arrays / dicts / tables, returns a matplotlib Figure and, given `path`, also
+writes it as PNG. Nothing here trains, loads runs or computes metrics (see uu.runs, uu.ablation,
+uu.clinical, uu.stats, uu.landscape).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from matplotlib.colors import ListedColormap
 
 # background transparent, RV red, Myo green, LV blue (ACDC labels 0..3)
 LABEL_COLORS = ListedColormap([(0, 0, 0, 0), (0.9, 0.2, 0.2, 1), (0.2, 0.8, 0.3, 1), (0.2, 0.4, 0.95, 1)])
-CLASS_NAMES = {1: "RV", 2: "Myo", 3: "LV"}
 
 
 def save(fig, path=None, dpi: int = 110):
@@ -172,12 +172,72 @@ def sigma_trajectories(logs: Mapping[str, Sequence[dict]], path=None):
             xs, ys = _series(log, f"sigma.{sigma}")
             ax.plot(xs, ys, marker=".", label=f"{name}: sigma_{sigma}")
     ax.set(xlabel="epoch", ylabel="sigma", title="uncertainty weights sigma (Eq. 8)")
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=7)
-    else:
+    _grid_and_legend(ax)
+    if not ax.lines:
         ax.text(0.5, 0.5, "no configuration with learnable sigma", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
+    return save(fig, path)
+
+
+def run_curves(table, x: str = "epoch", title: str = "", path=None):
+    """One run in four panels: loss and its components, the sigmas (Eq. 8), the learning rate, validation
+    Dice per class. table: uu.runs.log_table(run); x: "epoch", "step" or "wall" (seconds)."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), constrained_layout=True)
+    (ax_loss, ax_sigma), (ax_lr, ax_val) = axes
+    fig.suptitle(title)
+    if table.empty:
+        for ax in axes.flat:
+            ax.text(0.5, 0.5, "no epochs logged yet", ha="center", va="center", transform=ax.transAxes)
+        return save(fig, path)
+    xs = table[x]
+    xlabel = {"epoch": "epoch", "step": "iteration", "wall": "wall-clock seconds"}[x]
+    ax_loss.plot(xs, table["loss"], "k.-", label="total")
+    for col in [c for c in table.columns if c.startswith("comp_")]:
+        ax_loss.plot(xs, table[col], ".-", label=col[5:])
+    sigma_cols = [c for c in table.columns if c.startswith("sigma_")]
+    for col in sigma_cols:
+        ax_sigma.plot(xs, table[col], ".-", label=f"sigma {col[6:]}")
+    if not sigma_cols:
+        ax_sigma.text(0.5, 0.5, "this loss has no sigma", ha="center", va="center", transform=ax_sigma.transAxes)
+    ax_lr.plot(xs, table["lr"], ".-", label="lr")
+    for col in [c for c in table.columns if c.startswith("val_")]:
+        rows = table[col].notna()
+        ax_val.plot(xs[rows], 100 * table.loc[rows, col], "o-" if col == "val_mean" else ".--", label=col[4:])
+    ax_loss.set(xlabel=xlabel, ylabel="training loss (epoch mean)", title="loss and its components")
+    ax_sigma.set(xlabel=xlabel, ylabel="sigma", title="uncertainty weights (Eq. 8)")
+    ax_lr.set(xlabel=xlabel, ylabel="learning rate (last step of the epoch)", title="poly learning rate")
+    ax_val.set(xlabel=xlabel, ylabel="Dice (%)", title="validation Dice (sliding window)", ylim=(0, 100))
+    for ax in axes.flat:
+        _grid_and_legend(ax)
+    return save(fig, path)
+
+
+# ----------------------------------------------------------------------------- clinical indices
+
+def bland_altman(per_patient, agreement, path=None):
+    """One panel per clinical index: the mean of prediction and ground truth against their difference per
+    patient, with the bias and the limits of agreement. per_patient, agreement: the tables of uu.clinical
+    (eval/clinical_per_patient.csv, eval/clinical_agreement.csv read with index_col="statistic")."""
+    from uu.clinical import INDICES, column
+
+    names = [n for n in INDICES if column(n) in agreement.columns]
+    n_cols = max(1, min(4, len(names)))
+    n_rows = max(1, -(-len(names) // n_cols))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols, 3.2 * n_rows), squeeze=False,
+                             constrained_layout=True)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names):
+        unit, stats = INDICES[name], agreement[column(name)]
+        gt, pred = per_patient[column(name, "gt")], per_patient[column(name, "pred")]
+        ax.scatter((gt + pred) / 2, pred - gt, s=14)
+        ax.axhline(stats["bias"], color="k", lw=1, label=f"bias {stats['bias']:.2f} {unit}")
+        for key, text in (("lower limit", "bias -+ 1.96 SD"), ("upper limit", None)):
+            ax.axhline(stats[key], color="gray", ls="--", lw=1, label=text)
+        ax.set(xlabel=f"mean of prediction and ground truth ({unit})", ylabel=f"prediction - ground truth ({unit})",
+               title=f"{name} (r {stats['Pearson r']:.3f})")
+        ax.title.set_fontsize(9)
+        _grid_and_legend(ax)
     return save(fig, path)
 
 
