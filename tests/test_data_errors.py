@@ -5,21 +5,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import h5py
-import nibabel as nib
 import numpy as np
 import pytest
 
+from helpers import write_h5, write_nifti, write_patient
 from uu.data import DataError, load_acdc
-from test_data_official import write_nifti, write_patient
-
-
-def write_h5(path: Path, image, label=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as f:
-        f.create_dataset("image", data=image, compression="gzip")
-        if label is not None:
-            f.create_dataset("label", data=label, compression="gzip")
 
 
 def good_h5_folder(root: Path) -> Path:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import write_h5
 from uu.data import DataError, detect_layout, load_acdc, read_list, write_cache
-from test_data_errors import write_h5
 
 
 @pytest.fixture
