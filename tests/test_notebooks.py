@@ -96,6 +96,9 @@ def test_notebooks_04_05_tabulate_the_committed_gpu_runs(tmp_path, monkeypatch):
         assert numbers.loc[config, "dice_avg_mean"] == pytest.approx(100 * summary["dice_mean"], abs=1e-6)
         assert numbers.loc[config, "n_volumes"] == 20
     sharpness = pd.read_csv(tmp_path / "sharpness.csv").set_index("method")
-    assert sharpness.loc["umamba_ua_sam", "sam_sharpness"] == pytest.approx(0.074657, rel=1e-4)
+    landscape = json.loads((GPU_RESULTS / "evidence" / "landscape.json").read_text())["methods"]
+    assert sorted(sharpness.index) == sorted(landscape)
+    for method, report in landscape.items():  # the table is the committed report's SAM sharpness
+        assert sharpness.loc[method, "sam_sharpness"] == pytest.approx(report["sam"]["sharpness"], rel=1e-9)
     assert (tmp_path / "reliability.png").is_file() and (tmp_path / "landscape_2d.png").is_file()
     assert not (tmp_path / "overlays.png").exists()  # no predictions were committed
