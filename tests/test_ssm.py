@@ -100,8 +100,9 @@ def test_scan_gradcheck_float64():
     assert torch.autograd.gradcheck(fn, tuple(x.values()), eps=1e-6, atol=1e-5)
 
 
-def test_scan_gradients_match_the_loop():
-    x = scan_inputs(2, 3, 4, 45, seed=2)
+@pytest.mark.parametrize("constant_bc", [False, True])
+def test_scan_gradients_match_the_loop(constant_bc):
+    x = scan_inputs(2, 3, 4, 45, seed=2, constant_bc=constant_bc)  # 3 blocks: recomputed block by block
     ours = {k: v.double().requires_grad_() for k, v in x.items()}
     ref = {k: v.double().requires_grad_() for k, v in x.items()}
     selective_scan_torch(**ours, delta_softplus=True, chunk_size=16, sub_chunk=4).sum().backward()

@@ -74,10 +74,14 @@ def _scan_blocks(u, delta, A, B, C, sub, block, states_in=None):
         sl = slice(start, start + block)
         if states_in is not None:
             states_in.append(state)
-        y, state = _scan_block(u[..., sl], delta[..., sl], A, B[..., sl] if B.dim() == 3 else B,
-                               C[..., sl] if C.dim() == 3 else C, state, sub)
+        y, state = _scan_block(*(_steps(t, sl) for t in (u, delta, A, B, C)), state, sub)
         ys.append(y)
     return (torch.cat(ys, dim=-1) if len(ys) > 1 else ys[0]), state
+
+
+def _steps(t, sl):
+    """The steps `sl` of a sequence (..., L); a constant (A, or B / C given as (d, n)) as it is."""
+    return t[..., sl] if t.dim() == 3 else t
 
 
 class _BlockwiseRecompute(torch.autograd.Function):
@@ -100,30 +104,22 @@ class _BlockwiseRecompute(torch.autograd.Function):
         sub, block = ctx.sub, ctx.block
         if torch.is_grad_enabled():  # backward with create_graph=True (Hessian-vector products):
             return _BlockwiseRecompute._differentiable_backward(ctx, u, delta, A, B, C, dy, dlast)
-        du, ddelta, dA = torch.zeros_like(u), torch.zeros_like(delta), torch.zeros_like(A)
-        dB, dC = torch.zeros_like(B), torch.zeros_like(C)
+        grads = [torch.zeros_like(t) for t in (u, delta, A, B, C)]
         g_state = dlast
         for i in reversed(range(states.shape[0])):
             sl = slice(i * block, (i + 1) * block)
-            leaves = [u[..., sl], delta[..., sl], A, B[..., sl] if B.dim() == 3 else B,
-                      C[..., sl] if C.dim() == 3 else C, states[i]]
-            leaves = [t.detach().requires_grad_() for t in leaves]
+            leaves = [t.detach().requires_grad_() for t in (*(_steps(t, sl) for t in (u, delta, A, B, C)), states[i])]
             with torch.enable_grad():
                 y, state = _scan_block(*leaves, sub)
                 g = torch.autograd.grad((y, state), leaves, (dy[..., sl], g_state), allow_unused=True)
             g = [torch.zeros_like(t) if gi is None else gi for gi, t in zip(g, leaves)]
-            du[..., sl], ddelta[..., sl] = g[0], g[1]
-            dA += g[2]
-            if B.dim() == 3:
-                dB[..., sl] = g[3]
-            else:
-                dB += g[3]
-            if C.dim() == 3:
-                dC[..., sl] = g[4]
-            else:
-                dC += g[4]
+            for total, gi in zip(grads, g[:5]):
+                if total.dim() == 3:  # a sequence: this block's steps
+                    total[..., sl] = gi
+                else:  # a constant: summed over the blocks
+                    total += gi
             g_state = g[5]
-        return du, ddelta, dA, dB, dC, None, None
+        return (*grads, None, None)
 
     @staticmethod
     def _differentiable_backward(ctx, u, delta, A, B, C, dy, dlast):
@@ -165,11 +161,7 @@ def _scan_block(u, delta, A, B, C, state, sub):
     n = A.shape[1]
     pad = (-K) % sub
     if pad:  # padded steps have delta = 0: decay 1 and no input, so the state passes through unchanged
-        u, delta = F.pad(u, (0, pad)), F.pad(delta, (0, pad))
-        if B.dim() == 3:
-            B = F.pad(B, (0, pad))
-        if C.dim() == 3:
-            C = F.pad(C, (0, pad))
+        u, delta, B, C = (F.pad(t, (0, pad)) if t.dim() == 3 else t for t in (u, delta, B, C))
     nc = (K + pad) // sub
     decay = torch.exp(delta[:, :, None, :] * A[None, :, :, None]).view(b, d, n, nc, sub)  # in (0, 1]
     du = delta * u
