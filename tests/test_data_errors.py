@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -175,9 +177,6 @@ def test_missing_ground_truth_allowed_when_not_required(tmp_path):
 
 
 def test_cli_reports_data_error_and_exits_2(tmp_path):
-    import subprocess
-    import sys
-
     result = subprocess.run([sys.executable, "-m", "uu", "info", str(tmp_path / "nope")],
                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 2

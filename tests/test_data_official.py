@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from helpers import write_nifti, write_patient
+import uu.data.official as official
 from uu.data import Case, DataError, load_acdc, parse_info_cfg, read_nifti
 
 
@@ -80,7 +82,6 @@ def test_lazy_loading_reads_no_voxels_until_asked(tmp_path, monkeypatch):
     write_patient(tmp_path, 1, 1, 12)
     write_patient(tmp_path, 2, 1, 11)
     reads = []
-    import uu.data.official as official
     real = official.read_nifti
     monkeypatch.setattr(official, "read_nifti", lambda p: reads.append(Path(p).name) or real(p))
     cases = load_acdc(tmp_path, lazy=True)
@@ -106,8 +107,6 @@ def test_reading_never_writes_into_the_data_folder(tmp_path):
 
 
 def test_case_is_a_dataclass_with_the_contract_fields():
-    import dataclasses
-
     names = [f.name for f in dataclasses.fields(Case)]
     assert names[:7] == ["patient", "phase", "group", "image", "label", "spacing", "source"]
     case = Case(1, "ED", None, np.zeros((2, 3, 4), np.float32), None, None, "x.h5")

@@ -1,13 +1,21 @@
 """uu::selective_scan_fwd / _bwd (the fused kernel as custom operators), checked on the CPU implementation.
 
 The CUDA implementation (mamba-ssm's kernel) is compared with this one in tests/test_ssm_cuda.py."""
+import importlib
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from helpers import scan_inputs
+from uu.net.blocks import MambaLayer
 from uu.ssm import selective_scan, selective_scan_ref, selective_scan_torch
 from uu.ssm.ops import fused_scan
 from uu.ssm.ops.fused_scan import KERNEL_CHUNK, fused_scan_applies, fused_selective_scan
+
+dispatch = importlib.import_module("uu.ssm.ops.selective_scan")  # the module: the package's name is the function
 
 pytestmark = pytest.mark.skipif(not fused_scan.HAS_CUSTOM_OP, reason="torch.library.custom_op needs torch >= 2.4")
 ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -109,8 +117,6 @@ def test_gpu_dispatch_picks_the_fused_operator_when_present(monkeypatch, mamba_s
                                                             last_state, expected):
     """CPU tensors, with the device check answering "cuda" and mamba-ssm's pieces replaced by recording
     stand-ins (the operator itself runs its CPU implementation): selective_scan calls exactly one of them."""
-    import importlib
-    dispatch = importlib.import_module("uu.ssm.ops.selective_scan")  # the module, not the function
     calls = []
 
     def recording(name, fn):
@@ -133,9 +139,6 @@ def test_gpu_dispatch_picks_the_fused_operator_when_present(monkeypatch, mamba_s
 
 
 def test_unknown_fused_scan_choice_is_a_clear_error():
-    import os
-    import subprocess
-    import sys
     env = {**os.environ, "UU_FUSED_SCAN": "fast"}
     result = subprocess.run([sys.executable, "-c", "import uu.ssm"], env=env, capture_output=True, text=True)
     assert result.returncode != 0
@@ -146,9 +149,6 @@ def test_mamba_layer_through_the_operator_matches_the_torch_scan(monkeypatch):
     """The Mamba block's call into the operator (argument order, dtypes, layouts) on the CPU: dispatch is
     forced to the "cuda" branch, whose operator then runs its CPU implementation. Same outputs and gradients
     as the plain PyTorch scan, and the layer compiles with fullgraph=True (no graph break)."""
-    import importlib
-    from uu.net.blocks import MambaLayer
-    dispatch = importlib.import_module("uu.ssm.ops.selective_scan")  # the module, not the function
     torch.manual_seed(0)
     layer = MambaLayer(8)
     x = torch.randn(2, 8, 6, 7)

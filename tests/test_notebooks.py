@@ -6,9 +6,11 @@ write runs that 04 and 05 read. Each notebook gets only the parameters it declar
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +54,7 @@ def test_notebook_is_committed_clean(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs_headless(path, phantom_dir, notebook_workspace, monkeypatch):
-    import papermill
+    import papermill  # late: an optional dependency (the notebooks extra)
 
     for folder in notebook_workspace.values():
         folder.mkdir(exist_ok=True)
@@ -74,10 +76,7 @@ GPU_RESULTS = REPO / "results" / "h200" / "session2"
 @pytest.mark.skipif(not (GPU_RESULTS / "ablation").is_dir(), reason="no committed H200 ablation runs")
 def test_notebooks_04_05_tabulate_the_committed_gpu_runs(tmp_path, monkeypatch):
     """04 and 05 read the committed H200 runs (no weights, no predictions) without training anything."""
-    import json
-
-    import pandas as pd
-    import papermill
+    import papermill  # late: an optional dependency (the notebooks extra)
 
     monkeypatch.setenv("MPLBACKEND", "Agg")
     before = sorted(p.relative_to(GPU_RESULTS) for p in GPU_RESULTS.rglob("*"))

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 import uu.ssm as ssm
 from helpers import scan_inputs
-from uu.ssm import Mamba, selective_scan, selective_scan_ref, selective_scan_torch
+from uu.ssm import Mamba, scan_backend_override, selective_scan, selective_scan_ref, selective_scan_torch
 from uu.ssm.ops import scan_chunked
 
 
@@ -216,8 +216,6 @@ def test_double_backward_matches_unchunked_graph():
 
 
 def test_scan_backend_override_sets_and_restores_even_on_error():
-    from uu.ssm import Mamba, scan_backend_override
-
     model = torch.nn.Sequential(Mamba(8, backend="auto"), Mamba(8, backend="cuda"))
     with scan_backend_override(model, "torch"):
         assert [m.backend for m in model] == ["torch", "torch"]

@@ -4,6 +4,7 @@ Skips without CUDA or without mamba-ssm. Prints the measured errors (run with `p
 Shapes: the paper's stage shapes by default, scaled by UU_CUDA_TEST_SCALE (tokens divided by it,
 default 4 so the file finishes in well under a minute on an H200; set 1 for the full shapes).
 """
+import importlib
 import os
 
 import pytest
@@ -64,7 +65,7 @@ def test_torch_scan_matches_fused_kernel(shape, dtype, tol):
 
 
 def test_mamba_block_matches_mamba_ssm():
-    from mamba_ssm import Mamba as RefMamba
+    from mamba_ssm import Mamba as RefMamba  # late: optional, and only this test needs mamba-ssm's own block
     torch.manual_seed(0)
     for d_model, L in [(32, 4096), (320, 280)]:
         ref = RefMamba(d_model=d_model, d_state=16, d_conv=4, expand=2).cuda()
@@ -149,8 +150,7 @@ def test_compiled_mamba_layer_has_no_graph_break():
 @pytest.mark.skipif(not fused_scan.has_kernel(), reason="mamba-ssm's selective_scan_cuda extension did not import")
 def test_mamba_layer_on_the_gpu_calls_the_fused_operator(monkeypatch):
     """The dispatch on real CUDA tensors: a Mamba layer's scan goes through uu::selective_scan_fwd."""
-    import importlib
-    dispatch = importlib.import_module("uu.ssm.ops.selective_scan")  # the module, not the function
+    dispatch = importlib.import_module("uu.ssm.ops.selective_scan")  # the module: the package's name is the function
     calls = []
     monkeypatch.setattr(dispatch, "FUSED_CALL", "op")
     monkeypatch.setattr(dispatch, "fused_selective_scan",
