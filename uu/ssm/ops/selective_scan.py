@@ -38,17 +38,15 @@ def scan_backend(device: torch.device | str, backend: str = "auto") -> str:
     if backend not in ("auto", "torch", "cuda"):
         raise ValueError(f"selective_scan: backend={backend!r}; use 'auto', 'torch' or 'cuda'")
     on_gpu = torch.device(device).type == "cuda"
-    if backend == "torch":
-        return "torch"
-    if backend == "cuda":
-        if not has_mamba_ssm():
-            raise RuntimeError("selective_scan: backend='cuda' needs mamba-ssm (pip install mamba-ssm "
-                               "on a CUDA machine); use backend='auto' or 'torch' to run without it")
-        if not on_gpu:
-            raise RuntimeError("selective_scan: backend='cuda' needs CUDA tensors; move them to a GPU "
-                               "or use backend='auto'")
-        return "cuda"
-    return "cuda" if (on_gpu and has_mamba_ssm()) else "torch"
+    if backend == "cuda" and not has_mamba_ssm():
+        raise RuntimeError("selective_scan: backend='cuda' needs mamba-ssm (pip install mamba-ssm "
+                           "on a CUDA machine); use backend='auto' or 'torch' to run without it")
+    if backend == "cuda" and not on_gpu:
+        raise RuntimeError("selective_scan: backend='cuda' needs CUDA tensors; move them to a GPU "
+                           "or use backend='auto'")
+    if backend == "auto":
+        return "cuda" if (on_gpu and has_mamba_ssm()) else "torch"
+    return backend
 
 
 def last_backend() -> str | None:
