@@ -1,4 +1,8 @@
-"""Shared fixtures: a small phantom dataset (session-wide) and the real ACDC folder (optional)."""
+"""Shared fixtures: a small phantom dataset (session-wide) and the real ACDC folder (optional).
+
+Shared helpers that are not fixtures (TinyNet, scan_inputs, hand-written ACDC files) are in helpers.py:
+`from helpers import TinyNet`. Test modules never import from each other.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
-try:  # keep tests polite on the shared 2-core machines
-    import torch
+from uu.data import make_phantom
 
-    torch.set_num_threads(2)
-except ImportError:  # the data layer is tested without torch too
-    pass
+torch.set_num_threads(2)  # keep tests polite on the shared 2-core machines
 
 PHANTOM_PATIENTS = 6
 
@@ -21,8 +23,6 @@ PHANTOM_PATIENTS = 6
 def phantom_dir(tmp_path_factory) -> Path:
     """A 6-patient phantom in the official layout (groups DCM, HCM, MINF, NOR, RV, DCM). Read-only:
     tests that modify files must copy it first."""
-    from uu.data import make_phantom
-
     return make_phantom(tmp_path_factory.mktemp("phantom"), n_patients=PHANTOM_PATIENTS, seed=0)
 
 

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-import h5py
-import nibabel as nib
 import numpy as np
 import pytest
 
+from helpers import write_h5, write_nifti, write_patient
 from uu.data import DataError, load_acdc
-from test_data_official import write_nifti, write_patient
-
-
-def write_h5(path: Path, image, label=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as f:
-        f.create_dataset("image", data=image, compression="gzip")
-        if label is not None:
-            f.create_dataset("label", data=label, compression="gzip")
 
 
 def good_h5_folder(root: Path) -> Path:
@@ -185,9 +177,6 @@ def test_missing_ground_truth_allowed_when_not_required(tmp_path):
 
 
 def test_cli_reports_data_error_and_exits_2(tmp_path):
-    import subprocess
-    import sys
-
     result = subprocess.run([sys.executable, "-m", "uu", "info", str(tmp_path / "nope")],
                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 2

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uu.data import DataError, detect_layout, load_acdc, read_list, write_cache
-from test_data_errors import write_h5
+from helpers import write_h5
+from uu.data import Case, DataError, detect_layout, load_acdc, read_list, write_cache
 
 
 @pytest.fixture
@@ -52,8 +52,6 @@ def test_cache_round_trip(h5_dir, tmp_path_factory):
 
 
 def test_cache_image_quantisation_by_hand(tmp_path):
-    from uu.data import Case
-
     # 0..199 ramp: percentiles 0.5/99.5 are 0.995 and 198.005, so 0 and 1 clip to 0, 198/199 to 255
     ramp = np.arange(200, dtype=np.float32).reshape(2, 10, 10)
     case = Case(7, "ES", "NOR", ramp, np.ones((2, 10, 10), np.uint8), (10.0, 1.5, 1.5), "x")

@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
+import dataclasses
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 
+from helpers import write_nifti, write_patient
+import uu.data.official as official
 from uu.data import Case, DataError, load_acdc, parse_info_cfg, read_nifti
-
-
-def write_nifti(path: Path, array_xyz: np.ndarray, zooms_xyz=(1.5, 1.25, 10.0)):
-    img = nib.Nifti1Image(array_xyz, np.diag([*zooms_xyz, 1.0]))
-    nib.save(img, str(path))
-
-
-def write_patient(root: Path, patient: int, ed: int, es: int, group="NOR", shape_xyz=(5, 4, 3),
-                  gt=True, zooms_xyz=(1.5, 1.25, 10.0)):
-    """A hand-made patient folder; image voxel (x, y, z) = 100x + 10y + z, label = (x + y + z) % 4."""
-    folder = root / f"patient{patient:03d}"
-    folder.mkdir(parents=True)
-    (folder / "Info.cfg").write_text(f"ED: {ed}\nES: {es}\nGroup: {group}\nHeight: 180\nNbFrame: 30\n")
-    x, y, z = np.meshgrid(*[np.arange(n) for n in shape_xyz], indexing="ij")
-    for frame in (ed, es):
-        stem = folder / f"patient{patient:03d}_frame{frame:02d}"
-        write_nifti(Path(f"{stem}.nii.gz"), (100 * x + 10 * y + z + frame).astype(np.int16), zooms_xyz)
-        if gt:
-            write_nifti(Path(f"{stem}_gt.nii.gz"), ((x + y + z) % 4).astype(np.uint8), zooms_xyz)
-    return folder
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -101,7 +82,6 @@ def test_lazy_loading_reads_no_voxels_until_asked(tmp_path, monkeypatch):
     write_patient(tmp_path, 1, 1, 12)
     write_patient(tmp_path, 2, 1, 11)
     reads = []
-    import uu.data.official as official
     real = official.read_nifti
     monkeypatch.setattr(official, "read_nifti", lambda p: reads.append(Path(p).name) or real(p))
     cases = load_acdc(tmp_path, lazy=True)
@@ -127,8 +107,6 @@ def test_reading_never_writes_into_the_data_folder(tmp_path):
 
 
 def test_case_is_a_dataclass_with_the_contract_fields():
-    import dataclasses
-
     names = [f.name for f in dataclasses.fields(Case)]
     assert names[:7] == ["patient", "phase", "group", "image", "label", "spacing", "source"]
     case = Case(1, "ED", None, np.zeros((2, 3, 4), np.float32), None, None, "x.h5")

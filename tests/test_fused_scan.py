@@ -1,15 +1,29 @@
 """uu::selective_scan_fwd / _bwd (the fused kernel as custom operators), checked on the CPU implementation.
 
 The CUDA implementation (mamba-ssm's kernel) is compared with this one in tests/test_ssm_cuda.py."""
+import importlib
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from test_ssm import naive_scan, random_inputs
+from helpers import scan_inputs
+from uu.net.blocks import MambaLayer
+from uu.ssm import selective_scan, selective_scan_ref, selective_scan_torch
 from uu.ssm.ops import fused_scan
 from uu.ssm.ops.fused_scan import KERNEL_CHUNK, fused_scan_applies, fused_selective_scan
 
+dispatch = importlib.import_module("uu.ssm.ops.selective_scan")  # the module: the package's name is the function
+
 pytestmark = pytest.mark.skipif(not fused_scan.HAS_CUSTOM_OP, reason="torch.library.custom_op needs torch >= 2.4")
 ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def x64(x):
+    """The reference loop's inputs in float64 (None kept)."""
+    return {k: None if v is None else v.double() for k, v in x.items()}
 
 
 def op_args(x, softplus=True):
@@ -17,11 +31,11 @@ def op_args(x, softplus=True):
 
 
 @pytest.mark.parametrize("L", [1, 37, KERNEL_CHUNK + 52])  # the last: two kernel chunks, the second short
-def test_forward_outputs_match_a_naive_loop(L):
-    x = random_inputs(2, 3, 4, L, seed=L)
+def test_forward_outputs_match_the_loop(L):
+    x = scan_inputs(2, 3, 4, L, seed=L)
     out_z, chunks, out = torch.ops.uu.selective_scan_fwd(*op_args(x))
-    want_z, _ = naive_scan(**x, delta_softplus=True)
-    want_out, _ = naive_scan(**{**x, "z": None}, delta_softplus=True)
+    want_z = selective_scan_ref(**x64(x), delta_softplus=True)
+    want_out = selective_scan_ref(**x64({**x, "z": None}), delta_softplus=True)
     assert out_z.shape == out.shape == (2, 3, L) and out_z.dtype == torch.float32
     torch.testing.assert_close(out_z.double(), want_z, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out.double(), want_out, rtol=1e-4, atol=1e-5)
@@ -30,19 +44,19 @@ def test_forward_outputs_match_a_naive_loop(L):
     dt = torch.nn.functional.softplus(x["delta"].double() + x["delta_bias"].double()[:, None])
     for c in range(n_chunks):  # at each chunk end: decay product since step 0 (even), state (odd)
         end = min((c + 1) * KERNEL_CHUNK, L)
-        _, h = naive_scan(**{k: v[..., :end] if k in ("u", "delta", "B", "C", "z") else v for k, v in x.items()},
-                          delta_softplus=True)
+        _, h = selective_scan_ref(**x64({k: v[..., :end] if v.dim() == 3 else v for k, v in x.items()}),
+                                  delta_softplus=True, return_last_state=True)
         torch.testing.assert_close(chunks[:, :, c, 1::2].double(), h, rtol=1e-4, atol=1e-5)
         decay = torch.exp(x["A"].double()[None] * dt[..., :end].sum(-1)[..., None])
         torch.testing.assert_close(chunks[:, :, c, 0::2].double(), decay, rtol=1e-4, atol=1e-30)
 
 
-def test_gradients_through_the_operator_match_a_naive_loop():
-    x = random_inputs(2, 3, 4, 45, seed=5)
+def test_gradients_through_the_operator_match_the_loop():
+    x = scan_inputs(2, 3, 4, 45, seed=5)
     ours = {k: v.double().requires_grad_() for k, v in x.items()}
     ref = {k: v.double().requires_grad_() for k, v in x.items()}
     fused_selective_scan(*(ours[k] for k in ARGS), delta_softplus=True).pow(2).sum().backward()
-    naive_scan(**ref, delta_softplus=True)[0].pow(2).sum().backward()
+    selective_scan_ref(**ref, delta_softplus=True).pow(2).sum().backward()
     for k in ARGS:
         torch.testing.assert_close(ours[k].grad, ref[k].grad, rtol=1e-6, atol=1e-8, msg=k)
 
@@ -50,7 +64,7 @@ def test_gradients_through_the_operator_match_a_naive_loop():
 @pytest.mark.parametrize("softplus", [True, False])
 def test_opcheck(softplus):
     """Schema, fake (meta) shapes, autograd registration and AOT dispatch (torch.library.opcheck)."""
-    x = random_inputs(1, 3, 2, 29, seed=1)
+    x = scan_inputs(1, 3, 2, 29, seed=1)
     if not softplus:
         x["delta"] = x["delta"].abs() * 0.1
     leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
@@ -63,7 +77,7 @@ def test_opcheck(softplus):
 
 def test_compiles_without_graph_break():
     """fullgraph=True fails on any graph break: the operator is one node of the traced graph."""
-    x = random_inputs(2, 3, 4, 50, seed=3)
+    x = scan_inputs(2, 3, 4, 50, seed=3)
 
     def layer(u, delta, A, B, C, D, z, delta_bias):
         return fused_selective_scan(u * 2, delta, A, B, C, D, z, delta_bias, delta_softplus=True).sum(1)
@@ -80,19 +94,51 @@ def test_compiles_without_graph_break():
 
 
 def test_applies_only_to_the_mamba_block_call():
-    x = random_inputs(1, 2, 3, 8)
+    x = scan_inputs(1, 2, 3, 8)
     assert fused_scan_applies(x["u"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], False)
     assert not fused_scan_applies(x["u"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True)
     assert not fused_scan_applies(x["u"], x["B"], x["C"], None, x["z"], x["delta_bias"], False)
     assert not fused_scan_applies(x["u"], x["B"], x["C"], x["D"], None, x["delta_bias"], False)
-    constant = random_inputs(1, 2, 3, 8, constant_bc=True)
+    constant = scan_inputs(1, 2, 3, 8, constant_bc=True)
     assert not fused_scan_applies(x["u"], constant["B"], constant["C"], x["D"], x["z"], x["delta_bias"], False)
 
 
+DISPATCH = [  # on a GPU: mamba-ssm imported, its extension module found, UU_FUSED_SCAN, last state asked -> called
+    (True, True, "op", False, "operator"),  # the Mamba block's call on the H200
+    (True, True, "autograd_function", False, "mamba_ssm"),
+    (True, False, "op", False, "mamba_ssm"),  # a build whose extension module has another name
+    (True, True, "op", True, "mamba_ssm"),  # the operators return no last state
+    (False, False, "op", False, "torch"),  # no mamba-ssm: the chunked scan, on a GPU too
+]
+
+
+@pytest.mark.parametrize("mamba_ssm,kernel,fused_call,last_state,expected", DISPATCH)
+def test_gpu_dispatch_picks_the_fused_operator_when_present(monkeypatch, mamba_ssm, kernel, fused_call,
+                                                            last_state, expected):
+    """CPU tensors, with the device check answering "cuda" and mamba-ssm's pieces replaced by recording
+    stand-ins (the operator itself runs its CPU implementation): selective_scan calls exactly one of them."""
+    calls = []
+
+    def recording(name, fn):
+        return lambda *args, **kwargs: calls.append(name) or fn(*args, **kwargs)
+
+    real_backend = dispatch.scan_backend
+    monkeypatch.setattr(dispatch, "scan_backend", lambda device, backend="auto": real_backend("cuda", backend))
+    monkeypatch.setattr(dispatch, "_cuda_selective_scan_fn",
+                        recording("mamba_ssm", selective_scan_torch) if mamba_ssm else None)
+    monkeypatch.setattr(dispatch, "has_kernel", lambda: kernel)
+    monkeypatch.setattr(dispatch, "FUSED_CALL", fused_call)
+    monkeypatch.setattr(dispatch, "fused_selective_scan", recording("operator", fused_selective_scan))
+    monkeypatch.setattr(dispatch, "selective_scan_torch", recording("torch", selective_scan_torch))
+    x = scan_inputs(1, 2, 3, 9)
+    out = selective_scan(**x, delta_softplus=True, return_last_state=last_state)
+    assert calls == [expected]
+    assert dispatch.last_backend() == ("torch" if expected == "torch" else "cuda")
+    want = selective_scan_ref(**x, delta_softplus=True)
+    torch.testing.assert_close(out[0] if last_state else out, want, rtol=1e-5, atol=1e-5)
+
+
 def test_unknown_fused_scan_choice_is_a_clear_error():
-    import os
-    import subprocess
-    import sys
     env = {**os.environ, "UU_FUSED_SCAN": "fast"}
     result = subprocess.run([sys.executable, "-c", "import uu.ssm"], env=env, capture_output=True, text=True)
     assert result.returncode != 0
@@ -103,9 +149,6 @@ def test_mamba_layer_through_the_operator_matches_the_torch_scan(monkeypatch):
     """The Mamba block's call into the operator (argument order, dtypes, layouts) on the CPU: dispatch is
     forced to the "cuda" branch, whose operator then runs its CPU implementation. Same outputs and gradients
     as the plain PyTorch scan, and the layer compiles with fullgraph=True (no graph break)."""
-    import importlib
-    from uu.net.blocks import MambaLayer
-    dispatch = importlib.import_module("uu.ssm.ops.selective_scan")  # the module, not the function
     torch.manual_seed(0)
     layer = MambaLayer(8)
     x = torch.randn(2, 8, 6, 7)

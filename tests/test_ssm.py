@@ -1,43 +1,17 @@
-"""uu.ssm: the pure-PyTorch selective scan against a naive loop, gradients, dispatch, the Mamba block."""
+"""uu.ssm: the chunked selective scan against the reference loop, gradients, dispatch, the Mamba block."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 import uu.ssm as ssm
-from uu.ssm import Mamba, selective_scan, selective_scan_torch
+from helpers import scan_inputs
+from uu.ssm import Mamba, scan_backend_override, selective_scan, selective_scan_ref, selective_scan_torch
+from uu.ssm.ops import scan_chunked
 
 
-def naive_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """One step at a time, float64: h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t, y_t = C_t h_t + D u_t."""
-    u, delta, A, B, C = (t.double() for t in (u, delta, A, B, C))
-    if delta_bias is not None:
-        delta = delta + delta_bias.double()[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
-    batch, d, L = u.shape
-    h = torch.zeros(batch, d, A.shape[1], dtype=torch.float64)
-    ys = []
-    for t in range(L):
-        b_t = B[:, None, :, t] if B.dim() == 3 else B[None]
-        c_t = C[:, None, :, t] if C.dim() == 3 else C[None]
-        h = torch.exp(delta[:, :, t, None] * A) * h + delta[:, :, t, None] * b_t * u[:, :, t, None]
-        ys.append((h * c_t).sum(-1))
-    y = torch.stack(ys, dim=-1)
-    if D is not None:
-        y = y + u * D.double()[:, None]
-    if z is not None:
-        y = y * F.silu(z.double())
-    return y, h
-
-
-def random_inputs(batch, d, n, L, seed=0, constant_bc=False, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g)
-    B = r(d, n) if constant_bc else r(batch, n, L)
-    C = r(d, n) if constant_bc else r(batch, n, L)
-    return dict(u=r(batch, d, L).to(dtype), delta=(0.5 * r(batch, d, L) - 1).to(dtype),
-                A=-torch.rand(d, n, generator=g) * 4 - 0.1, B=B.to(dtype), C=C.to(dtype),
-                D=r(d), z=r(batch, d, L).to(dtype), delta_bias=0.3 * r(d))
+def loop(x, **options):
+    """The reference loop (selective_scan_ref) in float64: (y, last state)."""
+    return selective_scan_ref(**{k: v.double() for k, v in x.items()}, return_last_state=True, **options)
 
 
 CASES = [  # batch, d, n, L, chunk_size, sub_chunk, constant B/C
@@ -48,12 +22,19 @@ CASES = [  # batch, d, n, L, chunk_size, sub_chunk, constant B/C
     (1, 2, 3, 1, 256, 16, False),  # L = 1
     (2, 5, 4, 70, 32, 8, True),  # constant (d, n) B and C
 ]
+OPTIONS = {  # selective_scan arguments left out (None), delta_softplus, B / C made constant (d, n)
+    "all terms, softplus": ((), True, ""),
+    "no D, z, delta_bias; no softplus": (("D", "z", "delta_bias"), False, ""),
+    "no z": (("z",), True, ""),
+    "constant B only": ((), True, "B"),
+    "constant C only, no D": (("D",), True, "C"),
+}
 
 
 @pytest.mark.parametrize("batch,d,n,L,chunk,sub,constant_bc", CASES)
-def test_scan_matches_naive_loop(batch, d, n, L, chunk, sub, constant_bc):
-    x = random_inputs(batch, d, n, L, constant_bc=constant_bc)
-    want_y, want_h = naive_scan(**x, delta_softplus=True)
+def test_chunked_scan_matches_the_loop(batch, d, n, L, chunk, sub, constant_bc):
+    x = scan_inputs(batch, d, n, L, constant_bc=constant_bc)
+    want_y, want_h = loop(x, delta_softplus=True)
     y, h = selective_scan_torch(**x, delta_softplus=True, return_last_state=True, chunk_size=chunk,
                                 sub_chunk=sub)
     assert y.shape == (batch, d, L) and y.dtype == torch.float32
@@ -62,55 +43,77 @@ def test_scan_matches_naive_loop(batch, d, n, L, chunk, sub, constant_bc):
     assert torch.allclose(h.double(), want_h, rtol=1e-4, atol=1e-4)
 
 
-def test_scan_without_optional_terms():
-    x = random_inputs(2, 3, 4, 50)
-    for key in ("D", "z", "delta_bias"):
-        x.pop(key)
-    x["delta"] = x["delta"].abs()  # no softplus: delta must already be positive
-    want, _ = naive_scan(**x)
-    assert torch.allclose(selective_scan(**x, chunk_size=16).double(), want, rtol=1e-4, atol=1e-4)
+@pytest.mark.parametrize("option", OPTIONS)
+def test_chunked_scan_matches_the_loop_for_every_option(option):
+    left_out, softplus, constant = OPTIONS[option]
+    x = scan_inputs(2, 3, 4, 50, seed=4)
+    if constant:
+        x[constant] = scan_inputs(2, 3, 4, 50, seed=5, constant_bc=True)[constant]
+    for key in left_out:
+        x[key] = None
+    if not softplus:
+        x["delta"] = x["delta"].abs()  # without softplus, delta must already be positive
+    given = {k: v for k, v in x.items() if v is not None}
+    want_y, want_h = loop(given, delta_softplus=softplus)
+    y, h = selective_scan(**given, delta_softplus=softplus, return_last_state=True, chunk_size=16)
+    assert torch.allclose(y.double(), want_y, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(h.double(), want_h, rtol=1e-4, atol=1e-4)
+
+
+def test_loop_by_hand():
+    # d = n = 1, A = -ln 2, delta = 1 (no softplus): decay exp(-ln 2) = 1/2, h_t = h_{t-1} / 2 + B_t u_t
+    u, B, C = torch.tensor([[[2.0, 4.0, 0.0]]]), torch.tensor([[[1.0, 0.5, 3.0]]]), torch.tensor([[[1.0, 2.0, 1.0]]])
+    A, delta = torch.tensor([[-0.6931471805599453]]), torch.ones(1, 1, 3)
+    # h = 2, 2/2 + 2 = 3, 3/2 + 0 = 1.5;  y = C h + D u with D = 0.5: 2 + 1, 6 + 2, 1.5 + 0
+    y, h = selective_scan_ref(u, delta, A, B, C, D=torch.tensor([0.5]), return_last_state=True)
+    torch.testing.assert_close(y, torch.tensor([[[3.0, 8.0, 1.5]]]))
+    torch.testing.assert_close(h, torch.tensor([[[1.5]]]))
+    gated = selective_scan_ref(u, delta, A, B, C, z=torch.zeros(1, 1, 3))  # silu(0) = 0
+    assert torch.equal(gated, torch.zeros(1, 1, 3))
 
 
 def test_scan_is_stable_with_strong_decay():
     # delta * A down to about -400 per step: exp(-cumsum) would overflow in any division-based form
-    x = random_inputs(1, 4, 16, 300, seed=3)
+    x = scan_inputs(1, 4, 16, 300, seed=3)
     x["delta"] = x["delta"] * 0 + 25.0
     x["A"] = -torch.arange(1, 17.0).repeat(4, 1)
-    y, h = selective_scan_torch(**{k: v for k, v in x.items() if k != "delta_bias"}, return_last_state=True)
-    want_y, want_h = naive_scan(**{k: v for k, v in x.items() if k != "delta_bias"})
+    del x["delta_bias"]
+    y, h = selective_scan_torch(**x, return_last_state=True)
+    want_y, want_h = loop(x)
     assert torch.isfinite(y).all() and torch.isfinite(h).all()
     assert torch.allclose(y.double(), want_y, rtol=1e-4, atol=1e-3)
 
 
 def test_scan_keeps_input_dtype_and_computes_in_fp32():
-    x = random_inputs(1, 3, 4, 40, dtype=torch.bfloat16)
+    x = scan_inputs(1, 3, 4, 40, dtype=torch.bfloat16)
     y = selective_scan(**x, delta_softplus=True)
     assert y.dtype == torch.bfloat16
-    want, _ = naive_scan(**x, delta_softplus=True)  # from the same bf16-rounded inputs
+    want, _ = loop(x, delta_softplus=True)  # from the same bf16-rounded inputs
     assert torch.allclose(y.double(), want, rtol=2e-2, atol=2e-2)
 
 
 def test_scan_gradcheck_float64():
-    x = random_inputs(1, 2, 3, 11, seed=1)
+    x = scan_inputs(1, 2, 3, 11, seed=1)
     x = {k: v.double().requires_grad_() for k, v in x.items()}
     fn = lambda u, delta, A, B, C, D, z, delta_bias: selective_scan_torch(
         u, delta, A, B, C, D, z, delta_bias, True, chunk_size=4, sub_chunk=2)
     assert torch.autograd.gradcheck(fn, tuple(x.values()), eps=1e-6, atol=1e-5)
 
 
-def test_scan_gradients_match_naive_loop():
-    x = random_inputs(2, 3, 4, 45, seed=2)
+@pytest.mark.parametrize("constant_bc", [False, True])
+def test_scan_gradients_match_the_loop(constant_bc):
+    x = scan_inputs(2, 3, 4, 45, seed=2, constant_bc=constant_bc)  # 3 blocks: recomputed block by block
     ours = {k: v.double().requires_grad_() for k, v in x.items()}
     ref = {k: v.double().requires_grad_() for k, v in x.items()}
     selective_scan_torch(**ours, delta_softplus=True, chunk_size=16, sub_chunk=4).sum().backward()
-    naive_scan(**ref, delta_softplus=True)[0].sum().backward()
+    selective_scan_ref(**ref, delta_softplus=True).sum().backward()
     for k in x:
         assert torch.allclose(ours[k].grad, ref[k].grad, rtol=1e-6, atol=1e-8), k
 
 
 def test_dispatch_on_cpu():
     assert ssm.scan_backend("cpu") == "torch"
-    selective_scan(**random_inputs(1, 2, 2, 5))
+    selective_scan(**scan_inputs(1, 2, 2, 5))
     assert ssm.last_backend() == "torch"
     with pytest.raises(RuntimeError, match="backend='cuda'"):
         ssm.scan_backend("cpu", backend="cuda")
@@ -122,7 +125,7 @@ def test_dispatch_on_cpu():
                                      ("B", torch.zeros(2, 4, 6)), ("D", torch.zeros(5)),
                                      ("z", torch.zeros(2, 3, 4))])
 def test_scan_rejects_bad_shapes(key, bad):
-    x = random_inputs(2, 3, 4, 5)
+    x = scan_inputs(2, 3, 4, 5)
     x[key] = bad
     with pytest.raises(ValueError, match=key):
         selective_scan(**x)
@@ -149,7 +152,7 @@ def test_mamba_initialisation():
     dt = F.softplus(m.dt_proj.bias)
     assert dt.min() >= 0.001 * (1 - 1e-4) and dt.max() <= 0.1 * (1 + 1e-4)
     assert m.dt_proj.weight.abs().max() <= 2 ** -0.5
-    assert m.dt_proj.bias._no_reinit and m.A_log._no_weight_decay and m.D._no_weight_decay
+    assert m.dt_proj.bias._no_reinit  # weight decay of A_log and D is uu.runs' business, not an attribute
     assert m.in_proj.bias is None and m.out_proj.bias is None and m.conv1d.bias is not None
 
 
@@ -167,8 +170,8 @@ def test_mamba_forward_is_the_composition_of_its_parts():
     dbl = xc.transpose(1, 2) @ m.x_proj.weight.t()
     dt = (dbl[..., :1] @ m.dt_proj.weight.t()).transpose(1, 2)
     B, C = dbl[..., 1:5].transpose(1, 2), dbl[..., 5:9].transpose(1, 2)
-    y, _ = naive_scan(xc, dt, -torch.exp(m.A_log), B, C, m.D, z.transpose(1, 2), m.dt_proj.bias, True)
-    want = y.float().transpose(1, 2) @ m.out_proj.weight.t()
+    y = selective_scan_ref(xc, dt, -torch.exp(m.A_log), B, C, m.D, z.transpose(1, 2), m.dt_proj.bias, True)
+    want = y.transpose(1, 2) @ m.out_proj.weight.t()
     with torch.no_grad():
         got = m(x)
     assert got.shape == (2, 30, 8)
@@ -189,8 +192,6 @@ def test_mamba_is_causal():
 
 def test_double_backward_matches_unchunked_graph():
     """Hessian-vector products through the block-recompute path equal those of the plain graph."""
-    import importlib
-    ops = importlib.import_module("uu.ssm.ops.selective_scan")  # the module (the package exports the function)
     torch.manual_seed(0)
     b, d, n, L = 1, 3, 4, 40  # L > block, so the recompute Function is used
     u = torch.randn(b, d, L, dtype=torch.float64, requires_grad=True)
@@ -207,16 +208,14 @@ def test_double_backward_matches_unchunked_graph():
         dot = sum((g * v).sum() for g, v in zip(grads, vs))
         return torch.autograd.grad(dot, leaves)
 
-    chunked = hvp(lambda: ops.selective_scan_torch(u, delta, A, B, C, delta_softplus=True,
-                                                   chunk_size=8, sub_chunk=4))
-    plain = hvp(lambda: ops._scan_blocks(u, torch.nn.functional.softplus(delta), A, B, C, 4, 8)[0])
+    chunked = hvp(lambda: selective_scan_torch(u, delta, A, B, C, delta_softplus=True, chunk_size=8,
+                                               sub_chunk=4))
+    plain = hvp(lambda: scan_chunked._scan_blocks(u, torch.nn.functional.softplus(delta), A, B, C, 4, 8)[0])
     for a, e in zip(chunked, plain):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
 
 
 def test_scan_backend_override_sets_and_restores_even_on_error():
-    from uu.ssm import Mamba, scan_backend_override
-
     model = torch.nn.Sequential(Mamba(8, backend="auto"), Mamba(8, backend="cuda"))
     with scan_backend_override(model, "torch"):
         assert [m.backend for m in model] == ["torch", "torch"]

@@ -4,13 +4,18 @@ Skips without CUDA or without mamba-ssm. Prints the measured errors (run with `p
 Shapes: the paper's stage shapes by default, scaled by UU_CUDA_TEST_SCALE (tokens divided by it,
 default 4 so the file finishes in well under a minute on an H200; set 1 for the full shapes).
 """
+import importlib
 import os
 
 import pytest
 import torch
 
+import uu.net as net
 import uu.ssm as ssm
+from uu.net.blocks import MambaLayer
 from uu.ssm import selective_scan
+from uu.ssm.ops import fused_scan
+from uu.ssm.ops.fused_scan import fused_selective_scan
 
 pytestmark = pytest.mark.cuda
 if not torch.cuda.is_available():
@@ -60,7 +65,7 @@ def test_torch_scan_matches_fused_kernel(shape, dtype, tol):
 
 
 def test_mamba_block_matches_mamba_ssm():
-    from mamba_ssm import Mamba as RefMamba
+    from mamba_ssm import Mamba as RefMamba  # late: optional, and only this test needs mamba-ssm's own block
     torch.manual_seed(0)
     for d_model, L in [(32, 4096), (320, 280)]:
         ref = RefMamba(d_model=d_model, d_state=16, d_conv=4, expand=2).cuda()
@@ -79,7 +84,6 @@ def test_mamba_block_matches_mamba_ssm():
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_network_cpu_vs_cuda(channels_last):
-    import uu.net as net
     torch.manual_seed(0)
     plan = net.get_plan("tiny3d")
     model = net.build_network(plan, "umamba_enc", channels_last=channels_last).eval()
@@ -102,7 +106,6 @@ def test_network_cpu_vs_cuda(channels_last):
 def test_fused_operator_matches_its_cpu_implementation(dtype, tol):
     """uu::selective_scan_fwd/_bwd: mamba-ssm's kernel (CUDA) against the operator's PyTorch reference
     (CPU): out_z, out, the states saved at chunk ends and every gradient; L spans 3 kernel chunks."""
-    from uu.ssm.ops.fused_scan import fused_selective_scan
     x = make_inputs(2, 64, 5000, dtype=dtype, seed=3)
     outs, grads = {}, {}
     for dev in ("cuda", "cpu"):
@@ -131,7 +134,6 @@ def test_fused_operator_chunk_decays_match():
 
 def test_compiled_mamba_layer_has_no_graph_break():
     """torch.compile(fullgraph=True) raises on a graph break; the compiled layer matches eager (fp32)."""
-    from uu.net.blocks import MambaLayer
     torch.manual_seed(0)
     layer = MambaLayer(32).cuda()
     x = torch.randn(2, 32, 24, 40, device="cuda", requires_grad=True)
@@ -143,3 +145,15 @@ def test_compiled_mamba_layer_has_no_graph_break():
     err = max([rel_err(y_comp, y_eager)] + [rel_err(a, b) for a, b in zip(g_comp, g_eager)])
     print(f"\n[compiled MambaLayer fullgraph] max rel err (output, grads) {err:.2e}")
     assert err < 1e-3
+
+
+@pytest.mark.skipif(not fused_scan.has_kernel(), reason="mamba-ssm's selective_scan_cuda extension did not import")
+def test_mamba_layer_on_the_gpu_calls_the_fused_operator(monkeypatch):
+    """The dispatch on real CUDA tensors: a Mamba layer's scan goes through uu::selective_scan_fwd."""
+    dispatch = importlib.import_module("uu.ssm.ops.selective_scan")  # the module: the package's name is the function
+    calls = []
+    monkeypatch.setattr(dispatch, "FUSED_CALL", "op")
+    monkeypatch.setattr(dispatch, "fused_selective_scan",
+                        lambda *args, **kwargs: calls.append(args[0].device.type) or fused_selective_scan(*args, **kwargs))
+    MambaLayer(16).cuda()(torch.randn(1, 16, 8, 8, device="cuda"))
+    assert calls == ["cuda"] and ssm.last_backend() == "cuda"

@@ -2,35 +2,38 @@
 
     get_plan("3d" | "2d" | "tiny2d" | "tiny3d") -> Plan;  paper_plan_3d(), paper_plan_2d()
     build_network(plan, arch, in_channels=1, num_classes=4, mamba_fp32=True, checkpoint_mamba=False,
-                  mamba_backend="auto", channels_last=False) -> nn.Module
+                  mamba_backend="auto", channels_last=False, norm=instance_norm, act=leaky_relu) -> nn.Module
     arch: "umamba_enc", "umamba_bot", "unet" (plain conv nnU-Net), "resunet" (residual, no Mamba)
 """
-from .blocks import ConvNormAct, MambaLayer, ResidualBlock
+import math
+
+import torch
+
+from .blocks import ConvNormAct, MambaLayer, ResidualBlock, instance_norm, leaky_relu
 from .plan import PLANS, Plan, get_plan, paper_plan_2d, paper_plan_3d, tiny_plan_2d, tiny_plan_3d
 from .umamba import ARCHS, UMambaNet
 
+__all__ = ["Plan", "get_plan", "paper_plan_3d", "paper_plan_2d", "tiny_plan_2d", "tiny_plan_3d", "PLANS",
+           "build_network", "count_parameters", "count_parameters_fast", "stage_table", "UMambaNet", "ARCHS",
+           "MambaLayer", "ResidualBlock", "ConvNormAct", "instance_norm", "leaky_relu"]
+
 
 def build_network(plan, arch, in_channels=1, num_classes=4, mamba_fp32=True, checkpoint_mamba=False,
-                  mamba_backend="auto", channels_last=False):
+                  mamba_backend="auto", channels_last=False, norm=instance_norm, act=leaky_relu):
     """Build a network from a Plan (or a plan name). channels_last: weights and activations in NHWC /
-    NDHWC memory layout (same results; faster bf16 convolutions on a GPU)."""
+    NDHWC memory layout (same results; faster bf16 convolutions on a GPU). norm(spatial_dims, channels)
+    and act() build the conv blocks' layers."""
     return UMambaNet(get_plan(plan), arch, in_channels=in_channels, num_classes=num_classes,
                      mamba_fp32=mamba_fp32, checkpoint_mamba=checkpoint_mamba, mamba_backend=mamba_backend,
-                     channels_last=channels_last)
+                     channels_last=channels_last, norm=norm, act=act)
 
 
 def count_parameters(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["Plan", "get_plan", "paper_plan_3d", "paper_plan_2d", "tiny_plan_2d", "tiny_plan_3d", "PLANS",
-           "build_network", "count_parameters", "count_parameters_fast", "stage_table", "UMambaNet", "ARCHS", "MambaLayer", "ResidualBlock",
-           "ConvNormAct"]
-
-
 def count_parameters_fast(plan, arch, **kwargs) -> int:
     """Parameter count without allocating weights (builds on the meta device)."""
-    import torch
     with torch.device("meta"):
         return count_parameters(build_network(plan, arch, **kwargs))
 
@@ -41,9 +44,6 @@ def stage_table(plan, arch, in_channels=1, num_classes=4) -> list:
     Parameters per stage = encoder stage (+ the stem at stage 0) + its Mamba layer + the decoder
     stage at that resolution (transposed conv into it, its blocks, its segmentation head).
     """
-    import math
-
-    import torch
     plan = get_plan(plan)
     with torch.device("meta"):
         model = build_network(plan, arch, in_channels=in_channels, num_classes=num_classes)

@@ -1,6 +1,7 @@
 """Building blocks: conv-norm-activation, the ResNet-D residual block, the Mamba layer.
 
-Layer types are arguments (timm style); `spatial_dims` picks the 2D or 3D op.
+Norm and activation are arguments, as factories: norm(spatial_dims, channels) -> nn.Module and
+act() -> nn.Module (defaults `instance_norm`, `leaky_relu`); `spatial_dims` picks the 2D or 3D op.
 """
 from __future__ import annotations
 
@@ -16,47 +17,58 @@ NORM = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
 AVG_POOL = {2: nn.AvgPool2d, 3: nn.AvgPool3d}
 
 
-def _same_padding(kernel_size):
-    return [k // 2 for k in kernel_size]
+def instance_norm(spatial_dims, channels):
+    """The default norm factory: InstanceNorm (eps 1e-5, affine), as nnU-Net and U-Mamba."""
+    return NORM[spatial_dims](channels, eps=1e-5, affine=True)
+
+
+def leaky_relu():
+    """The default activation factory: LeakyReLU(0.01, inplace)."""
+    return nn.LeakyReLU(0.01, inplace=True)
 
 
 class ConvNormAct(nn.Module):
-    """conv (bias on) -> InstanceNorm (eps 1e-5, affine) -> LeakyReLU(0.01); `act=False` drops the activation."""
+    """conv (bias on) -> norm -> activation; (B, in, *spatial) -> (B, out, *spatial / stride).
 
-    def __init__(self, spatial_dims, in_channels, out_channels, kernel_size, stride=1, act=True,
-                 conv_bias=True):
+    norm(spatial_dims, channels) and act() build the layers (defaults: `instance_norm`, `leaky_relu`);
+    act=None drops the activation.
+    """
+
+    def __init__(self, spatial_dims, in_channels, out_channels, kernel_size, stride=1, conv_bias=True,
+                 norm=instance_norm, act=leaky_relu):
         super().__init__()
         kernel_size = _tuple(kernel_size, spatial_dims)
-        stride = _tuple(stride, spatial_dims)
-        self.conv = CONV[spatial_dims](in_channels, out_channels, kernel_size, stride,
-                                       padding=_same_padding(kernel_size), bias=conv_bias)
-        self.norm = NORM[spatial_dims](out_channels, eps=1e-5, affine=True)
-        self.act = nn.LeakyReLU(0.01, inplace=True) if act else nn.Identity()
+        self.conv = CONV[spatial_dims](in_channels, out_channels, kernel_size, _tuple(stride, spatial_dims),
+                                       padding=[k // 2 for k in kernel_size], bias=conv_bias)
+        self.norm = norm(spatial_dims, out_channels)
+        self.act = act() if act is not None else nn.Identity()
 
     def forward(self, x):
         return self.act(self.norm(self.conv(x)))
 
 
 class ResidualBlock(nn.Module):
-    """ResNet-D basic block (nnU-Net's BasicBlockD).
+    """ResNet-D basic block (nnU-Net's BasicBlockD); norm and act as in ConvNormAct.
 
-    main: conv(k, stride) -> norm -> lrelu -> conv(k) -> norm; skip: identity, or avgpool(stride) when
-    strided, then 1x1 conv (no bias) + norm when the channel count changes; out = lrelu(main + skip).
+    main: conv(k, stride) -> norm -> act -> conv(k) -> norm; skip: identity, or avgpool(stride) when
+    strided, then 1x1 conv (no bias) + norm when the channel count changes; out = act(main + skip).
     """
 
-    def __init__(self, spatial_dims, in_channels, out_channels, kernel_size, stride=1):
+    def __init__(self, spatial_dims, in_channels, out_channels, kernel_size, stride=1, norm=instance_norm,
+                 act=leaky_relu):
         super().__init__()
         stride = _tuple(stride, spatial_dims)
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
-        self.conv1 = ConvNormAct(spatial_dims, in_channels, out_channels, kernel_size, stride)
-        self.conv2 = ConvNormAct(spatial_dims, out_channels, out_channels, kernel_size, 1, act=False)
+        self.conv1 = ConvNormAct(spatial_dims, in_channels, out_channels, kernel_size, stride, norm=norm, act=act)
+        self.conv2 = ConvNormAct(spatial_dims, out_channels, out_channels, kernel_size, 1, norm=norm, act=None)
         skip = []
         if any(s != 1 for s in stride):
             skip.append(AVG_POOL[spatial_dims](stride, stride))
         if in_channels != out_channels:
-            skip.append(ConvNormAct(spatial_dims, in_channels, out_channels, 1, 1, act=False, conv_bias=False))
+            skip.append(ConvNormAct(spatial_dims, in_channels, out_channels, 1, 1, conv_bias=False, norm=norm,
+                                    act=None))
         self.skip = nn.Sequential(*skip) if skip else nn.Identity()
-        self.act = nn.LeakyReLU(0.01, inplace=True)
+        self.act = act()
 
     def forward(self, x):
         return self.act(self.conv2(self.conv1(x)) + self.skip(x))
@@ -65,12 +77,14 @@ class ResidualBlock(nn.Module):
         return f"{self.in_channels} -> {self.out_channels}, stride={tuple(self.stride)}"
 
 
-def stacked_blocks(block, n, spatial_dims, in_channels, out_channels, kernel_size, stride):
+def stacked_blocks(block, n, spatial_dims, in_channels, out_channels, kernel_size, stride, norm=instance_norm,
+                   act=leaky_relu):
     """`n` blocks ("residual": ResidualBlock, "plain": ConvNormAct); only the first has the stride."""
     make = ResidualBlock if block == "residual" else ConvNormAct
-    layers = [make(spatial_dims, in_channels, out_channels, kernel_size, stride)]
-    layers += [make(spatial_dims, out_channels, out_channels, kernel_size, 1) for _ in range(n - 1)]
-    return nn.Sequential(*layers)
+    layers = dict(norm=norm, act=act)
+    blocks = [make(spatial_dims, in_channels, out_channels, kernel_size, stride, **layers)]
+    blocks += [make(spatial_dims, out_channels, out_channels, kernel_size, 1, **layers) for _ in range(n - 1)]
+    return nn.Sequential(*blocks)
 
 
 class MambaLayer(nn.Module):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .blocks import CONV, CONV_T, MambaLayer, ResidualBlock, stacked_blocks, ConvNormAct
+from .blocks import CONV, CONV_T, ConvNormAct, MambaLayer, ResidualBlock, instance_norm, leaky_relu, stacked_blocks
 from .plan import Plan
 
 ARCHS = ("umamba_enc", "umamba_bot", "unet", "resunet")
@@ -21,10 +21,12 @@ ARCHS = ("umamba_enc", "umamba_bot", "unet", "resunet")
 
 class UMambaNet(nn.Module):
     """arch: "umamba_enc" (Mamba after every stage in plan.mamba_stages), "umamba_bot" (one Mamba layer
-    at the bottleneck), "unet" (plain conv nnU-Net), "resunet" (the residual net without Mamba)."""
+    at the bottleneck), "unet" (plain conv nnU-Net), "resunet" (the residual net without Mamba).
+    norm(spatial_dims, channels), act(): the layer factories of every conv block (see blocks.py)."""
 
     def __init__(self, plan: Plan, arch: str, in_channels=1, num_classes=4, mamba_fp32=True,
-                 checkpoint_mamba=False, mamba_backend="auto", channels_last=False):
+                 checkpoint_mamba=False, mamba_backend="auto", channels_last=False, norm=instance_norm,
+                 act=leaky_relu):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"build_network: unknown arch {arch!r}; choose one of {ARCHS}")
@@ -38,12 +40,12 @@ class UMambaNet(nn.Module):
             self.stem = nn.Identity()
             prev = in_channels
         else:
-            self.stem = ConvNormAct(dims, in_channels, feats[0], plan.kernel_sizes[0], 1)
+            self.stem = ConvNormAct(dims, in_channels, feats[0], plan.kernel_sizes[0], 1, norm=norm, act=act)
             prev = feats[0]
         self.encoder = nn.ModuleList()
         for s, f in enumerate(feats):
             self.encoder.append(stacked_blocks(block, plan.n_blocks_encoder[s], dims, prev, f,
-                                               plan.kernel_sizes[s], plan.strides[s]))
+                                               plan.kernel_sizes[s], plan.strides[s], norm=norm, act=act))
             prev = f
         if arch == "umamba_enc":
             stages = sorted(plan.mamba_stages)
@@ -61,12 +63,12 @@ class UMambaNet(nn.Module):
             below, skip = feats[s], feats[s - 1]
             self.upsample.append(CONV_T[dims](below, skip, plan.strides[s], plan.strides[s], bias=True))
             self.decoder.append(stacked_blocks(block, plan.n_blocks_decoder[s - 1], dims, 2 * skip, skip,
-                                               plan.kernel_sizes[s - 1], 1))
+                                               plan.kernel_sizes[s - 1], 1, norm=norm, act=act))
             self.heads.append(CONV[dims](skip, num_classes, 1, 1, 0, bias=True))
         self.apply(_init_he)
         if arch == "umamba_enc":  # as U-Mamba's get_umamba_enc_from_plans (init_last_bn_before_add_to_0)
             for m in self.modules():
-                if isinstance(m, ResidualBlock):
+                if isinstance(m, ResidualBlock) and getattr(m.conv2.norm, "weight", None) is not None:
                     nn.init.zeros_(m.conv2.norm.weight)
                     nn.init.zeros_(m.conv2.norm.bias)
         # channels-last: cuDNN's fast bf16 kernels are NHWC / NDHWC, and a Mamba layer's (B, C, *spatial) ->

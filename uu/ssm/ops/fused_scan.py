@@ -17,7 +17,7 @@ chunk the running (decay product since step 0, state) pair of every state, inter
 
 Two implementations of each operator, the same contract:
   * CUDA: mamba-ssm's kernel (`selective_scan_cuda.fwd` / `.bwd`), when that extension imports;
-  * CPU: the pure-PyTorch scan of this package (the reference; its backward written out by hand). It
+  * CPU: the chunked pure-PyTorch scan of scan_chunked.py (its backward written out by hand). It
     exists to test the operators' contract without a GPU (it rescans from step 0 for every chunk of x);
     CPU training calls `selective_scan_torch` directly.
 `tests/test_fused_scan.py` checks the CPU pair with torch.library.opcheck; `tests/test_ssm_cuda.py` checks
@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .scan_chunked import _linear_scan, selective_scan_torch
+
 try:  # mamba-ssm's compiled extension (a CUDA build only)
     import selective_scan_cuda as _kernel
 except Exception:  # ImportError, or a build that does not match the installed torch
@@ -43,7 +45,6 @@ HAS_CUSTOM_OP = hasattr(torch.library, "custom_op")  # torch >= 2.4
 def _chunk_prefixes(u, delta, A, B, C, delta_bias, delta_softplus) -> Tensor:
     """The kernel's x: (batch, d, n_chunks, 2 n) fp32, at the end of each 2048-step chunk the decay product
     since step 0 (even entries) and the state h (odd entries)."""
-    from .selective_scan import selective_scan_torch  # late: selective_scan imports this module
     batch, d, L = u.shape
     n = A.shape[1]
     dt = delta.float() + delta_bias.float()[:, None]
@@ -62,7 +63,6 @@ def _chunk_prefixes(u, delta, A, B, C, delta_bias, delta_softplus) -> Tensor:
 
 
 def _reference_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    from .selective_scan import selective_scan_torch
     out = selective_scan_torch(u, delta, A, B, C, D, None, delta_bias, delta_softplus)
     work = torch.promote_types(u.dtype, torch.float32)
     out_z = (out.to(work) * F.silu(z.to(work))).to(u.dtype)
@@ -73,7 +73,6 @@ def _reference_bwd(u, delta, A, B, C, D, z, delta_bias, dout, delta_softplus):
     """The scan's gradients by hand (a custom operator's kernel runs below autograd, so it cannot call
     backward itself): the adjoint g_t = C_t dy_t + a_{t+1} g_{t+1} is the same linear scan run backwards.
     Whole-sequence tensors (batch, d, n, L): a reference for tests, not for long sequences."""
-    from .selective_scan import _linear_scan
     f32 = lambda t: t.to(torch.promote_types(t.dtype, torch.float32))
     u32, z32, dout32, A32 = f32(u), f32(z), f32(dout), f32(A)
     pre = f32(delta) + f32(delta_bias)[:, None]

@@ -1,44 +1,18 @@
-"""The selective scan of Mamba v1: a pure-PyTorch chunked implementation and the dispatch.
+"""`selective_scan`: which implementation of the scan runs (the dispatch), with shape checks.
 
-The recurrence (per batch b, channel d and state n, real A):
-
-    delta_t = softplus(delta_t + delta_bias)              (if asked)
-    h_t     = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t
-    y_t     = sum_n C_t[n] * h_t[n] + D * u_t,   then y_t *= silu(z_t)
-
-`selective_scan` has exactly the semantics of `mamba_ssm.selective_scan_fn` (and of its reference
-`selective_scan_ref`). It runs mamba-ssm's fused CUDA kernel when that package imports and the
-tensors are on a GPU (through the custom operators of fused_scan.py, which torch.compile can trace;
-UU_FUSED_SCAN=autograd_function calls mamba-ssm's own selective_scan_fn instead), and otherwise
-`selective_scan_torch`, a chunked scan:
-
-  * the sequence is cut into blocks of `chunk_size` steps, processed one after the other (the only
-    Python loop; it carries the (b, d, n) state from block to block, so memory depends on the
-    block length, not on L);
-  * inside a block, steps are grouped into sub-chunks of `sub_chunk` steps. Each sub-chunk is
-    scanned from a zero state with a vectorised doubling (Hillis-Steele) scan over the pairs
-    (decay_t = exp(delta_t A), x_t = delta_t B_t u_t): log2(sub_chunk) steps, each of which only
-    multiplies decays (all <= 1). Nothing is ever divided by a tiny cumulative decay product (the
-    usual failure of the "cumsum of exp(-S)" trick); this is the same quantity as the masked
-    segment-sum exp(S_t - S_s) of Mamba-2's ssd_minimal, built from products instead of differences;
-  * the sub-chunk end states are combined with the same scan at the sub-chunk level (with the
-    incoming block state folded into the first), then h_t = h_local_t + P_t * state_in, where P_t
-    is the cumulative decay since the sub-chunk start;
-  * everything is fp32 inside, the output has the dtype of `u`.
-
-Work per token is O(d * n * log2(sub_chunk)): linear in L. Under autograd the blocks are
-checkpointed by hand (`_BlockwiseRecompute`): the backward pass keeps only the inputs and the state
-entering each block and recomputes one block at a time, so memory stays ~ one block.
+Semantics exactly those of `mamba_ssm.selective_scan_fn`, written out as a loop in scan_ref.py. On a GPU
+with mamba-ssm, its fused CUDA kernel runs: through the custom operators of fused_scan.py (which
+torch.compile can trace), or with UU_FUSED_SCAN=autograd_function through mamba-ssm's own
+selective_scan_fn. Otherwise the chunked pure-PyTorch scan of scan_chunked.py.
 """
 from __future__ import annotations
 
-import math
 import os
 
 import torch
-import torch.nn.functional as F
 
 from .fused_scan import fused_scan_applies, fused_selective_scan, has_kernel
+from .scan_chunked import DEFAULT_CHUNK_SIZE, selective_scan_torch
 
 try:  # the fused kernel is optional: a CUDA build of mamba-ssm
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _cuda_selective_scan_fn
@@ -50,9 +24,6 @@ except Exception:  # ImportError, or a build that does not match the installed t
 FUSED_CALL = os.environ.get("UU_FUSED_SCAN", "op")
 if FUSED_CALL not in ("op", "autograd_function"):
     raise ValueError(f"UU_FUSED_SCAN={FUSED_CALL!r}: use 'op' (the default) or 'autograd_function'")
-
-DEFAULT_CHUNK_SIZE = 256  # steps per block (see benchmarks/bench_scan.py for the choice)
-DEFAULT_SUB_CHUNK = 16  # steps per sub-chunk inside a block
 
 _last_backend: str | None = None
 
@@ -67,17 +38,15 @@ def scan_backend(device: torch.device | str, backend: str = "auto") -> str:
     if backend not in ("auto", "torch", "cuda"):
         raise ValueError(f"selective_scan: backend={backend!r}; use 'auto', 'torch' or 'cuda'")
     on_gpu = torch.device(device).type == "cuda"
-    if backend == "torch":
-        return "torch"
-    if backend == "cuda":
-        if not has_mamba_ssm():
-            raise RuntimeError("selective_scan: backend='cuda' needs mamba-ssm (pip install mamba-ssm "
-                               "on a CUDA machine); use backend='auto' or 'torch' to run without it")
-        if not on_gpu:
-            raise RuntimeError("selective_scan: backend='cuda' needs CUDA tensors; move them to a GPU "
-                               "or use backend='auto'")
-        return "cuda"
-    return "cuda" if (on_gpu and has_mamba_ssm()) else "torch"
+    if backend == "cuda" and not has_mamba_ssm():
+        raise RuntimeError("selective_scan: backend='cuda' needs mamba-ssm (pip install mamba-ssm "
+                           "on a CUDA machine); use backend='auto' or 'torch' to run without it")
+    if backend == "cuda" and not on_gpu:
+        raise RuntimeError("selective_scan: backend='cuda' needs CUDA tensors; move them to a GPU "
+                           "or use backend='auto'")
+    if backend == "auto":
+        return "cuda" if (on_gpu and has_mamba_ssm()) else "torch"
+    return backend
 
 
 def last_backend() -> str | None:
@@ -125,169 +94,3 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias):
     for name, t in (("D", D), ("delta_bias", delta_bias)):
         if t is not None and tuple(t.shape) != (d,):
             raise ValueError(f"selective_scan: {name} has shape {tuple(t.shape)}, expected ({d},)")
-
-
-# --------------------------------------------------------------------------------------------------
-# pure PyTorch
-
-
-def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                         return_last_state=False, chunk_size=DEFAULT_CHUNK_SIZE,
-                         sub_chunk=DEFAULT_SUB_CHUNK):
-    """Chunked pure-PyTorch selective scan (see the module docstring). Same arguments as above."""
-    if chunk_size < 1 or sub_chunk < 1:
-        raise ValueError(f"selective_scan: chunk_size={chunk_size} and sub_chunk={sub_chunk} must be >= 1")
-    dtype_in = u.dtype
-    L = u.shape[-1]
-    work = torch.promote_types(u.dtype, torch.float32)  # fp32, or fp64 when given fp64 (gradcheck)
-    u32, delta32, A32 = u.to(work), delta.to(work), A.to(work)
-    if delta_bias is not None:
-        delta32 = delta32 + delta_bias.to(work)[:, None]
-    if delta_softplus:
-        delta32 = F.softplus(delta32)
-    B32, C32 = B.to(work), C.to(work)  # (b, n, L) input-dependent, or (d, n) constant
-
-    sub = min(sub_chunk, chunk_size)
-    block = math.ceil(chunk_size / sub) * sub  # a whole number of sub-chunks
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (u, delta, A, B, C, delta_bias))
-    if needs_grad and L > block:  # recompute block by block in the backward pass: memory ~ one block
-        y, state = _BlockwiseRecompute.apply(u32, delta32, A32, B32, C32, sub, block)
-    else:
-        y, state = _scan_blocks(u32, delta32, A32, B32, C32, sub, block)
-    if D is not None:
-        y = y + u32 * D.to(work)[:, None]
-    if z is not None:
-        y = y * F.silu(z.to(work))
-    y = y.to(dtype_in)
-    return (y, state) if return_last_state else y
-
-
-def _scan_blocks(u, delta, A, B, C, sub, block, states_in=None):
-    """Loop over blocks of `block` steps carrying the state. Returns y (b, d, L) and the last state.
-    If `states_in` is a list, the state entering each block is appended to it."""
-    batch, d, L = u.shape
-    state = u.new_zeros(batch, d, A.shape[1])
-    ys = []
-    for start in range(0, L, block):
-        sl = slice(start, start + block)
-        if states_in is not None:
-            states_in.append(state)
-        y, state = _scan_block(u[..., sl], delta[..., sl], A, B[..., sl] if B.dim() == 3 else B,
-                               C[..., sl] if C.dim() == 3 else C, state, sub)
-        ys.append(y)
-    return (torch.cat(ys, dim=-1) if len(ys) > 1 else ys[0]), state
-
-
-class _BlockwiseRecompute(torch.autograd.Function):
-    """Activation checkpointing by hand: the forward keeps only the inputs and the state entering
-    each block; the backward walks the blocks in reverse, recomputes one block with autograd and
-    hands the state gradient to the block before. Works with .backward() and torch.autograd.grad."""
-
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, sub, block):
-        states = []
-        with torch.no_grad():
-            y, last = _scan_blocks(u, delta, A, B, C, sub, block, states_in=states)
-        ctx.save_for_backward(u, delta, A, B, C, torch.stack(states))
-        ctx.sub, ctx.block = sub, block
-        return y, last
-
-    @staticmethod
-    def backward(ctx, dy, dlast):
-        u, delta, A, B, C, states = ctx.saved_tensors
-        sub, block = ctx.sub, ctx.block
-        if torch.is_grad_enabled():  # backward with create_graph=True (Hessian-vector products):
-            return _BlockwiseRecompute._differentiable_backward(ctx, u, delta, A, B, C, dy, dlast)
-        du, ddelta, dA = torch.zeros_like(u), torch.zeros_like(delta), torch.zeros_like(A)
-        dB, dC = torch.zeros_like(B), torch.zeros_like(C)
-        g_state = dlast
-        for i in reversed(range(states.shape[0])):
-            sl = slice(i * block, (i + 1) * block)
-            leaves = [u[..., sl], delta[..., sl], A, B[..., sl] if B.dim() == 3 else B,
-                      C[..., sl] if C.dim() == 3 else C, states[i]]
-            leaves = [t.detach().requires_grad_() for t in leaves]
-            with torch.enable_grad():
-                y, state = _scan_block(*leaves, sub)
-                g = torch.autograd.grad((y, state), leaves, (dy[..., sl], g_state), allow_unused=True)
-            g = [torch.zeros_like(t) if gi is None else gi for gi, t in zip(g, leaves)]
-            du[..., sl], ddelta[..., sl] = g[0], g[1]
-            dA += g[2]
-            if B.dim() == 3:
-                dB[..., sl] = g[3]
-            else:
-                dB += g[3]
-            if C.dim() == 3:
-                dC[..., sl] = g[4]
-            else:
-                dC += g[4]
-            g_state = g[5]
-        return du, ddelta, dA, dB, dC, None, None
-
-    @staticmethod
-    def _differentiable_backward(ctx, u, delta, A, B, C, dy, dlast):
-        """Plain autograd over the whole sequence with create_graph=True, so that the gradient itself
-        can be differentiated (the block-wise path above treats the saved states as constants and
-        would silently give wrong second derivatives). Memory is that of the unchunked graph."""
-        inputs = (u, delta, A, B, C)
-        wanted = [i for i, t in enumerate(inputs) if ctx.needs_input_grad[i]]
-        y, last = _scan_blocks(u, delta, A, B, C, ctx.sub, ctx.block)
-        grads = torch.autograd.grad((y, last), [inputs[i] for i in wanted], (dy, dlast),
-                                    create_graph=True, allow_unused=True)
-        out = [None] * 5
-        for i, g in zip(wanted, grads):
-            out[i] = g
-        return (*out, None, None)
-
-
-def _linear_scan(a, x):
-    """Inclusive scan along the last axis: h[t] = a[t] * h[t-1] + x[t] with h[-1] = 0.
-
-    Hillis-Steele doubling: log2(T) vectorised steps, each combining position t with t - s.
-    Only products of decays (all <= 1) are formed, never a quotient, so it cannot overflow.
-    Returns h and the cumulative products P[t] = a[0] * ... * a[t].
-    """
-    T, s = x.shape[-1], 1
-    while s < T:
-        x = torch.cat([x[..., :s], torch.addcmul(x[..., s:], a[..., s:], x[..., :-s])], dim=-1)
-        a = torch.cat([a[..., :s], a[..., s:] * a[..., :-s]], dim=-1)
-        s *= 2
-    return x, a
-
-
-def _scan_block(u, delta, A, B, C, state, sub):
-    """One block: u, delta (b, d, K) fp32, A (d, n), B/C (b, n, K) or (d, n), state (b, d, n).
-
-    Returns y (b, d, K) without the D and z terms, and the state after the block.
-    """
-    b, d, K = u.shape
-    n = A.shape[1]
-    pad = (-K) % sub
-    if pad:  # padded steps have delta = 0: decay 1 and no input, so the state passes through unchanged
-        u, delta = F.pad(u, (0, pad)), F.pad(delta, (0, pad))
-        if B.dim() == 3:
-            B = F.pad(B, (0, pad))
-        if C.dim() == 3:
-            C = F.pad(C, (0, pad))
-    nc = (K + pad) // sub
-    decay = torch.exp(delta[:, :, None, :] * A[None, :, :, None]).view(b, d, n, nc, sub)  # in (0, 1]
-    du = delta * u
-    if B.dim() == 3:
-        x = (du[:, :, None, :] * B[:, None, :, :]).view(b, d, n, nc, sub)  # delta * B * u
-    else:
-        x = (du[:, :, None, :] * B[None, :, :, None]).view(b, d, n, nc, sub)
-
-    # 1) inside each sub-chunk, from a zero state
-    h_local, decay_cum = _linear_scan(decay, x)  # (b, d, n, nc, sub)
-    # 2) across sub-chunks: the state at the end of each, the block's incoming state folded in
-    chunk_decay, chunk_x = decay_cum[..., -1], h_local[..., -1]  # (b, d, n, nc)
-    chunk_x = torch.cat([chunk_x[..., :1] + chunk_decay[..., :1] * state[..., None], chunk_x[..., 1:]], dim=-1)
-    chunk_state, _ = _linear_scan(chunk_decay, chunk_x)
-    state_in = torch.cat([state[..., None], chunk_state[..., :-1]], dim=-1)  # entering each sub-chunk
-    # 3) full states and the read-out y_t = C_t . h_t
-    h = torch.addcmul(h_local, decay_cum, state_in[..., None])
-    if C.dim() == 3:
-        y = (h * C.view(b, 1, n, nc, sub)).sum(dim=2)
-    else:
-        y = (h * C[None, :, :, None, None]).sum(dim=2)
-    return y.reshape(b, d, nc * sub)[..., :K], chunk_state[..., -1]
