@@ -3,14 +3,12 @@
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
 
 from uu.data import normalize_intensity
-from uu.evaluate import CSV_COLUMNS, evaluate_predictions, score_case
-from uu.infer import load_label_map, predict_cases, predict_volume, save_label_map
+from uu.infer import load_label_map, predict_cases, predict_volume
 
 
 class ShiftRight(nn.Module):
@@ -85,7 +83,7 @@ def test_predict_volume_restores_training_mode():
 
 def test_predict_cases_writes_label_maps_with_the_source_affine(phantom_dir, tmp_path):
     import nibabel as nib
-    from uu.data import normalize_intensity, load_acdc
+    from uu.data import load_acdc
 
     cases = load_acdc(phantom_dir)[:2]
     out = predict_cases(nn.Conv2d(1, 4, 1), cases, (32, 32), tmp_path, mirror=False, progress=False)
@@ -98,45 +96,3 @@ def test_predict_cases_writes_label_maps_with_the_source_affine(phantom_dir, tmp
                                       nib.load(str(case.source)).affine)
         with np.load(out / f"{case.name}_probs.npz") as f:
             assert f["probs"].dtype == np.float16 and f["probs"].shape == (4,) + case.image.shape
-
-
-def write_prediction(folder, case, label, probs):
-    folder.mkdir(exist_ok=True)
-    save_label_map(label, folder / f"{case.name}.nii.gz", np.eye(4))
-    np.savez(folder / f"{case.name}_probs.npz", probs=probs.astype(np.float16))
-    index_path = folder / "predictions.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {"cases": []}
-    index["cases"].append({"name": case.name, "label": f"{case.name}.nii.gz", "probs": f"{case.name}_probs.npz"})
-    index_path.write_text(json.dumps(index))
-
-
-def test_scores_by_hand(phantom_dir, tmp_path):
-    from uu.data import load_acdc
-
-    ed, es = load_acdc(phantom_dir)[:2]
-    # ED: perfect (one-hot probabilities). ES: all background with certainty.
-    write_prediction(tmp_path, ed, ed.label, np.eye(4, dtype=np.float32)[ed.label].transpose(3, 0, 1, 2))
-    background = np.zeros((4,) + es.label.shape, np.float32)
-    background[0] = 1.0
-    write_prediction(tmp_path, es, np.zeros_like(es.label), background)
-    table, summary = evaluate_predictions(tmp_path, [ed, es], tmp_path / "report", progress=False)
-    assert list(table.columns) == CSV_COLUMNS
-    assert list(pd.read_csv(tmp_path / "report" / "per_case.csv").columns) == CSV_COLUMNS
-    perfect, empty = table.iloc[0], table.iloc[1]
-    assert perfect[["dice_RV", "dice_Myo", "dice_LV", "dice_mean"]].tolist() == [1.0] * 4
-    assert perfect["mse"] == 0.0 and perfect[["hd95_RV", "hd95_Myo", "hd95_LV"]].tolist() == [0.0] * 3
-    assert empty[["dice_RV", "dice_Myo", "dice_LV"]].tolist() == [0.0] * 3  # ES has every class in the phantom
-    # each foreground voxel contributes (1 - 0)^2 + (0 - 1)^2 = 2 over 4 classes
-    assert empty["mse"] == pytest.approx(2 * (es.label > 0).sum() / (4 * es.label.size))
-    assert np.isnan(empty["hd95_RV"]) and perfect["hd95_unit"] == "mm"
-    assert summary["overall"]["dice"]["RV"] == pytest.approx(0.5) and summary["ED"]["dice_mean"] == 1.0
-    assert summary["overall"]["hd95"]["LV"] == 0.0 and summary["overall"]["hd95_undefined"]["LV"] == 1
-    assert json.loads((tmp_path / "report" / "summary.json").read_text())["ES"]["n_cases"] == 1
-
-
-def test_score_case_without_probabilities_or_spacing():
-    gt = np.zeros((2, 6, 6), np.uint8)
-    gt[:, 1:3, 1:3] = 1
-    row = score_case(gt, None, gt, spacing=None)
-    assert np.isnan(row["mse"]) and row["hd95_unit"] == "voxel" and row["dice_RV"] == 1.0
-    assert row["dice_Myo"] == 1.0  # both empty -> 1 (the authors' rule)

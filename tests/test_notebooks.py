@@ -98,6 +98,6 @@ def test_notebooks_04_05_tabulate_the_committed_gpu_runs(tmp_path, monkeypatch):
     landscape = json.loads((GPU_RESULTS / "evidence" / "landscape.json").read_text())["methods"]
     assert sorted(sharpness.index) == sorted(landscape)
     for method, report in landscape.items():  # the table is the committed report's SAM sharpness
-        assert sharpness.loc[method, "sam_sharpness"] == pytest.approx(report["sam"]["sharpness"], rel=1e-9)
+        assert sharpness.loc[method, "SAM sharpness (dice_ce loss rise)"] == pytest.approx(report["sam"]["sharpness"], rel=1e-9)
     assert (tmp_path / "reliability.png").is_file() and (tmp_path / "landscape_2d.png").is_file()
     assert not (tmp_path / "overlays.png").exists()  # no predictions were committed

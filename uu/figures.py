@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 
 from uu.data import load_acdc
+from uu.evaluate import load_probs, prediction_entries  # noqa: F401  (the one reader of saved predictions)
 from uu.metrics import mse_eq10
 from uu.stats import add_bins, ece_from_bins, predictive_entropy, reliability_bins
 
@@ -22,18 +23,9 @@ from uu.stats import add_bins, ece_from_bins, predictive_entropy, reliability_bi
 # ----------------------------------------------------------------------------- a run's saved predictions
 
 def read_predictions(run_dir) -> dict[str, Path]:
-    """{case name: path of NAME_probs.npz} from RUN/eval/pred/predictions.json (uu.infer.predict_cases)."""
+    """{case name: path of NAME_probs.npz} of RUN/eval/pred (read by uu.evaluate.prediction_entries)."""
     pred = Path(run_dir) / "eval" / "pred"
-    index = pred / "predictions.json"
-    if not index.is_file():
-        raise FileNotFoundError(f"{index}: missing; the run's evaluation wrote no predictions")
-    return {c["name"]: pred / c["probs"] for c in json.loads(index.read_text())["cases"]}
-
-
-def load_probs(path) -> np.ndarray:
-    """Class probabilities (C, Z, Y, X) float32 from a NAME_probs.npz."""
-    with np.load(path) as f:
-        return f["probs"].astype(np.float32)
+    return {e["name"]: pred / e["probs"] for e in prediction_entries(pred) if e["probs"]}
 
 
 def has_predictions(run_dir) -> bool:

@@ -17,6 +17,7 @@ import pandas as pd
 import yaml
 
 from uu.data import CLASSES
+from uu.evaluate import to_markdown, write_table  # noqa: F401  (one Markdown/CSV writer, re-exported)
 from uu.stats import paired_bootstrap_ci
 
 METRICS = [f"dice_{c}" for c in CLASSES] + ["dice_avg", "mse"]  # all reported x100
@@ -215,28 +216,3 @@ def sharpness_table(report: Mapping, loss: str = "") -> pd.DataFrame:
 def calibration_table(ece: Mapping[str, float]) -> pd.DataFrame:
     """method, "ECE (%)" from {method: expected calibration error as a fraction}."""
     return pd.DataFrame([{"method": m, "ECE (%)": 100.0 * float(e)} for m, e in ece.items()])
-
-
-# ----------------------------------------------------------------------------- writers
-
-def to_markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    """A GitHub Markdown table (no extra package needed)."""
-    def cell(v):
-        if isinstance(v, float):
-            return "" if math.isnan(v) else format(v, floatfmt)
-        return "" if v is None else str(v).replace("|", "\\|")
-
-    header = "| " + " | ".join(str(c) for c in df.columns) + " |"
-    rule = "| " + " | ".join("---" for _ in df.columns) + " |"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
-
-
-def write_table(df: pd.DataFrame, path_stem, floatfmt: str = ".4g") -> tuple[Path, Path]:
-    """Write STEM.csv and STEM.md; returns both paths."""
-    stem = Path(path_stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    csv, md = stem.with_suffix(".csv"), stem.with_suffix(".md")
-    df.to_csv(csv, index=False)
-    md.write_text(to_markdown(df, floatfmt))
-    return csv, md

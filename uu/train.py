@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 import uu
-from uu.data import CLASSES, LABELS, NNFORMER_VAL, DataError, load_acdc, make_phantom, split_patients
+from uu.data import CLASSES, LABELS, DataError, choose_split, load_acdc, make_phantom
 from uu.device import barrier, resolve_amp, seed_everything, setup_distributed, world
 from uu.evaluate import evaluate_predictions
 from uu.infer import predict_cases, predict_volume
@@ -29,19 +29,6 @@ from uu.profiles import dump_profile, load_profile
 from uu.runs import build_loss, build_model, build_optimizer, resolve_plan
 from uu.sampling import TrainBatches
 from uu.step import unwrap
-
-
-def choose_split(cases, profile: dict) -> tuple[str, dict]:
-    """(scheme used, {"train", "val", "test"}) for the profile's ``split`` key."""
-    scheme = profile["split"]
-    patients = sorted({c.patient for c in cases})
-    if scheme == "auto":
-        scheme = "nnformer" if set(NNFORMER_VAL) <= set(patients) else "kfold"
-    split = split_patients(cases, scheme, fold=profile["fold"], n_folds=profile["n_folds"], seed=profile["seed"])
-    if not split["train"] or not split["val"]:
-        raise DataError(f"split {scheme!r} of {len(patients)} patients gives {len(split['train'])} training and "
-                        f"{len(split['val'])} validation patients; both must be non-empty")
-    return scheme, split
 
 
 def validation_dice(model, cases, plan, device, profile: dict) -> dict:
@@ -84,7 +71,7 @@ def train_run(profile, data_dir="", out_dir="runs/run", overrides=None, resume: 
                 make_phantom(data_dir, n_patients=profile["phantom_patients"], seed=0)
             barrier()
         cases = load_acdc(data_dir, lazy=True)
-        scheme, split = choose_split(cases, profile)
+        scheme, split = choose_split(cases, profile["split"], profile["fold"], profile["n_folds"], profile["seed"])
         seed_everything(profile["seed"])
         resolved = dict(profile, split=scheme, data_dir=str(Path(data_dir).resolve()), world_size=n_ranks,
                         uu_version=uu.__version__)
@@ -118,27 +105,21 @@ def train_run(profile, data_dir="", out_dir="runs/run", overrides=None, resume: 
 
 def evaluate_run(run_dir, model, plan, val_cases, profile, device, result: FitResult, scheme: str) -> dict:
     """Predict the validation cases with the final model into RUN/eval/pred and score them into RUN/eval/
-    (per_case.csv, summary.json with the training record). Returns the summary."""
+    (per_case.csv, summary.json with the training record, the clinical tables). Returns the summary."""
     eval_dir = Path(run_dir) / "eval"
     autocast_dtype, _ = resolve_amp(profile["amp"], device)
     pred_dir = predict_cases(unwrap(model), val_cases, plan, eval_dir / "pred", mirror=profile["eval_mirror"],
                              device=device, sw_batch_size=profile["sw_batch_size"], overlap=profile["sw_overlap"],
                              autocast_dtype=autocast_dtype, progress=profile["progress"] and sys.stderr.isatty())
-    _, summary = evaluate_predictions(pred_dir, val_cases, eval_dir, progress=False)  # per_case.csv
-    overall = summary["overall"]
-    out = {"profile": profile["name"], "split": scheme, "eval_mirror": profile["eval_mirror"],
-           "dice": overall["dice"], "dice_mean": overall["dice_mean"], "mse": overall["mse"],
-           "mse_pct": overall["mse_pct"], "hd95": overall["hd95"], "hd95_unit": overall["hd95_unit"],
-           "n_cases": overall["n_cases"], "per_phase": summary,
-           "training": {"steps": result.steps, "epochs": result.epochs, "stopped_by": result.stopped_by,
-                        "it_per_s": result.it_per_s, "train_seconds": result.train_seconds,
-                        "wall_seconds": result.wall_seconds,
-                        "train_fraction": result.train_seconds / max(result.wall_seconds, 1e-9),
-                        "peak_memory_mb": result.peak_memory_mb, "peak_memory_kind": result.peak_memory_kind,
-                        "device": str(device)},
-           "skipped_steps": result.skipped_total, "sigma_first": result.sigma_first, "sigma_last": result.sigma_last}
-    (eval_dir / "summary.json").write_text(json.dumps(out, indent=1))
-    return out
+    context = {"profile": profile["name"], "split": scheme, "eval_mirror": profile["eval_mirror"],
+               "training": {"steps": result.steps, "epochs": result.epochs, "stopped_by": result.stopped_by,
+                            "it_per_s": result.it_per_s, "train_seconds": result.train_seconds,
+                            "wall_seconds": result.wall_seconds,
+                            "train_fraction": result.train_seconds / max(result.wall_seconds, 1e-9),
+                            "peak_memory_mb": result.peak_memory_mb, "peak_memory_kind": result.peak_memory_kind,
+                            "device": str(device)},
+               "skipped_steps": result.skipped_total, "sigma_first": result.sigma_first, "sigma_last": result.sigma_last}
+    return evaluate_predictions(pred_dir, val_cases, eval_dir, progress=False, context=context)[1]
 
 
 def cli_train(args) -> int:

@@ -150,14 +150,18 @@ def training_curves(logs: Mapping[str, Sequence[dict]], path=None):
     return save(fig, path)
 
 
-def time_to_accuracy(logs: Mapping[str, Sequence[dict]], path=None):
-    """Validation mean Dice against wall-clock seconds since the start of training (log.jsonl "wall",
-    which includes the validations themselves), one line per run: the steeper, the better."""
+def time_to_accuracy(logs: Mapping[str, Sequence[dict]], path=None, x: str = "wall", finals=None):
+    """Validation mean Dice against seconds, one line per run: the steeper, the better. x: "wall" (log.jsonl
+    "wall", validations included) or "train_seconds" (training steps only, the clock max_minutes counts).
+    finals: {run: (seconds, Dice 0-1)} drawn as a star, e.g. the final evaluation on every volume."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, log in logs.items():
-        xs, ys = _series(log, "val.mean", x="wall")
-        ax.plot(xs, [100 * y for y in ys], marker="o", label=name)
-    ax.set(xlabel="wall-clock seconds of training", ylabel="validation Dice (%)", title="time to accuracy")
+        xs, ys = _series(log, "val.mean", x=x)
+        line, = ax.plot(xs, [100 * y for y in ys], marker="o", label=name)
+        if finals and name in finals:
+            ax.plot(finals[name][0], 100 * finals[name][1], "*", ms=12, color=line.get_color())
+    label = {"wall": "wall-clock seconds of training", "train_seconds": "seconds in training steps"}[x]
+    ax.set(xlabel=label, ylabel="validation Dice (%)", title="time to accuracy")
     _grid_and_legend(ax)
     fig.tight_layout()
     return save(fig, path)

@@ -20,7 +20,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..ops.selective_scan import DEFAULT_CHUNK_SIZE, selective_scan
 
