@@ -4,6 +4,7 @@ test modules import from here, never from each other. Fixtures live in conftest.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import nibabel as nib
@@ -11,6 +12,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from uu.losses import build_loss
+from uu.profiles import load_profile
+from uu.runs import build_optimizer
+from uu.sampling import TrainBatches
+from uu.train import validation_dice
 
 # ----------------------------------------------------------------------------- ACDC files written by hand
 
@@ -81,3 +88,39 @@ class TinyNet(nn.Module):
         if not self.training:
             return y
         return [y, y[..., ::2, ::2]] if self.deep_supervision else [y]
+
+
+# ----------------------------------------------------------------------------- training parts (test_train, test_ddp)
+
+def tiny_cases(n=3, shape=(3, 20, 18), seed=0):
+    """Volumes with a bright square labelled 1-3 in bands; names like Cases."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i in range(n):
+        label = np.zeros(shape, np.uint8)
+        label[:, 5:15, 4:8], label[:, 5:15, 8:11], label[:, 5:15, 11:14] = 1, 2, 3
+        image = (rng.normal(0, 0.1, shape) + label).astype(np.float32)
+        cases.append(SimpleNamespace(name=f"patient{i + 1:03d}_ED", image=image, label=label))
+    return cases
+
+
+def make_parts(seed=0, optimizer="sam", loss_name="ua"):
+    torch.manual_seed(seed)
+    model = TinyNet()
+    loss = build_loss(loss_name)
+    return model, loss, build_optimizer(model, loss, settings(optimizer=optimizer))
+
+
+def settings(**changes):
+    """The smoke profile with a small CPU schedule; changes on top."""
+    base = dict(epochs=2, iters_per_epoch=2, lr=0.05, batch_size=3, val_every=1, checkpoint_minutes=0.0,
+                progress=False, seed=0, device="cpu")
+    return load_profile("smoke", {**base, **changes})
+
+
+def validator(cases, profile):
+    return lambda model: validation_dice(model, cases, (8, 8), torch.device("cpu"), profile)
+
+
+def batches(cases, seed=0):
+    return TrainBatches.from_cases(cases, (8, 8), batch_size=3, seed=seed)

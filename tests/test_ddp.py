@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-sys.path.insert(0, str(Path(__file__).parent))  # the spawned workers import this module (and test_train)
+sys.path.insert(0, str(Path(__file__).parent))  # the spawned workers import this module (and helpers)
 
 
 def _free_port() -> int:
@@ -22,7 +22,7 @@ def _free_port() -> int:
 def _worker(rank, world, port, out_dir):
     import os
 
-    from test_train import batches, make_parts, settings, tiny_cases, validator
+    from helpers import batches, make_parts, settings, tiny_cases, validator
     from uu.loop import fit
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -47,7 +47,7 @@ def test_two_gloo_processes_keep_identical_weights(tmp_path):
     assert torch.equal(a["loss"]["base.sigma"], b["loss"]["base.sigma"])
     assert not torch.equal(a["loss"]["base.sigma"], torch.ones(3))  # sigma did train
 
-    from test_train import make_parts
+    from helpers import make_parts
     from uu.runs import load_checkpoint, read_log
 
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")  # plain keys (no "module."): loads in one process

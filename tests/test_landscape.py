@@ -284,7 +284,7 @@ def test_hessian_goes_through_the_pytorch_scan_and_restores_the_backend():
     for m in layers:
         m.backend = "cuda"  # as on a GPU with mamba-ssm: must be switched for double backprop
     seen = []
-    original = Mamba.forward
+    original = Mamba.forward_channels_first  # what MambaLayer calls on an NCHW feature map
 
     def spy(self, x):
         seen.append(self.backend)
@@ -293,10 +293,10 @@ def test_hessian_goes_through_the_pytorch_scan_and_restores_the_backend():
     images, target = torch.randn(1, 1, 16, 16), torch.randint(0, 4, (1, 16, 16))
     closure = ls.batch_loss_closure(net, nn.CrossEntropyLoss(), images, target)
     try:
-        Mamba.forward = spy
+        Mamba.forward_channels_first = spy
         sh.top_hessian_eigenvalue(net, closure, iters=1)
     finally:
-        Mamba.forward = original
+        Mamba.forward_channels_first = original
     assert seen and set(seen) == {"torch"}
     assert [m.backend for m in layers] == ["cuda"] * len(layers)
 

@@ -6,29 +6,17 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn as nn
 
 from uu.losses import build_loss
 from uu.sam import SAM
 from uu.step import StepResult, train_step
 
-
-class TinyNet(nn.Module):
-    """1x1 conv; in train mode returns deep-supervision-like lists [full, half] when ds=True."""
-
-    def __init__(self, ds=False):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 1)
-        self.ds = ds
-
-    def forward(self, x):
-        y = self.conv(x)
-        return [y, y[..., ::2, ::2]] if (self.ds and self.training) else y
+from helpers import TinyNet
 
 
 def make(seed=0, ds=False, loss="ua"):
     torch.manual_seed(seed)
-    model = TinyNet(ds).train()
+    model = TinyNet(deep_supervision=ds).train()
     loss_fn = build_loss(loss)
     images = torch.randn(2, 1, 4, 4)
     target = torch.randint(0, 4, (2, 4, 4))

@@ -3,7 +3,6 @@ optimizer's groups, and one end-to-end train_run on the phantom (smoke profile, 
 
 import json
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,33 +13,7 @@ from uu.augment import AugmentConfig, Augmenter
 from uu.sampling import PatchSampler, crop_start, forced_foreground
 from uu.loop import TrainingDiverged, fit, poly_lr
 from uu.runs import build_optimizer, load_run_model, read_log
-from uu.sampling import TrainBatches
-from uu.train import validation_dice
-
-
-class TinyNet(nn.Module):
-    """Train mode: a one-element list of logits (deep supervision off); eval mode: the logits."""
-
-    def __init__(self, dims=2, classes=4):
-        super().__init__()
-        conv = nn.Conv2d if dims == 2 else nn.Conv3d
-        self.body = nn.Sequential(conv(1, 4, 3, padding=1), nn.LeakyReLU(0.01), conv(4, classes, 1))
-
-    def forward(self, x):
-        out = self.body(x)
-        return [out] if self.training else out
-
-
-def tiny_cases(n=3, shape=(3, 20, 18), seed=0):
-    """Volumes with a bright square labelled 1-3 in bands; names like Cases."""
-    rng = np.random.default_rng(seed)
-    cases = []
-    for i in range(n):
-        label = np.zeros(shape, np.uint8)
-        label[:, 5:15, 4:8], label[:, 5:15, 8:11], label[:, 5:15, 11:14] = 1, 2, 3
-        image = (rng.normal(0, 0.1, shape) + label).astype(np.float32)
-        cases.append(SimpleNamespace(name=f"patient{i + 1:03d}_ED", image=image, label=label))
-    return cases
+from helpers import TinyNet, batches, make_parts, settings, tiny_cases, validator
 
 
 # --------------------------------------------------------------------------------------------- sampler
@@ -165,28 +138,6 @@ def test_augmentation_is_deterministic_for_a_seed():
 
 # --------------------------------------------------------------------------------------------- fit
 
-def make_parts(seed=0, optimizer="sam", loss_name="ua"):
-    from uu.losses import build_loss
-
-    torch.manual_seed(seed)
-    model = TinyNet()
-    loss = build_loss(loss_name)
-    return model, loss, build_optimizer(model, loss, settings(optimizer=optimizer))
-
-
-def settings(**changes):
-    """The smoke profile with a small CPU schedule; changes on top."""
-    from uu.profiles import load_profile
-
-    base = dict(epochs=2, iters_per_epoch=2, lr=0.05, batch_size=3, val_every=1, checkpoint_minutes=0.0,
-                progress=False, seed=0, device="cpu")
-    return load_profile("smoke", {**base, **changes})
-
-
-def validator(cases, profile):
-    return lambda model: validation_dice(model, cases, (8, 8), torch.device("cpu"), profile)
-
-
 class FakeClock:
     """time.perf_counter stand-in: every call advances `tick` seconds, so the time-driven schedule is exact."""
 
@@ -242,7 +193,7 @@ def test_fit_writes_the_run_folder(tmp_path):
     assert result.sigma_first == {"dice": 1.0, "ce": 1.0, "focal": 1.0} and result.sigma_last != result.sigma_first
     init = torch.load(tmp_path / "init.pt", weights_only=False)["model"]
     final = torch.load(tmp_path / "final.pt", weights_only=False)["model"]
-    assert not torch.equal(init["body.0.weight"], final["body.0.weight"])
+    assert not torch.equal(init["conv.weight"], final["conv.weight"])
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["finished"]
     assert not (tmp_path / "checkpoint.pt.tmp").exists()
 
@@ -268,10 +219,6 @@ class StopAfter:
 
     def load_state_dict(self, state):
         self.inner.load_state_dict(state)
-
-
-def batches(cases, seed=0):
-    return TrainBatches.from_cases(cases, (8, 8), batch_size=3, seed=seed)
 
 
 def test_a_killed_budget_like_run_resumes_the_same_time_driven_schedule(tmp_path):
