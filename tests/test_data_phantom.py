@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uu.data import load_acdc, make_phantom, parse_info_cfg
+from uu.data import DataError, ensure_phantom, load_acdc, make_phantom, parse_info_cfg
 from uu.data.phantom import phantom_group
 
 
@@ -31,10 +31,10 @@ def test_plausible_volumes(phantom_dir):
     cases = load_acdc(phantom_dir)
     for ed, es in zip(cases[0::2], cases[1::2]):
         assert (ed.patient, ed.phase, es.phase) == (es.patient, "ED", "ES")
-        assert 6 <= ed.image.shape[0] <= 12 and all(128 <= n <= 160 for n in ed.image.shape[1:])
+        assert 6 <= ed.image.shape[0] <= 10 and all(48 <= n <= 56 for n in ed.image.shape[1:])
         assert ed.image.shape == es.image.shape
         z, y, x = ed.spacing
-        assert z in (8.0, 10.0) and 1.3 <= y == x <= 1.7
+        assert z in (8.0, 10.0) and 2.2 <= y == x <= 2.6
         assert set(np.unique(ed.label)) == {0, 1, 2, 3}
         assert (es.label == 3).sum() < (ed.label == 3).sum()          # LV smaller at ES
         # every slice has LV and myocardium; RV is missing at most in the apical slices
@@ -71,3 +71,27 @@ def test_deterministic_per_seed(tmp_path, phantom_dir):
 def test_bad_n_patients(tmp_path):
     with pytest.raises(ValueError, match="n_patients"):
         make_phantom(tmp_path, n_patients=0)
+
+
+def test_ensure_phantom_makes_once_then_reuses(tmp_path):
+    root = ensure_phantom(tmp_path / "p", 2)
+    assert sorted(p.name for p in root.iterdir()) == ["patient001", "patient002", "phantom.json"]
+    again = load_acdc(make_phantom(tmp_path / "seed0", 2, seed=0))
+    for a, b in zip(load_acdc(root), again):                          # seed 0
+        np.testing.assert_array_equal(a.image, b.image)
+    (root / "patient001" / "note.txt").write_text("kept")
+    ensure_phantom(root, 2)                                           # reused, not made again
+    assert (root / "patient001" / "note.txt").is_file()
+    ensure_phantom(root, 3)                                           # a bigger one is made in place
+    assert (root / "patient003").is_dir() and len(load_acdc(root)) == 6
+
+
+@pytest.mark.parametrize("content, n", [
+    (["patient001", "patient002", "patient003"], 2),                  # a bigger phantom
+    (["training"], 2),                                                # somebody's data
+])
+def test_ensure_phantom_refuses_a_folder_of_other_data(tmp_path, content, n):
+    for name in content:
+        (tmp_path / name).mkdir()
+    with pytest.raises(DataError, match=f"holds .*not a {n}-patient phantom"):
+        ensure_phantom(tmp_path, n)

@@ -106,3 +106,53 @@ def test_a_parameter_papermill_cannot_parse_still_counts(tmp_path, notebooks, pr
     write_notebook(notebooks / "01_data.ipynb", 'data_dir = ""   # empty = a phantom\nseeds: int = 1')
     _, jobs = workbook.plan_workbook(profile, "/data", tmp_path / "run", notebooks, ("01_data",))
     assert jobs[0].parameters == {"data_dir": "/data"}
+
+
+def test_a_workbook_file_resolves_its_paths_and_runs_only_the_notebooks_it_names(tmp_path, notebooks, profile):
+    params = workbook_file(tmp_path, {"profile": "tiny.yaml", "only": ["04"],
+                                      "parameters": {"runs_dir": "committed/runs"}})
+    _, jobs = workbook.plan_workbook(params, "", tmp_path / "run", notebooks)
+    assert [j.stem for j in jobs] == ["04_ablation"]
+    assert jobs[0].parameters["runs_dir"] == str((tmp_path / "committed" / "runs").resolve())
+
+
+@pytest.mark.parametrize("name, profile_name, stems", [
+    ("main", "cpu", list(workbook.NOTEBOOKS)),
+    ("evidence", "budget", ["04_ablation", "05_figures"]),
+])
+def test_the_shipped_workbook_files_are_found_by_name(tmp_path, name, profile_name, stems):
+    spec, jobs = workbook.plan_workbook(name, "", tmp_path / "run")
+    assert spec["profile"] == profile_name and [j.stem for j in jobs] == stems
+
+
+def test_the_evidence_reads_the_committed_runs_and_makes_no_phantom(tmp_path):
+    _, jobs = workbook.plan_workbook("evidence", "", tmp_path / "run")
+    results = workbook.NOTEBOOKS_DIR.parent / "results" / "h200" / "session2"
+    figures = jobs[1].parameters
+    assert figures["runs_dir"] == str(results / "ablation") and figures["data_dir"] == ""
+    for key in ("landscape_file", "calibration_file"):
+        assert (results / "evidence" / figures[key]).is_file() and figures[key].startswith(str(results))
+
+
+@pytest.mark.parametrize("table_parameters, user_out_dir, shared", [
+    ({}, False, True),                                               # 03's run is 04's UU-Mamba run
+    ({"overrides": {"epochs": 2}}, False, False),                    # 04 would train another run
+    ({"configurations": ["umamba_ce"]}, False, False),               # 04 does not train it at all
+    ({"seeds": 0}, False, False),
+    ({}, True, False),                                               # an out_dir given for 03 stays
+])
+def test_notebook_03_trains_the_ablation_run_only_when_it_is_the_same(tmp_path, notebooks, profile,
+                                                                      table_parameters, user_out_dir, shared):
+    write_notebook(notebooks / "03_train.ipynb", 'profile = "smoke"\ndata_dir = ""\nout_dir = ""\nseed = 0\n'
+                   'device = "auto"')
+    write_notebook(notebooks / "04_ablation.ipynb", 'profile = "smoke"\ndata_dir = ""\nruns_dir = ""\n'
+                   'configurations = ["unet_dice_ce", "umamba_ua_sam"]\nseeds = 1\noverrides = {}')
+    content = {"profile": "tiny.yaml", "notebooks": {"04": table_parameters}}
+    if user_out_dir:
+        content["notebooks"]["03"] = {"out_dir": "/elsewhere"}
+    _, jobs = workbook.plan_workbook(workbook_file(tmp_path, content), "", tmp_path / "run", notebooks,
+                                     ("03_train", "04_ablation"))
+    run = (tmp_path / "run").resolve()
+    expected = run / "runs" / "umamba_ua_sam" / "seed0" if shared else (
+        "/elsewhere" if user_out_dir else run / "03_train")
+    assert jobs[0].parameters["out_dir"] == str(expected)

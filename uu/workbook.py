@@ -4,16 +4,20 @@ Executes notebooks/01_data -> 02_model -> 03_train -> 04_ablation -> 05_figures 
 RUN/notebooks/, passing each the profile and the paths it declares in its ``parameters`` cell:
 
     profile      the profile name ("smoke") or the absolute path of a profile YAML
-    data_dir     D, or RUN/phantom (a phantom made once, before the first notebook) when D is empty
+    data_dir     D, or RUN/phantom (uu.data.ensure_phantom, before the first notebook) when D is empty
     runs_dir     RUN/runs        (training runs; 04 and 05 share them, so 05 trains nothing new)
     results_dir  RUN/results     (figures as PNG, tables as CSV and Markdown)
-    out_dir      RUN/<notebook>  (for a notebook that wants a folder of its own)
+    out_dir      RUN/<notebook>  (for a notebook that wants a folder of its own); 03_train gets
+                 RUN/runs/umamba_ua_sam/seed0 when its run is the one 04 would train (same resolved
+                 profile and data), so the UU-Mamba run is trained once
 
 A standard parameter is passed only to notebooks that declare it. P is either
 
 * a profile: a name ("smoke", "budget") or a profile YAML path (a flat mapping with ``name``), or
-* a workbook file: a YAML mapping with ``profile`` (required) and optionally
+* a workbook file: a YAML path, or a name of one in uu/params ("main", "evidence"), holding a mapping
+  with ``profile`` (required) and optionally
   ``data_dir`` (used when --data is not given),
+  ``only`` (the notebooks to run, e.g. [04_ablation, 05_figures]; default all),
   ``parameters`` (name: value for every notebook that declares the name), and
   ``notebooks`` (notebook stem or number: {name: value}), e.g.
 
@@ -22,6 +26,8 @@ A standard parameter is passed only to notebooks that declare it. P is either
       notebooks:
         04_ablation: {configurations: [umamba_ce, umamba_ua, umamba_ua_sam]}
 
+Relative paths in a workbook file (``profile``, ``data_dir``, and parameters named ``*_dir`` or
+``*_file``) are relative to the file's folder, so a committed one works from any working directory.
 Every parameter is checked against the notebooks' parameters cells (papermill.inspect_notebook)
 before anything runs: a name no notebook declares (a typo) is an error, never a silent no-op.
 A failing notebook stops the run; the error names the notebook, the cell and the executed copy.
@@ -44,7 +50,8 @@ from uu.data.errors import DataError
 NOTEBOOKS = ("01_data", "02_model", "03_train", "04_ablation", "05_figures")
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 STANDARD_PARAMETERS = ("profile", "data_dir", "runs_dir", "results_dir", "out_dir")
-WORKBOOK_KEYS = ("profile", "data_dir", "parameters", "notebooks")
+WORKBOOK_KEYS = ("profile", "data_dir", "only", "parameters", "notebooks")
+SHARED_RUN = ("umamba_ua_sam", 0)  # the ablation run (configuration, seed) that notebook 03 may train
 
 
 class WorkbookError(RuntimeError):
@@ -62,13 +69,19 @@ class NotebookJob:
 # ----------------------------------------------------------------------------- reading P
 
 def read_params(params: str) -> dict:
-    """P -> {"profile": str, "data_dir": str, "parameters": {...}, "notebooks": {stem: {...}}}."""
+    """P -> {"profile": str, "data_dir": str, "only": [stem] | None, "parameters": {...},
+    "notebooks": {stem: {...}}}."""
+    from uu.profiles import PARAMS_DIR
+
     text = str(params)
     path = Path(text)
+    plain = {"profile": text, "data_dir": "", "only": None, "parameters": {}, "notebooks": {}}
     looks_like_file = path.suffix in (".yaml", ".yml") or "/" in text
+    if not looks_like_file and _is_workbook_file(PARAMS_DIR / f"{text}.yaml"):
+        path, looks_like_file = PARAMS_DIR / f"{text}.yaml", True
     if not looks_like_file:  # a profile name; uu.profiles checks it exists
         _check_profile(text, "--params")
-        return {"profile": text, "data_dir": "", "parameters": {}, "notebooks": {}}
+        return plain
     if not path.is_file():
         raise DataError(f"--params {text}: no such file (give a profile name such as 'smoke', "
                         f"a profile YAML or a workbook YAML)")
@@ -80,7 +93,7 @@ def read_params(params: str) -> dict:
         raise DataError(f"--params {path}: expected a YAML mapping, got {type(raw).__name__}")
     if "profile" not in raw:  # a profile file itself
         _check_profile(str(path.resolve()), f"--params {path}")
-        return {"profile": str(path.resolve()), "data_dir": "", "parameters": {}, "notebooks": {}}
+        return {**plain, "profile": str(path.resolve())}
     unknown = sorted(set(raw) - set(WORKBOOK_KEYS))
     if unknown:
         raise DataError(f"workbook file {path}: unknown keys {unknown}; valid keys: {list(WORKBOOK_KEYS)}")
@@ -96,9 +109,27 @@ def read_params(params: str) -> dict:
         stem = _notebook_stem(str(name), path)
         if not isinstance(values, dict):
             raise DataError(f"workbook file {path}: notebooks.{name} must be a mapping of parameter: value")
-        notebooks[stem] = dict(values)
-    return {"profile": profile, "data_dir": str(raw.get("data_dir") or ""),
-            "parameters": dict(raw.get("parameters") or {}), "notebooks": notebooks}
+        notebooks[stem] = _relative_to(path.parent, values)
+    only = raw.get("only")
+    if only is not None and not isinstance(only, list):
+        raise DataError(f"workbook file {path}: 'only' must be a list of notebooks, e.g. [04_ablation, 05_figures]")
+    only = None if only is None else [_notebook_stem(str(name), path) for name in only]
+    data_dir = _relative_to(path.parent, {"data_dir": str(raw.get("data_dir") or "")})["data_dir"]
+    return {"profile": profile, "data_dir": data_dir, "only": only,
+            "parameters": _relative_to(path.parent, raw.get("parameters") or {}), "notebooks": notebooks}
+
+
+def _is_workbook_file(path: Path) -> bool:
+    try:
+        return path.is_file() and "profile" in (yaml.safe_load(path.read_text()) or {})
+    except (yaml.YAMLError, TypeError):
+        return False
+
+
+def _relative_to(folder: Path, values: Mapping) -> dict:
+    """Path-like values (keys data_dir, *_dir, *_file; non-empty relative strings) resolved against folder."""
+    return {k: str((folder / v).resolve()) if isinstance(v, str) and v and k.endswith(("_dir", "_file"))
+            and not Path(v).is_absolute() else v for k, v in values.items()}
 
 
 def _check_profile(profile: str, where: str) -> None:
@@ -148,9 +179,8 @@ def plan_workbook(params: str, data: str, out, notebooks_dir=None,
     import papermill as pm
 
     notebooks_dir = NOTEBOOKS_DIR if notebooks_dir is None else Path(notebooks_dir)
-    stems = NOTEBOOKS if stems is None else tuple(stems)
-
     spec = read_params(params)
+    stems = tuple(stems or spec["only"] or NOTEBOOKS)
     out = Path(out).resolve()
     data_dir = str(Path(data).resolve()) if data else (str(Path(spec["data_dir"]).resolve()) if spec["data_dir"] else "")
     standard = {"profile": spec["profile"], "data_dir": data_dir or str(out / "phantom"),
@@ -188,7 +218,51 @@ def plan_workbook(params: str, data: str, out, notebooks_dir=None,
         values.update(spec["notebooks"].get(stem, {}))
         jobs.append(NotebookJob(stem, Path(notebooks_dir) / f"{stem}.ipynb", out / "notebooks" / f"{stem}.ipynb",
                                 values))
+    user_out_dir = "out_dir" in spec["parameters"] or "out_dir" in spec["notebooks"].get("03_train", {})
+    if not user_out_dir:
+        share_training_run(jobs, notebooks_dir)
     return {**spec, "data_dir": data_dir, "out": str(out)}, jobs
+
+
+def share_training_run(jobs: list, notebooks_dir) -> bool:
+    """Point 03_train's out_dir at 04's RUNS/umamba_ua_sam/seed0 when 03 would train exactly that run
+    (the same resolved profile: 04 adds the configuration's overrides, seed 0 and its ``overrides``;
+    03 its seed and device); 04 then reads the run instead of training it again. Returns True if so."""
+    by_stem = {job.stem: job for job in jobs}
+    if "03_train" not in by_stem or "04_ablation" not in by_stem:
+        return False
+    from uu.ablation import CONFIGS, run_dir_for
+    from uu.profiles import load_profile
+
+    train, table = ({**notebook_defaults(Path(notebooks_dir) / f"{s}.ipynb"), **by_stem[s].parameters}
+                    for s in ("03_train", "04_ablation"))
+    name, seed = SHARED_RUN
+    if name not in table["configurations"] or table["seeds"] <= seed or train["data_dir"] != table["data_dir"]:
+        return False
+    mine = load_profile(train["profile"], {"seed": train["seed"], "device": train["device"]})
+    theirs = load_profile(table["profile"], {**CONFIGS[name].overrides, "seed": seed, **table["overrides"]})
+    if mine != theirs:
+        return False
+    by_stem["03_train"].parameters["out_dir"] = str(run_dir_for(table["runs_dir"], name, seed))
+    return True
+
+
+def notebook_defaults(source: Path) -> dict:
+    """{name: value} of the parameters cell's literal assignments (what runs when nothing is passed)."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(str(source), as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", []))
+    out = {}
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return out
 
 
 # ----------------------------------------------------------------------------- running
@@ -218,8 +292,12 @@ def run_workbook(params: str, data: str, out, notebooks_dir=None, stems=None) ->
     out = Path(spec["out"])
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MPLBACKEND", "Agg")  # kernels inherit it: no display needed
-    if not spec["data_dir"] and any("data_dir" in j.parameters for j in jobs):
-        _make_phantom(spec["profile"], out / "phantom")
+    phantom = out / "phantom"
+    if any(j.parameters.get("data_dir") == str(phantom) for j in jobs):
+        from uu.data import ensure_phantom
+        from uu.profiles import load_profile
+
+        ensure_phantom(phantom, load_profile(spec["profile"])["phantom_patients"])
     record = {"params": str(params), "profile": spec["profile"], "data_dir": spec["data_dir"] or str(out / "phantom"),
               "notebooks": []}
     for job in jobs:
@@ -230,17 +308,6 @@ def run_workbook(params: str, data: str, out, notebooks_dir=None, stems=None) ->
         (out / "workbook.json").write_text(json.dumps(record, indent=2))
         print(f"[run] {job.stem}: done in {seconds:.0f} s", flush=True)
     return record
-
-
-def _make_phantom(profile: str, root: Path) -> Path:
-    from uu.data import make_phantom
-    from uu.profiles import load_profile
-
-    if (root / "training").is_dir() or any(root.glob("patient*")):
-        return root
-    n = load_profile(profile)["phantom_patients"]
-    print(f"[run] no --data: making a {n}-patient phantom in {root}", flush=True)
-    return Path(make_phantom(root, n_patients=n, seed=0))
 
 
 def cli_run(args) -> int:

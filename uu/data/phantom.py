@@ -2,9 +2,11 @@
 
 Each patient gets an LV blood pool, a myocardial ring and an RV crescent whose sizes depend on
 the pathology group (dilated LV in DCM, thick wall in HCM, large RV in RV, ...), an ES frame with
-a smaller LV than ED, anisotropic spacing (~1.5 x 1.5 x 8-10 mm), 6-12 slices from base to apex,
-a smooth bias field and Rician noise. Deterministic for a seed (each patient has its own
-generator, so patient 3 is the same whether you make 5 patients or 50).
+a smaller LV than ED, anisotropic spacing (~2.4 x 2.4 x 8-10 mm), 6-10 slices from base to apex,
+a smooth bias field and Rician noise. The field of view (48-56 pixels, ~115-135 mm) is cropped
+around the heart, so that a CPU trains a U-Mamba on it in minutes (the `cpu` profile). Deterministic
+for a seed (each patient has its own generator, so patient 3 is the same whether you make 5 patients
+or 50). ``ensure_phantom`` makes one once and reuses it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ GROUP_SHAPES = {
 }
 INTENSITY = {"air": 0.03, "lung": 0.08, "tissue": 0.40, "myo": 0.22, "blood": 0.90}
 SCALE = 600.0  # stored as int16 like the scanner images
+IN_PLANE_PX = (48, 56)       # Y and X sizes, inclusive range
+IN_PLANE_MM = (2.2, 2.6)     # in-plane spacing
+SLICES = (6, 10)             # slices per volume, inclusive range
+MARKER = "phantom.json"      # written by ensure_phantom once the phantom is complete
 
 
 def phantom_group(patient: int, n_patients: int) -> str:
@@ -105,9 +111,9 @@ def make_phantom(root, n_patients: int = 10, seed: int = 0) -> Path:
         lv_radius, wall, es_ratio, rv_factor = GROUP_SHAPES[group]
         jitter = rng.uniform(0.92, 1.08, 3)
         lv_radius, wall, rv_radius = lv_radius * jitter[0], wall * jitter[1], 1.0 * lv_radius * rv_factor * jitter[2]
-        ny, nx = (int(n) for n in rng.integers(128, 161, 2))
-        nz = int(rng.integers(6, 13))
-        in_plane = float(np.round(rng.uniform(1.35, 1.65), 4))
+        ny, nx = (int(n) for n in rng.integers(IN_PLANE_PX[0], IN_PLANE_PX[1] + 1, 2))
+        nz = int(rng.integers(SLICES[0], SLICES[1] + 1))
+        in_plane = float(np.round(rng.uniform(*IN_PLANE_MM), 4))
         spacing = (float(rng.choice([8.0, 10.0])), in_plane, in_plane)
         centre = (ny * in_plane * rng.uniform(0.45, 0.55), nx * in_plane * rng.uniform(0.5, 0.6))
         drift = rng.uniform(-1.5, 1.5)
@@ -131,4 +137,26 @@ def make_phantom(root, n_patients: int = 10, seed: int = 0) -> Path:
             stem = folder / f"patient{patient:03d}_frame{frames[phase]:02d}"
             _save_nifti(image, spacing, f"{stem}.nii.gz")
             _save_nifti(label, spacing, f"{stem}_gt.nii.gz")
+    return root
+
+
+def ensure_phantom(root, n_patients: int) -> Path:
+    """The phantom of ``n_patients`` (seed 0) in ``root``: reused when ``root/phantom.json`` records that
+    size, else made (an interrupted one is made again). Raises DataError when ``root`` holds other data."""
+    import json
+
+    from .errors import DataError
+
+    root = Path(root)
+    marker = root / MARKER
+    wanted = {"n_patients": int(n_patients), "seed": 0}
+    if marker.is_file() and json.loads(marker.read_text()) == wanted:
+        return root
+    ours = {f"patient{p:03d}" for p in range(1, n_patients + 1)}
+    others = sorted(p.name for p in root.iterdir() if p.name not in ours | {MARKER}) if root.is_dir() else []
+    if others:
+        raise DataError(f"ensure_phantom: {root} holds {others[:3]}{' ...' if len(others) > 3 else ''}, not a "
+                        f"{n_patients}-patient phantom; give an empty or new folder (or delete this one)")
+    make_phantom(root, n_patients, seed=0)
+    marker.write_text(json.dumps(wanted))
     return root
