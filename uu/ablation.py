@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
-from uu.data import make_phantom
+from uu.data import ensure_phantom
 from uu.profiles import load_profile, parse_overrides
 from uu.tables import ablation_table, format_table, run_seed, to_markdown
 
@@ -98,12 +98,6 @@ def collect_runs(runs_dir, configs: Iterable[str] | None = None) -> dict[str, li
     return {name: runs for name, runs in found.items() if runs}
 
 
-def _ensure_phantom(root, n_patients: int) -> Path:
-    """The one phantom set-up of the ablation: ROOT holds an n-patient phantom (seed 0), made when absent."""
-    root = Path(root)
-    return root if root.exists() else Path(make_phantom(root, n_patients=n_patients, seed=0))
-
-
 # ----------------------------------------------------------------------------- notebooks 04 and 05
 
 class Workspace(NamedTuple):
@@ -129,7 +123,7 @@ def prepare(profile, configs: Sequence[str], seeds: Iterable[int], data_dir="", 
     to_train = [(get_config(c).name, s) for c in configs for s in seeds if not is_finished(run_dir_for(runs_dir, c, s))]
     data = f"data {data_dir}" if data_dir else "the data recorded in the runs"
     if not data_dir and to_train:
-        data_dir, data = str(_ensure_phantom(runs_dir / "phantom", settings["phantom_patients"])), "phantom"
+        data_dir, data = str(ensure_phantom(runs_dir / "phantom", settings["phantom_patients"])), "phantom"
     return Workspace(runs_dir, results_dir, str(data_dir), to_train,
                      f"ours: profile {settings['name']}, {data}, validation split")
 
@@ -156,7 +150,7 @@ def cli_ablation(args) -> int:
         raise ValueError(f"--seeds {args.seeds!r}: no seed to run (give a count >= 1 or a list such as 0,1)")
     overrides = parse_overrides(args.set)
     profile = load_profile(args.params, overrides)
-    data_dir = args.data or _ensure_phantom(Path(args.runs) / "phantom", profile["phantom_patients"])
+    data_dir = args.data or ensure_phantom(Path(args.runs) / "phantom", profile["phantom_patients"])
     runs = run_all(configs, seeds, args.params, data_dir, args.runs, overrides)
     print(to_markdown(format_table(ablation_table(runs, CONFIGS))))
     return 0

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 import uu
-from uu.data import CLASSES, LABELS, DataError, choose_split, load_acdc, make_phantom
+from uu.data import CLASSES, LABELS, DataError, choose_split, ensure_phantom, load_acdc
 from uu.device import barrier, resolve_amp, seed_everything, setup_distributed, world
 from uu.evaluate import evaluate_predictions
 from uu.infer import predict_cases, predict_volume
@@ -67,8 +67,8 @@ def train_run(profile, data_dir="", out_dir="runs/run", overrides=None, resume: 
             run_dir.mkdir(parents=True, exist_ok=True)
         if not data_dir:
             data_dir = run_dir / "phantom"
-            if rank == 0 and not data_dir.exists():
-                make_phantom(data_dir, n_patients=profile["phantom_patients"], seed=0)
+            if rank == 0:
+                ensure_phantom(data_dir, profile["phantom_patients"])
             barrier()
         cases = load_acdc(data_dir, lazy=True)
         scheme, split = choose_split(cases, profile["split"], profile["fold"], profile["n_folds"], profile["seed"])
