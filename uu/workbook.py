@@ -45,7 +45,9 @@ from typing import Mapping
 
 import yaml
 
-from uu.data.errors import DataError
+from uu.ablation import CONFIGS, run_dir_for
+from uu.data import DataError, ensure_phantom
+from uu.profiles import PARAMS_DIR, load_profile
 
 NOTEBOOKS = ("01_data", "02_model", "03_train", "04_ablation", "05_figures")
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -71,7 +73,6 @@ class NotebookJob:
 def read_params(params: str) -> dict:
     """P -> {"profile": str, "data_dir": str, "only": [stem] | None, "parameters": {...},
     "notebooks": {stem: {...}}}."""
-    from uu.profiles import PARAMS_DIR
 
     text = str(params)
     path = Path(text)
@@ -133,7 +134,6 @@ def _relative_to(folder: Path, values: Mapping) -> dict:
 
 
 def _check_profile(profile: str, where: str) -> None:
-    from uu.profiles import load_profile
     try:
         load_profile(profile)
     except DataError as err:
@@ -231,8 +231,6 @@ def share_training_run(jobs: list, notebooks_dir) -> bool:
     by_stem = {job.stem: job for job in jobs}
     if "03_train" not in by_stem or "04_ablation" not in by_stem:
         return False
-    from uu.ablation import CONFIGS, run_dir_for
-    from uu.profiles import load_profile
 
     train, table = ({**notebook_defaults(Path(notebooks_dir) / f"{s}.ipynb"), **by_stem[s].parameters}
                     for s in ("03_train", "04_ablation"))
@@ -294,9 +292,7 @@ def run_workbook(params: str, data: str, out, notebooks_dir=None, stems=None) ->
     os.environ.setdefault("MPLBACKEND", "Agg")  # kernels inherit it: no display needed
     phantom = out / "phantom"
     if any(j.parameters.get("data_dir") == str(phantom) for j in jobs):
-        from uu.data import ensure_phantom
-        from uu.profiles import load_profile
-
+    
         ensure_phantom(phantom, load_profile(spec["profile"])["phantom_patients"])
     record = {"params": str(params), "profile": spec["profile"], "data_dir": spec["data_dir"] or str(out / "phantom"),
               "notebooks": []}
