@@ -1,7 +1,5 @@
-"""ACDC's clinical evaluation where voxel spacing is known: per patient the LV and RV end-diastolic and
-end-systolic volumes, ejection fractions and the myocardial mass at ED (uu.metrics.clinical_indices),
-for the prediction and the ground truth, and their agreement as the ACDC challenge reports it.
-
+"""ACDC's clinical evaluation (needs voxel spacing): per patient the LV/RV EDV, ESV, EF and the myocardial mass at
+ED for prediction and ground truth (uu.metrics.clinical_indices), and their agreement as the challenge reports it.
     row = patient_row(1, "DCM", {"ED": (pred_ed, gt_ed, spacing_ed), "ES": (pred_es, gt_es, spacing_es)})
     table = pd.DataFrame(rows)          # patient, group, "LV_EDV gt (ml)", "LV_EDV pred (ml)", ...
     agreement(table)                    # rows: statistics; columns: "LV_EDV (ml)", ..., "Myo_mass_ED (g)"

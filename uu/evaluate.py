@@ -109,9 +109,8 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
 
 def write_table(df: pd.DataFrame, path_stem, floatfmt: str = ".4g") -> tuple[Path, Path]:
     """Write STEM.csv and STEM.md (columns only: reset a meaningful index first); returns both paths."""
-    stem = Path(path_stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    csv, md = stem.with_suffix(".csv"), stem.with_suffix(".md")
+    csv, md = Path(path_stem).with_suffix(".csv"), Path(path_stem).with_suffix(".md")
+    csv.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(csv, index=False)
     md.write_text(to_markdown(df, floatfmt))
     return csv, md
@@ -137,7 +136,6 @@ def clinical_report(patients: list[dict], overall: dict, spacing_known: bool, ou
 
 def evaluate_predictions(pred_dir, data, out_dir=None, progress: bool = True, context: dict | None = None):
     """Score every prediction in ``pred_dir`` with ground truth in ``data`` (folder or list of Case).
-
     Returns (per-case DataFrame with CSV_COLUMNS, summary dict as in the module docstring)."""
     from tqdm.auto import tqdm
     from uu.data import load_acdc

@@ -62,7 +62,6 @@ def predict_logits(model, image, patch_size: Sequence[int], mirror: bool = True,
 def predict_volume(model, image, plan, mirror: bool = True, device="cpu", sw_batch_size: int = 8,
                    overlap: float = 0.5, autocast_dtype=None) -> np.ndarray:
     """Class probabilities (C, Z, Y, X) float32 for a raw (Z, Y, X) volume, normalised here as training does.
-
     plan: a uu.net Plan or a patch-size tuple; the model's train/eval mode is restored afterwards."""
     patch_size = tuple(plan.patch_size) if hasattr(plan, "patch_size") else tuple(plan)
     net = unwrap(model)

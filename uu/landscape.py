@@ -30,11 +30,9 @@ from uu.weights import Weights, combine, get_weights, preserved_weights, set_wei
 
 def random_direction(model: nn.Module, filter_normalize: bool = True, seed: int = 0,
                      ignore_bias_and_norm: bool = True) -> Weights:
-    """A Gaussian direction in weight space, one tensor per trainable parameter.
-
-    filter_normalize (Li et al. 2018, Sec. 4): each filter (slice along the first axis) is rescaled to the norm
-    of the matching weight filter. 1-D parameters get a zero direction when ignore_bias_and_norm, else the weights.
-    """
+    """A Gaussian direction in weight space, one tensor per trainable parameter. filter_normalize (Li et al.
+    2018, Sec. 4): each filter (slice along the first axis) gets the norm of the matching weight filter; 1-D
+    parameters get a zero direction when ignore_bias_and_norm, else the weights."""
     gen = torch.Generator().manual_seed(int(seed))
     direction = []
     for p in trainable_parameters(model):
@@ -87,9 +85,8 @@ def fixed_patches(cases, patch_size: Sequence[int], n: int = 4, seed: int = 0,
                   foreground: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed set of n training patches, the same for every model compared, normalised as training does.
 
-    cases: Case-like objects, raw image (Z,Y,X) and uint8 label; patch_size: (Y, X) (2D) or (Z, Y, X).
-    foreground: centre each patch on a random labelled voxel. Returns images (n, 1, *patch_size) float32 and
-    target (n, *patch_size) int64.
+    cases: Case-like, raw image (Z,Y,X), uint8 label; patch_size (Y, X) or (Z, Y, X); foreground: centre on a
+    labelled voxel. Returns images (n, 1, *patch_size) float32 and target (n, *patch_size) int64.
     """
     patch_size = tuple(int(s) for s in patch_size)
     if len(patch_size) not in (2, 3):
@@ -148,7 +145,6 @@ def landscape_report(run_dirs: dict, loss: str = "dice_ce", n_patches: int = 4, 
                      hessian_method: str = "double_backprop", hessian_budget_s: float = math.inf,
                      save_to=None) -> dict:
     """Landscape and sharpness of several trained runs, on one fixed batch and one common loss.
-
     run_dirs: method -> run folder (init.pt, final.pt); loss: the uu.losses name used for every model.
     Per method: "line" (alphas -0.25..1.25, init to final), "surface" (grid in [-span, span] around the final
     weights), "sam" (sam_sharpness), "hessian" (top_hessian_eigenvalue or None). The Hessians (slow) come last,

@@ -1,12 +1,7 @@
 """Segmentation losses: soft Dice, cross-entropy, focal, the uncertainty-aware loss (Eq. 8) and deep supervision.
 
-Every loss takes raw logits (B, C, *spatial) and an integer target (B, *spatial) (int64), works for 2D and 3D,
-and returns a scalar. A one-element list of logits (what `model.train()` gives with deep supervision off) is
-accepted too. The losses compute in float32 whatever the autocast dtype.
-
-After each call every loss exposes `last_components` (name -> float, e.g. dice, ce, focal) and `sigmas()`
-(name -> sigma_m, {} when none); values stay detached tensors until read, so logging costs no device sync.
-
+Every loss takes logits (B, C, *spatial) (or a one-element list) and a target (B, *spatial) int64 and returns a
+float32 scalar; `last_components` and `sigmas()` stay detached tensors until read (no device sync).
 Paper vs code choices (see ../shared/ANCHORS.md):
   - Dice is 1 - DSC (Eq. 5), as in the paper (the authors' -DSC with a learnable sigma can diverge to -inf).
   - The Dice is per sample, background excluded, smooth 1e-5 (as in the authors' nnU-Net based code).
@@ -79,10 +74,7 @@ class ComponentLoss(nn.Module):
 
 
 class SoftDiceLoss(ComponentLoss):
-    """L_DC = 1 - DSC (Eq. 5) on softmax probabilities, DSC per sample and (foreground) class, then averaged.
-
-    logits (B, C, *spatial), target (B, *spatial) int64 -> scalar.
-    """
+    """L_DC = 1 - DSC (Eq. 5) on softmax probabilities, DSC per sample and (foreground) class, then averaged."""
 
     def __init__(self, include_background: bool = False, smooth: float = 1e-5, batch_dice: bool = False):
         super().__init__()
@@ -118,10 +110,8 @@ class CrossEntropyLoss(ComponentLoss):
 
 
 class FocalLoss(ComponentLoss):
-    """L_focal = -alpha_t (1 - p_t)^gamma log p_t (Eq. 7), one softmax, averaged over all voxels.
-
-    alpha: None, a float for every class (the authors' code: 0.5) or C per-class weights.
-    """
+    """L_focal = -alpha_t (1 - p_t)^gamma log p_t (Eq. 7), one softmax, averaged over all voxels; alpha: None, a
+    float (the authors' code: 0.5) or C per-class weights."""
 
     def __init__(self, gamma: float = 2.0, alpha: float | Sequence[float] | None = None):
         super().__init__()
@@ -177,7 +167,6 @@ def default_ua_terms() -> dict[str, nn.Module]:
 
 class UncertaintyAwareLoss(ComponentLoss):
     """Eq. 8: L_UA = sum_m L_m / (2 sigma_m^2) + log(1 + sigma_m^2), sigma learnable, initialised to 1.
-
     terms: name -> scalar loss module (default: dice, ce, focal). learn_sigma=False freezes sigma at 1
     ("ua_fixed"); sigma stays an nn.Parameter either way so the state-dict keys do not depend on it.
     """
@@ -233,12 +222,10 @@ def downsample_target(target: torch.Tensor, size: Sequence[int]) -> torch.Tensor
 
 
 class DeepSupervisionLoss(nn.Module):
-    """Weighted sum of a base loss over deep-supervision outputs (highest resolution first).
+    """Weighted sum of a base loss over deep-supervision outputs (a tensor, or a list highest resolution first).
 
-    outputs: a logits tensor or a list of logits, one per resolution (target downsampled to each).
     weights: None -> deep_supervision_weights(len(outputs)) at each call; weight-0 outputs are skipped.
-    last_components is the weighted sum over resolutions, sum_i w_i L_m^(i), i.e. the L_m that Eq. 8 sees;
-    `full_resolution_components` holds the full-resolution output's own.
+    last_components: sum_i w_i L_m^(i), the L_m that Eq. 8 sees (`full_resolution_components`: output 0's own).
     """
 
     def __init__(self, base: nn.Module, weights: Sequence[float] | None = None, num_classes: int | None = None):

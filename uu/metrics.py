@@ -38,10 +38,8 @@ def dice_per_class(pred, gt, labels: Sequence[int] = (1, 2, 3)) -> dict[int, flo
 
 
 def mse_eq10(probs, gt) -> float:
-    """Eq. 10, the MSE: mean over voxels and classes of (p_c - g_c)^2, probs (C, *spatial), gt (*spatial) ints.
-
-    A fraction in [0, 2/C], computed in float64 without building the one-hot.
-    """
+    """Eq. 10, the MSE: mean over voxels and classes of (p_c - g_c)^2, probs (C, *spatial), gt (*spatial) ints;
+    a fraction in [0, 2/C], in float64 without building the one-hot."""
     probs, gt = _np(probs), _np(gt)
     if probs.ndim != gt.ndim + 1 or probs.shape[1:] != gt.shape:
         raise ValueError(f"mse_eq10: probs must be (C, *spatial) and gt (*spatial); got {probs.shape} and {gt.shape}")
@@ -62,9 +60,8 @@ def _surface(mask: np.ndarray) -> np.ndarray:
 def surface_distances(pred, gt, spacing: Sequence[float] | None = None, labels: Sequence[int] = (1, 2, 3)) -> dict:
     """HD95 and mean surface distance (MSD) per label, as MONAI's HausdorffDistanceMetric(percentile=95) and
     SurfaceDistanceMetric(symmetric=True): HD95 = max of the two directed p95, MSD = mean over both directions.
-
-    spacing: voxel size in mm per axis ((z, y, x) for Case arrays), None -> voxel units.
-    Returns {"hd95": {label: d}, "msd": {label: d}, "unit": "mm" | "voxel"}, nan where either mask is empty.
+    spacing: voxel size in mm per axis ((z, y, x) for Case arrays), None -> voxel units. Returns
+    {"hd95": {label: d}, "msd": {label: d}, "unit": "mm" | "voxel"}, nan where either mask is empty.
     """
     pred, gt = _np(pred), _np(gt)
     _same_shape(pred, gt, "surface_distances")

@@ -1,11 +1,7 @@
 """Sharpness-Aware Minimization (Foret et al. 2021; the paper's Eq. 9), after the design of davda54/sam.
 
-One SAM update takes two forward/backward passes:
-  1. gradient g at w;  first_step():  e = rho * g / ||g||_2 (norm over ALL parameters, sigma included), w <- w + e
-  2. gradient at w + e; second_step(): w <- w (the saved copy, bit-exact), then the base optimizer steps
-     with the gradient taken at w + e.
-Adaptive SAM (Kwon et al. 2021, ASAM): e = rho * |w|^2 g / || |w| g ||_2.
-
+first_step(): e = rho * g / ||g||_2 (norm over ALL parameters, sigma included), w <- w + e; second_step(): w back
+(bit-exact), then the base optimizer steps with the gradient at w + e. ASAM: e = rho * |w|^2 g / || |w| g ||_2.
 SAM's param_groups ARE the base optimizer's (so LR schedulers act on it); state_dict() is the base optimizer's.
 """
 

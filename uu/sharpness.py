@@ -29,11 +29,9 @@ def _loss_and_grad(model: nn.Module, loss_closure: LossClosure) -> tuple[float, 
 
 
 def sam_sharpness(model: nn.Module, loss_closure: LossClosure, rho: float = 0.05, steps: int = 5) -> dict:
-    """SAM sharpness max_{||e|| <= rho} L(w + e) - L(w), by projected gradient ascent on e.
-
-    Each step sets e <- rho * g(w + e) / ||g(w + e)||; the first is SAM's perturbation (Eq. 9). The best value
-    seen is kept. Returns {"loss", "max_loss", "sharpness": max_loss - loss, "rho", "steps", "trace"}.
-    """
+    """SAM sharpness max_{||e|| <= rho} L(w + e) - L(w), by projected gradient ascent: e <- rho * g(w + e) /
+    ||g(w + e)||, the first step SAM's perturbation (Eq. 9), the best value kept.
+    Returns {"loss", "max_loss", "sharpness": max_loss - loss, "rho", "steps", "trace"}."""
     if rho <= 0 or steps < 1:
         raise ValueError(f"sam_sharpness: need rho > 0 and steps >= 1, got rho={rho}, steps={steps}")
     with preserved_weights(model) as w:
@@ -77,10 +75,8 @@ def _hvp_finite_difference(model, loss_closure, w, vector, epsilon: float) -> We
 
 @contextlib.contextmanager
 def _hvp(model: nn.Module, loss_closure: LossClosure, method: str, epsilon: float):
-    """Yield product(v) -> H v at the current weights (restored on exit).
-
-    double_backprop goes through the PyTorch scan: mamba-ssm's fused backward is not differentiable.
-    """
+    """Yield product(v) -> H v at the current weights (restored on exit); double_backprop goes through the
+    PyTorch scan, as mamba-ssm's fused backward is not differentiable."""
     if method not in HVP_METHODS:
         raise ValueError(f"method must be one of {HVP_METHODS}, got {method!r}")
     backend = scan_backend_override(model, "torch") if method == "double_backprop" else contextlib.nullcontext()
@@ -121,12 +117,10 @@ def _power_iteration(product, v, iters: int, tol: float):
 
 def top_hessian_eigenvalue(model: nn.Module, loss_closure: LossClosure, iters: int = 20, tol: float = 1e-3,
                            seed: int = 0, method: str = "double_backprop", epsilon: float = 1e-3) -> dict:
-    """Largest Hessian eigenvalue by power iteration on Hessian-vector products.
-
-    Power iteration finds the eigenvalue of largest magnitude ("dominant"); when it is negative (away from a
-    minimum) a second one on H - dominant * I recovers lambda_max. Stops after `iters` products or a relative
-    change below tol. Returns {"eigenvalue" (largest), "dominant", "iterations", "converged", "trace", "method"}.
-    """
+    """Largest Hessian eigenvalue by power iteration on Hessian-vector products. The eigenvalue of largest magnitude
+    ("dominant") can be negative away from a minimum; a second iteration on H - dominant * I then recovers
+    lambda_max. Stops after `iters` products or a relative change below tol.
+    Returns {"eigenvalue" (largest), "dominant", "iterations", "converged", "trace", "method"}."""
     gen = torch.Generator().manual_seed(int(seed))
     v = [torch.randn(p.shape, generator=gen).to(p) for p in trainable_parameters(model)]
     v_norm = norm(v)

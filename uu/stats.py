@@ -56,7 +56,6 @@ def _confidence_and_correct(probs, gt) -> tuple[np.ndarray, np.ndarray]:
 
 def reliability_bins(probs, gt, n_bins: int = 15) -> dict:
     """Per-bin voxel count, summed confidence (max probability) and correctness; probs (C, *spatial), gt (*spatial).
-
     Bin k holds confidences in (k/n_bins, (k+1)/n_bins] (0 in the first); bins of volumes add up (`add_bins`).
     """
     confidence, correct = _confidence_and_correct(probs, gt)

@@ -48,8 +48,7 @@ def read_per_case(run_dir) -> pd.DataFrame:
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: columns {missing} missing (has {list(df.columns)})")
-    df["dice_avg"] = df[[f"dice_{c}" for c in CLASSES]].mean(axis=1)
-    df["seed"] = run_seed(run_dir)
+    df["dice_avg"], df["seed"] = df[[f"dice_{c}" for c in CLASSES]].mean(axis=1), run_seed(run_dir)
     return df
 
 
@@ -63,7 +62,6 @@ def run_means(run_dir) -> dict:
 
 def ablation_table(runs: Mapping[str, Sequence], configs: Mapping | None = None) -> pd.DataFrame:
     """One row per configuration: mean and sample std over seeds (NaN for one) of per-run means (x100).
-
     runs: {config: [run folders]}; configs: {config: object with .row and .label} (uu.ablation.CONFIGS).
     Columns: config, row, label, n_seeds, n_volumes, then <metric>_mean and <metric>_std for each of METRICS.
     """

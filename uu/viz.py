@@ -19,9 +19,8 @@ LABEL_COLORS = ListedColormap([(0, 0, 0, 0), (0.9, 0.2, 0.2, 1), (0.2, 0.8, 0.3,
 def save(fig, path=None, dpi: int = 110):
     """Write the figure as PNG when path is given; returns the figure."""
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(Path(path), dpi=dpi, bbox_inches="tight")
     return fig
 
 
@@ -72,9 +71,8 @@ def error_map_grid(images: Sequence[np.ndarray], ground_truth: Sequence[np.ndarr
     for r, (image, gt) in enumerate(zip(images, ground_truth)):
         for c, method in enumerate(methods):
             pred = np.asarray(predictions[method][r])
-            wrong = pred != gt
+            wrong, ax = pred != gt, axes[r, c]
             kind = np.where(wrong & (pred > 0), 1, np.where(wrong, 2, 0))
-            ax = axes[r, c]
             ax.imshow(image, cmap="gray")
             ax.imshow(np.ma.masked_equal(kind, 0), cmap=cmap, vmin=0, vmax=2, interpolation="nearest")
             ax.set_title((method + "\n" if r == 0 else "") + f"{int(wrong.sum())} wrong", fontsize=8)
@@ -247,8 +245,7 @@ def reliability_diagram(bins: Mapping[str, dict], path=None):
         b = bins[method]
         n_bins = len(b["count"])
         edges = np.linspace(0, 1, n_bins + 1)
-        filled = b["count"] > 0
-        accuracy = np.divide(b["correct_sum"], b["count"], out=np.zeros(n_bins), where=filled)
+        accuracy = np.divide(b["correct_sum"], b["count"], out=np.zeros(n_bins), where=b["count"] > 0)
         ax.bar(edges[:-1], accuracy, width=1 / n_bins, align="edge", edgecolor="k", alpha=0.7, label="accuracy")
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", title=f"{method}\nECE {100 * ece_from_bins(b):.2f}%")

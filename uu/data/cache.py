@@ -28,8 +28,7 @@ def is_cache_path(path) -> bool:
 
 
 def write_cache(cases: Iterable[Case], path, compression: str = "deflate") -> Path:
-    """Write ``cases`` to ``path`` (ending in ``.uucache.npz``) atomically, lazy cases one at a time.
-
+    """Write ``cases`` to ``path`` (ending in ``.uucache.npz``) atomically, lazy cases one at a time;
     ``compression``: "deflate" (ACDC: ~54 MiB in ~14 s) or "lzma" (~44 MiB in ~70 s)."""
     path = Path(path)
     methods = {"deflate": (zipfile.ZIP_DEFLATED, 9), "lzma": (zipfile.ZIP_LZMA, None)}

@@ -1,5 +1,4 @@
 """U-Mamba Enc / Bot and the plain nnU-Net, 2D and 3D.
-
     get_plan("3d" | "2d" | "tiny2d" | "tiny3d") -> Plan;  paper_plan_3d(), paper_plan_2d()
     build_network(plan, arch, in_channels=1, num_classes=4, mamba_fp32=True, checkpoint_mamba=False,
                   mamba_backend="auto", channels_last=False, norm=instance_norm, act=leaky_relu) -> nn.Module

@@ -2,11 +2,9 @@
 
 Why: torch.compile cannot trace into `mamba_ssm.selective_scan_fn` (a graph break per Mamba layer); as
 operators with fake implementations and an autograd formula it is one opaque node that CUDA graphs can hold.
-
     uu::selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus) -> (out_z, x, out)
     uu::selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, dout, x, out, delta_softplus)
         -> (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)      (the order of the inputs)
-
 Shapes: u, delta, z (batch, d, L) in the input dtype; A (d, n) fp32; B, C (batch, n, L) in the input dtype
 (input-dependent, one group); D, delta_bias (d,) fp32. out is the scan before the z gate, out_z = out *
 silu(z), x (batch, d, ceil(L / 2048), 2 n) fp32 the kernel's saved chunk prefixes (decay product, state).

@@ -119,9 +119,7 @@ class _BlockwiseRecompute(torch.autograd.Function):
 
 def _linear_scan(a, x):
     """Inclusive scan along the last axis, h[t] = a[t] * h[t-1] + x[t] (h[-1] = 0), by Hillis-Steele doubling.
-
-    Returns h and the cumulative products P[t] = a[0] * ... * a[t].
-    """
+    Returns h and the cumulative products P[t] = a[0] * ... * a[t]."""
     T, s = x.shape[-1], 1
     while s < T:
         x = torch.cat([x[..., :s], torch.addcmul(x[..., s:], a[..., s:], x[..., :-s])], dim=-1)

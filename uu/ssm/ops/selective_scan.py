@@ -51,11 +51,10 @@ def last_backend() -> str | None:
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    return_last_state=False, chunk_size=DEFAULT_CHUNK_SIZE, backend="auto"):
-    """Selective scan with `mamba_ssm.selective_scan_fn` semantics (real A).
+    """Selective scan with `mamba_ssm.selective_scan_fn` semantics (real A); backend "auto", "torch" or "cuda".
 
     u, delta, z: (batch, d, L); A: (d, n); B, C: (batch, n, L) or (d, n); D, delta_bias: (d,).
     Returns y (batch, d, L) in u's dtype, or (y, last_state) with last_state (batch, d, n) fp32.
-    backend: "auto" (fused kernel when available and on CUDA), "torch" or "cuda".
     """
     global _last_backend
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
