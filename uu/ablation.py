@@ -1,10 +1,7 @@
 """The ablation: configurations as profile overrides (issue 5), and training or reading their runs.
 
-CONFIGS: rows 1-2 are the baselines of the paper's Table II (nnU-Net-like U-Net, U-Mamba Enc with Dice + CE),
-rows 3-5 its Table I (U-Mamba Enc with CE, with the UA loss of Eq. 8, with UA + SAM: UU-Mamba), row 6 the
-authors' code (sigma frozen, lr 1e-2); all under one profile and one data folder. Runs live in
-RUNS/<name>/seed<k>/ (the run-folder format of DEVELOPERS.md); a run whose eval/summary.json exists is read,
-never retrained, so runs made on a GPU elsewhere (or their committed eval/ and log.jsonl) tabulate anywhere.
+CONFIGS: rows 1-2 the baselines of Table II, rows 3-5 Table I (CE, UA loss of Eq. 8, UA + SAM), row 6 the authors'
+code. Runs live in RUNS/<name>/seed<k>/; a run whose eval/summary.json exists is read, never retrained.
 """
 
 from __future__ import annotations
@@ -65,11 +62,8 @@ def is_finished(run_dir) -> bool:
 
 def run_or_load(config: str, profile, seed: int, data_dir="", runs_dir="runs/ablation",
                 overrides: Mapping | None = None) -> Path:
-    """The run folder of (config, seed): read when RUN/eval/summary.json exists, else trained.
-
-    profile: a profile name ("smoke"), a YAML path or a dict; the configuration's overrides and
-    the seed go on top of it (then `overrides`, e.g. {"epochs": 1}). Returns the run folder.
-    """
+    """The run folder of (config, seed): read when finished, else trained from `profile` with the configuration's
+    overrides, the seed, then `overrides` on top."""
     cfg = get_config(config)
     run = run_dir_for(runs_dir, config, seed)
     if is_finished(run):
@@ -78,9 +72,8 @@ def run_or_load(config: str, profile, seed: int, data_dir="", runs_dir="runs/abl
     from uu.train import train_run
 
     settings = {**cfg.overrides, "seed": int(seed), **dict(overrides or {})}
-    resume = (run / "checkpoint.pt").is_file()
     return Path(train_run(profile, data_dir=str(data_dir or ""), out_dir=run, overrides=settings,
-                          resume=resume))
+                          resume=(run / "checkpoint.pt").is_file()))
 
 
 def run_all(configs: Iterable[str], seeds: Iterable[int], profile, data_dir="", runs_dir="runs/ablation",
@@ -110,12 +103,8 @@ class Workspace(NamedTuple):
 
 def prepare(profile, configs: Sequence[str], seeds: Iterable[int], data_dir="", runs_dir="",
             results_dir="") -> Workspace:
-    """The set-up notebooks 04 and 05 share: their folders, and data for the runs still to train.
-
-    runs_dir and results_dir default to runs/workbook-<profile>/runs and .../results (results_dir is
-    made). With data_dir "" and a run to train, every run trains on one phantom in runs_dir/phantom
-    (train_run would make one per run).
-    """
+    """The set-up notebooks 04 and 05 share: folders (default runs/workbook-<profile>/runs and .../results) and,
+    with data_dir "" and a run to train, one phantom in runs_dir/phantom for every run."""
     settings, seeds = load_profile(profile), list(seeds)
     workbook = Path("runs") / f"workbook-{Path(str(profile)).stem}"
     runs_dir, results_dir = Path(runs_dir or workbook / "runs"), Path(results_dir or workbook / "results")
@@ -139,11 +128,8 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def cli_ablation(args) -> int:
-    """``python -m uu ablation --params P --runs RUNS [--data D] [--configs a,b] [--seeds N] [--set k=v]``.
-
-    Trains, one after the other, every (configuration, seed) whose run is not finished (an interrupted one
-    resumes from its checkpoint), then prints the table. Launch one process per configuration (--configs)
-    to use several GPUs or to share one."""
+    """``python -m uu ablation --params P --runs RUNS [--data D] [--configs a,b] [--seeds N] [--set k=v]``: trains
+    every unfinished (configuration, seed) one after the other (resuming), then prints the table."""
     configs = [get_config(c.strip()).name for c in args.configs.split(",") if c.strip()] or DEFAULT_CONFIGS
     seeds = parse_seeds(args.seeds)  # unknown names above, and bad seeds or keys here, fail before anything trains
     if not seeds:

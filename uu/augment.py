@@ -1,24 +1,10 @@
 """Batched data augmentation in plain torch: runs on the batch's device (GPU during GPU training).
 
-``Augmenter(spatial_dims, cfg, seed, device)(images, labels)`` with images (B, 1, *spatial) float32
-and labels (B, *spatial) int64. Each sample draws its own transforms, with nnU-Net-like
-probabilities (``AugmentConfig``):
-
-- spatial: in-plane rotation (uniform in +-180 deg, p 0.2) and in-plane scaling (0.7-1.4, p 0.2),
-  applied together with ONE ``grid_sample`` per batch (bilinear for images, nearest for labels,
-  zeros outside), kept only for the samples that drew one of them; the rotation acts in millimetre-free
-  pixel space (the aspect ratio of a non-square patch is respected). 3D patches rotate about Z (the
-  2D-style scheme nnU-Net uses for ACDC's anisotropic patch). Unlike nnU-Net we rotate the patch
-  itself, so its corners may be filled with zeros;
-- Gaussian noise (p 0.1, variance uniform in [0, 0.1]);
-- brightness, multiplicative (p 0.15, factor 0.75-1.25);
-- contrast (p 0.15, factor 0.75-1.25 about the sample mean, clipped back to the sample's range);
-- gamma (p 0.3, gamma 0.7-1.5 on the sample rescaled to [0, 1], range restored; with p 0.1 on
-  the inverted image);
-- mirroring along each spatial axis (p 0.5 each).
-
-Deterministic for a seed: all random numbers come from one ``torch.Generator`` on the batch's device
-(``state_dict``/``load_state_dict`` for exact resume). With every probability 0 it is the identity.
+``Augmenter(spatial_dims, cfg, seed, device)(images, labels)``: images (B, 1, *spatial) float32, labels
+(B, *spatial) int64; each sample draws its own transforms with nnU-Net-like probabilities (``AugmentConfig``):
+in-plane rotation and scaling with ONE ``grid_sample`` per batch (3D patches rotate about Z; the patch itself
+is rotated, so its corners may be zeros), Gaussian noise, brightness, contrast, gamma (also inverted),
+mirroring. All random numbers come from one ``torch.Generator`` on the batch's device (exact resume).
 """
 
 from __future__ import annotations
@@ -50,8 +36,8 @@ class AugmentConfig:
     @classmethod
     def off(cls) -> "AugmentConfig":
         """Every probability 0: the identity."""
-        return cls(p_rotation=0.0, p_scale=0.0, p_noise=0.0, p_brightness=0.0, p_contrast=0.0,
-                   p_gamma=0.0, p_gamma_inverted=0.0, p_mirror=0.0)
+        return cls(p_rotation=0.0, p_scale=0.0, p_noise=0.0, p_brightness=0.0, p_contrast=0.0, p_gamma=0.0,
+                   p_gamma_inverted=0.0, p_mirror=0.0)
 
 
 class Augmenter:
@@ -91,8 +77,7 @@ class Augmenter:
         if images.device != self.device:
             raise ValueError(f"batch on {images.device} but the Augmenter's generator is on {self.device}")
         images, labels = self.spatial(images, labels)
-        images = self.intensity(images)
-        return self.mirror(images, labels)
+        return self.mirror(self.intensity(images), labels)
 
     def spatial(self, images, labels):
         """Rotation and scaling with one grid_sample over the whole batch; a mask keeps the samples that drew
@@ -112,18 +97,13 @@ class Augmenter:
         return torch.where(chosen[:, None], warped, images), torch.where(chosen, warped_labels, labels)
 
     def _affine(self, angle: torch.Tensor, scale: torch.Tensor, plane_shape) -> torch.Tensor:
-        """theta (n, d, d+1) mapping output to input normalised coordinates (x, y[, z]).
-
-        In pixel units (relative to the centre) p_in = scale * R(angle) p_out; normalised
-        coordinates are n = p / (size / 2), so theta = D^-1 (scale R) D with D = diag(W/2, H/2)."""
+        """theta (n, d, d+1) mapping output to input normalised coordinates (x, y[, z]): D^-1 (scale R) D with
+        D = diag(W/2, H/2), so the rotation acts in pixel space."""
         h, w = plane_shape
         cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
         d = self.spatial_dims
         theta = torch.zeros(len(angle), d, d + 1, device=angle.device)
-        theta[:, 0, 0] = cos
-        theta[:, 0, 1] = -sin * (h / w)
-        theta[:, 1, 0] = sin * (w / h)
-        theta[:, 1, 1] = cos
+        theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin * (h / w), sin * (w / h), cos
         if d == 3:
             theta[:, 2, 2] = 1.0
         return theta
@@ -157,8 +137,7 @@ class Augmenter:
 
     @staticmethod
     def _gamma(images, gamma, inverted: bool, eps: float = 1e-7):
-        """nnU-Net's gamma: rescale the sample to [0, 1], x^gamma, back to the original range and
-        mean/std (inverted: on -x)."""
+        """nnU-Net's gamma: x^gamma on the sample rescaled to [0, 1], original mean/std restored (inverted: -x)."""
         dims = tuple(range(1, images.ndim))
         x = -images if inverted else images
         mean, std = x.mean(dim=dims, keepdim=True), x.std(dim=dims, keepdim=True)

@@ -1,7 +1,5 @@
-"""ACDC's clinical evaluation where voxel spacing is known: per patient the LV and RV end-diastolic and
-end-systolic volumes, ejection fractions and the myocardial mass at ED (uu.metrics.clinical_indices),
-for the prediction and the ground truth, and their agreement as the ACDC challenge reports it.
-
+"""ACDC's clinical evaluation (needs voxel spacing): per patient the LV/RV EDV, ESV, EF and the myocardial mass at
+ED for prediction and ground truth (uu.metrics.clinical_indices), and their agreement as the challenge reports it.
     row = patient_row(1, "DCM", {"ED": (pred_ed, gt_ed, spacing_ed), "ES": (pred_es, gt_es, spacing_es)})
     table = pd.DataFrame(rows)          # patient, group, "LV_EDV gt (ml)", "LV_EDV pred (ml)", ...
     agreement(table)                    # rows: statistics; columns: "LV_EDV (ml)", ..., "Myo_mass_ED (g)"
@@ -24,16 +22,12 @@ NO_SPACING = ("the HDF5 layout stores no voxel spacing, so volumes, ejection fra
 
 
 def column(name: str, who: str = "") -> str:
-    """Column of an index in the agreement table: "LV_EDV (ml)"; in the per-patient table (who = "gt" |
-    "pred"): "LV_EDV gt (ml)"."""
+    """Column of an index: "LV_EDV (ml)" (agreement table), "LV_EDV gt (ml)" (per-patient, who = "gt" | "pred")."""
     return f"{name}{' ' + who if who else ''} ({INDICES[name]})"
 
 
 def patient_row(patient: int, group, volumes: Mapping[str, tuple]) -> dict:
-    """One row of the per-patient table: patient, group, then column(index, "gt") and column(index, "pred").
-
-    volumes: "ED" and "ES" -> (predicted label map (Z, Y, X), ground-truth label map (Z, Y, X), spacing
-    (z, y, x) in mm)."""
+    """One per-patient row; volumes: "ED" and "ES" -> (pred (Z, Y, X), gt (Z, Y, X), spacing (z, y, x) mm)."""
     (pred_ed, gt_ed, spacing_ed), (pred_es, gt_es, spacing_es) = volumes["ED"], volumes["ES"]
     row = {"patient": int(patient), "group": group}
     for who, ed, es in (("gt", gt_ed, gt_es), ("pred", pred_ed, pred_es)):
@@ -44,9 +38,8 @@ def patient_row(patient: int, group, volumes: Mapping[str, tuple]) -> dict:
 
 
 def agree(gt, pred) -> dict:
-    """Agreement of paired values as the ACDC challenge reports it (nan when undefined; patients where either
-    value is nan are left out): "patients" (counted), "gt mean", "pred mean", "Pearson r", "bias" = mean of
-    (pred - gt), "SD" (sample SD of pred - gt), "lower limit" / "upper limit" of agreement = bias -+ 1.96 SD,
+    """Agreement of paired values as the ACDC challenge reports it (pairs with a nan left out): "patients", "gt mean",
+    "pred mean", "Pearson r", "bias" (mean pred - gt), "SD", "lower limit" / "upper limit" (bias -+ 1.96 SD),
     "mean abs difference"."""
     gt, pred = np.asarray(gt, dtype=np.float64), np.asarray(pred, dtype=np.float64)
     keep = np.isfinite(gt) & np.isfinite(pred)
@@ -64,8 +57,7 @@ def agree(gt, pred) -> dict:
 
 
 def agreement(per_patient: pd.DataFrame) -> pd.DataFrame:
-    """agree() per index: index = the statistics, columns = column(index) (every value except "patients" and
-    "Pearson r" is in the column's unit)."""
+    """agree() per index: index = the statistics, columns = column(index)."""
     return pd.DataFrame({column(name): agree(per_patient[column(name, "gt")], per_patient[column(name, "pred")])
                          for name in INDICES}).rename_axis("statistic")
 

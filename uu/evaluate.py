@@ -1,15 +1,11 @@
 """Score predictions against ground truth: per-case table, summary (per phase and overall), clinical report.
 
-``evaluate_predictions(pred_dir, data, out_dir, context=...)`` reads what ``uu.infer.predict_cases`` wrote and
-the ground truth (a folder ``uu.data.load_acdc`` reads, or a list of Case) and writes ``per_case.csv``
-(CSV_COLUMNS; Dice and MSE (Eq. 10) as fractions, HD95 and mean surface distance (MSD) in ``hd95_unit``: "mm"
-with spacing, "voxel" without) and ``summary.json``: dice, dice_mean, mse, mse_pct, hd95, msd, hd95_unit,
-n_cases (overall means), per_phase {"overall", "ED", "ES"}, clinical, and the caller's ``context``. With voxel
-spacing for every case also ``clinical_per_patient`` and ``clinical_agreement`` (.csv and .md, uu.clinical)
-and clinical = {"available": true, "n_patients", "agreement" {"LV_EDV (ml)": {statistic: value}}, "hd95_mm",
-"msd_mm"}; else clinical = {"available": false, "why": uu.clinical.NO_SPACING} and no clinical files.
-Empty masks (uu.metrics): Dice 1 when both are empty, 0 when one is; HD95 and MSD nan when either is (left out
-of the means, counted in ``hd95_undefined``).
+``evaluate_predictions(pred_dir, data, out_dir, context=...)`` writes ``per_case.csv`` (CSV_COLUMNS; Dice and MSE
+(Eq. 10) as fractions, HD95 and MSD in ``hd95_unit``, "mm" or "voxel") and ``summary.json``: the overall means
+(dice, dice_mean, mse, mse_pct, hd95, msd, hd95_unit, n_cases), per_phase {"overall", "ED", "ES"}, the caller's
+``context`` and clinical = {"available": true, "n_patients", "agreement" {"LV_EDV (ml)": {statistic: value}},
+"hd95_mm", "msd_mm"} (with the clinical_* tables) when every case has a spacing, else {"available": false, "why"}.
+HD95 and MSD are nan where a mask is empty (left out of the means, counted in ``hd95_undefined``).
 """
 
 from __future__ import annotations
@@ -29,8 +25,7 @@ CSV_COLUMNS = (["patient", "phase", "group"] + [f"dice_{c}" for c in CLASSES] + 
 
 
 def prediction_entries(pred_dir) -> list[dict]:
-    """[{"name", "label", "probs"}] (file names inside pred_dir; "probs" None when not saved) from
-    PRED/predictions.json (uu.infer.predict_cases), else one per NAME.nii.gz label map of the folder."""
+    """[{"name", "label", "probs" (None when not saved)}] from PRED/predictions.json, else the NAME.nii.gz files."""
     pred_dir = Path(pred_dir)
     index = pred_dir / "predictions.json"
     if index.is_file():
@@ -114,17 +109,15 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
 
 def write_table(df: pd.DataFrame, path_stem, floatfmt: str = ".4g") -> tuple[Path, Path]:
     """Write STEM.csv and STEM.md (columns only: reset a meaningful index first); returns both paths."""
-    stem = Path(path_stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    csv, md = stem.with_suffix(".csv"), stem.with_suffix(".md")
+    csv, md = Path(path_stem).with_suffix(".csv"), Path(path_stem).with_suffix(".md")
+    csv.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(csv, index=False)
     md.write_text(to_markdown(df, floatfmt))
     return csv, md
 
 
 def clinical_report(patients: list[dict], overall: dict, spacing_known: bool, out_dir=None) -> dict:
-    """summary["clinical"] from uu.clinical.patient_row rows and the overall summary; writes the clinical
-    files into out_dir."""
+    """summary["clinical"] from uu.clinical.patient_row rows; writes the clinical tables into out_dir."""
     if not spacing_known:
         return {"available": False, "why": clinical.NO_SPACING}
     if not patients:
@@ -142,10 +135,8 @@ def clinical_report(patients: list[dict], overall: dict, spacing_known: bool, ou
 
 
 def evaluate_predictions(pred_dir, data, out_dir=None, progress: bool = True, context: dict | None = None):
-    """Score every prediction in ``pred_dir`` that has ground truth in ``data`` (folder or list of Case).
-
-    Returns (per-case pandas DataFrame with CSV_COLUMNS, summary dict, the module docstring's schema
-    with ``context`` merged in at the top level); writes the files into ``out_dir`` when given."""
+    """Score every prediction in ``pred_dir`` with ground truth in ``data`` (folder or list of Case).
+    Returns (per-case DataFrame with CSV_COLUMNS, summary dict as in the module docstring)."""
     from tqdm.auto import tqdm
     from uu.data import load_acdc
     from uu.infer import load_label_map
@@ -192,8 +183,7 @@ def evaluate_predictions(pred_dir, data, out_dir=None, progress: bool = True, co
 
 
 def format_summary(summary: dict) -> str:
-    """A few readable lines: Dice per class and average (%), MSE x100, HD95 per class with unit, and the
-    clinical agreement's bias (or why it is absent). Reads old run summaries (without "clinical") too."""
+    """A few readable lines: Dice (%), MSE x100, HD95 per class and the clinical bias (old summaries too)."""
     fmt = lambda v: "n/a" if v is None or v != v else f"{v:.2f}"  # noqa: E731
     lines = []
     for key, s in summary.get("per_phase", summary).items():

@@ -1,8 +1,6 @@
 """What notebook 05's segmentation, uncertainty and calibration figures need from finished runs.
 
-The runs' own evaluations saved their class probabilities (RUN/eval/pred, uu.infer.predict_cases), so
-nothing is predicted again. The reliability bins and ECE go to JSON (`save_calibration`) so that the
-calibration of runs made elsewhere can be drawn without their predictions.
+Read from the probabilities the runs' evaluations saved (RUN/eval/pred): nothing is predicted again.
 """
 
 from __future__ import annotations
@@ -34,9 +32,7 @@ def has_predictions(run_dir) -> bool:
 
 
 def validation_cases(run_dirs: Mapping[str, Path], data_dir: str | None = None) -> list:
-    """The uu.data.Case list of the validation volumes every run predicted (sorted by name).
-
-    data_dir: where the data lives now (default: the data_dir recorded in the first run's profile.yaml)."""
+    """The Cases every run predicted, sorted by name; data_dir defaults to the first run's profile.yaml's."""
     names = set.intersection(*(set(read_predictions(run)) for run in run_dirs.values()))
     if not data_dir:
         first = Path(next(iter(run_dirs.values())))
@@ -48,13 +44,9 @@ def validation_cases(run_dirs: Mapping[str, Path], data_dir: str | None = None) 
 
 def figure_material(run_dirs: Mapping[str, Path], data_dir: str | None = None, n_slices: int = 3,
                     n_bins: int = 15) -> dict:
-    """What the overlay, error, entropy and calibration figures need, from the runs' saved predictions.
-
-    Slices: the middle labelled slice of up to n_slices validation volumes (the same for every
-    method). Returns {"titles", "images" (raw (Y, X) slices: imshow scales them), "ground_truth",
-    "predictions" {method: [label slices]}, "mses" {method: [per-slice Eq. 10 MSE]}, "entropy" {method:
-    [maps]}, "errors" {method: [bool maps]}, "bins" {method: reliability bins summed over all validation
-    volumes}, "ece" {method: float}}.
+    """What the overlay, error, entropy and calibration figures need: the middle labelled slice of up to n_slices
+    volumes. Returns {"titles", "images", "ground_truth", "predictions", "mses" (Eq. 10), "entropy", "errors"
+    ({method: [per-slice maps]}), "bins" (summed over all volumes), "ece"}.
     """
     cases = validation_cases(run_dirs, data_dir)
     step = max(len(cases) // max(n_slices, 1), 1)
@@ -73,8 +65,7 @@ def figure_material(run_dirs: Mapping[str, Path], data_dir: str | None = None, n
     for method, run in run_dirs.items():
         preds, bins = read_predictions(run), []
         for case in cases:
-            probs = load_probs(preds[case.name])
-            label = np.asarray(case.label)
+            probs, label = load_probs(preds[case.name]), np.asarray(case.label)
             bins.append(reliability_bins(probs, label, n_bins))
             if case.name in slice_of:
                 z = slice_of[case.name]

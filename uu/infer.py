@@ -1,16 +1,9 @@
 """Sliding-window prediction with Gaussian weighting and mirroring test-time augmentation.
 
-``predict_volume`` turns one normalised (Z, Y, X) volume into class probabilities (C, Z, Y, X):
-2D plans run the slices as a batch through ``monai.inferers.sliding_window_inference`` (windows of
-the plan's (Y, X) patch), 3D plans run the volume in 3D windows; windows overlap by half and are
-blended with a Gaussian importance map (nnU-Net's scheme). With ``mirror=True`` the logits are
-averaged over every combination of flips of the in-plane axes (and Z for 3D plans: 4 or 8
-passes), as nnU-Net does, and the softmax is taken last.
-
-``predict_cases`` writes, per case, ``NAME.nii.gz`` (uint8 label map, with the input NIfTI's affine
-when the case came from one, else a diagonal affine from the spacing) and ``NAME_probs.npz``
-(``probs`` float16 (C, Z, Y, X)), plus ``predictions.json`` listing them. ``python -m uu predict``
-is ``cli_predict``.
+``predict_volume``: a (Z, Y, X) volume -> class probabilities (C, Z, Y, X), 2D plans slice by slice, 3D plans in
+3D windows (monai sliding_window_inference, Gaussian blending as nnU-Net); ``mirror=True`` averages the logits
+over every flip of the in-plane axes (and Z in 3D) before the softmax. ``predict_cases`` writes ``NAME.nii.gz``
+(uint8), ``NAME_probs.npz`` (``probs`` float16 (C, Z, Y, X)) and ``predictions.json``.
 """
 
 from __future__ import annotations
@@ -37,13 +30,11 @@ def _mirror_axes(spatial_dims: int) -> list[tuple[int, ...]]:
 @torch.no_grad()
 def predict_logits(model, image, patch_size: Sequence[int], mirror: bool = True, device="cpu",
                    sw_batch_size: int = 8, overlap: float = 0.5, autocast_dtype=None) -> torch.Tensor:
-    """Gaussian-blended sliding-window logits (C, Z, Y, X) float32 on ``device``.
-
-    image: (Z, Y, X) float32 normalised; patch_size (Y, X) -> slice-by-slice 2D, (Z, Y, X) -> 3D."""
+    """Gaussian-blended sliding-window logits (C, Z, Y, X) float32 of a normalised (Z, Y, X) image."""
     from monai.inferers import sliding_window_inference
 
     device = torch.device(device)
-    volume = torch.as_tensor(np.asarray(image, dtype=np.float32) if not torch.is_tensor(image) else image)
+    volume = torch.as_tensor(image if torch.is_tensor(image) else np.asarray(image, dtype=np.float32))
     volume = volume.to(device, torch.float32)
     if volume.ndim != 3:
         raise ValueError(f"predict: image must be (Z, Y, X), got shape {tuple(volume.shape)}")
@@ -63,19 +54,15 @@ def predict_logits(model, image, patch_size: Sequence[int], mirror: bool = True,
                                           predictor=network, overlap=overlap, mode="gaussian",
                                           padding_mode="constant", cval=0.0)
         logits = logits.flip(axes) if axes else logits
-        total = logits if total is None else total + logits
-        passes += 1
+        total, passes = (logits if total is None else total + logits), passes + 1
     total = total / passes
     return total.permute(1, 0, 2, 3) if spatial_dims == 2 else total[0]  # (C, Z, Y, X)
 
 
 def predict_volume(model, image, plan, mirror: bool = True, device="cpu", sw_batch_size: int = 8,
                    overlap: float = 0.5, autocast_dtype=None) -> np.ndarray:
-    """Class probabilities (C, Z, Y, X) float32 for a raw (Z, Y, X) volume as loaded (normalised here, with
-    uu.data.normalize_intensity, as training normalises: the one boundary for inference).
-
-    plan: a uu.net Plan (its ``patch_size`` decides 2D or 3D) or a patch-size tuple. The model is put in
-    eval mode for the call and its previous mode restored."""
+    """Class probabilities (C, Z, Y, X) float32 for a raw (Z, Y, X) volume, normalised here as training does.
+    plan: a uu.net Plan or a patch-size tuple; the model's train/eval mode is restored afterwards."""
     patch_size = tuple(plan.patch_size) if hasattr(plan, "patch_size") else tuple(plan)
     net = unwrap(model)
     was_training = net.training
@@ -117,20 +104,19 @@ def load_label_map(path) -> np.ndarray:
 
 def predict_cases(model, cases, plan, out_dir, mirror: bool = True, device="cpu", sw_batch_size: int = 8,
                   autocast_dtype=None, progress: bool = True, overlap: float = 0.5) -> Path:
-    """Predict every case (uu.data.Case; raw images as loaded) into ``out_dir``.
-    Returns out_dir, holding NAME.nii.gz, NAME_probs.npz and predictions.json."""
+    """Predict every case (raw images as loaded) into ``out_dir`` (returned)."""
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     index = []
     for case in tqdm(list(cases), desc="predict", disable=not progress, leave=False):
-        probs = predict_volume(model, case.image, plan, mirror=mirror, device=device,
-                               sw_batch_size=sw_batch_size, overlap=overlap, autocast_dtype=autocast_dtype)
+        probs = predict_volume(model, case.image, plan, mirror=mirror, device=device, sw_batch_size=sw_batch_size,
+                               overlap=overlap, autocast_dtype=autocast_dtype)
         if getattr(case, "loader", None) is not None:
             case.release()  # lazy cases: do not keep every volume in memory
-        label_path = save_label_map(probs.argmax(0).astype(np.uint8), out_dir / f"{case.name}.nii.gz",
-                                    case_affine(case))
+        label = probs.argmax(0).astype(np.uint8)
+        label_path = save_label_map(label, out_dir / f"{case.name}.nii.gz", case_affine(case))
         probs_path = out_dir / f"{case.name}_probs.npz"
         np.savez_compressed(probs_path, probs=probs.astype(np.float16))
         index.append({"name": case.name, "patient": int(case.patient), "phase": case.phase,
@@ -163,8 +149,8 @@ def cli_predict(args) -> int:
     device = resolve_device("auto")
     model, profile = load_run_model(args.run, which="final", device=device)
     plan = resolve_plan(profile)
-    cases = select_cases(load_acdc(args.data, lazy=True, require_labels=False), args.split,
-                         Path(args.run) / "split.json")
+    cases = load_acdc(args.data, lazy=True, require_labels=False)
+    cases = select_cases(cases, args.split, Path(args.run) / "split.json")
     amp, _ = resolve_amp(profile["amp"], device)  # the run's own precision
     out = predict_cases(model, cases, plan, args.out, mirror=not args.no_mirror, device=device,
                         sw_batch_size=profile["sw_batch_size"], overlap=profile["sw_overlap"], autocast_dtype=amp)

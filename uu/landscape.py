@@ -1,11 +1,8 @@
 """Loss landscapes around trained weights, and the landscape and sharpness report over ablation runs.
 
-Li et al., "Visualizing the Loss Landscape of Neural Nets" (NeurIPS 2018): the loss along the straight
-line from the initial to the final weights (1D), and on the plane spanned by two random
-filter-normalised directions (2D). `landscape_report` adds uu.sharpness's two numbers for several
-trained runs, all on one fixed batch of training patches (`training_patches`) and one common loss;
-`save_report` / `load_report` keep it as JSON, so a report computed on a GPU can be drawn anywhere.
-Weights are weight lists (uu.weights); every function restores the model's weights bit for bit.
+Li et al. (NeurIPS 2018): the loss from the initial to the final weights (1D) and on the plane of two random
+filter-normalised directions (2D), plus uu.sharpness's numbers, on one fixed batch and one common loss.
+Every function restores the model's weights bit for bit.
 """
 
 from __future__ import annotations
@@ -33,14 +30,9 @@ from uu.weights import Weights, combine, get_weights, preserved_weights, set_wei
 
 def random_direction(model: nn.Module, filter_normalize: bool = True, seed: int = 0,
                      ignore_bias_and_norm: bool = True) -> Weights:
-    """A Gaussian direction in weight space, one tensor per trainable parameter.
-
-    filter_normalize (Li et al. 2018, Sec. 4): each filter d_i (a slice along the first axis, i.e. one
-    output channel of a conv or one row of a linear layer) is rescaled to the norm of the matching
-    filter of the weights, d_i <- d_i * ||w_i|| / ||d_i||, so the plot is comparable across networks
-    whatever their weight scale. 1-D parameters (biases, norm scales) get a zero direction when
-    ignore_bias_and_norm (the paper's choice), else the weights themselves.
-    """
+    """A Gaussian direction in weight space, one tensor per trainable parameter. filter_normalize (Li et al.
+    2018, Sec. 4): each filter (slice along the first axis) gets the norm of the matching weight filter; 1-D
+    parameters get a zero direction when ignore_bias_and_norm, else the weights."""
     gen = torch.Generator().manual_seed(int(seed))
     direction = []
     for p in trainable_parameters(model):
@@ -50,9 +42,7 @@ def random_direction(model: nn.Module, filter_normalize: bool = True, seed: int 
             if w.dim() <= 1:
                 d = torch.zeros_like(w) if ignore_bias_and_norm else w.clone()
             else:
-                w_norm = w.reshape(w.shape[0], -1).norm(dim=1)
-                d_norm = d.reshape(d.shape[0], -1).norm(dim=1)
-                scale = w_norm / (d_norm + 1e-10)
+                scale = w.reshape(w.shape[0], -1).norm(dim=1) / (d.reshape(d.shape[0], -1).norm(dim=1) + 1e-10)
                 d = d * scale.reshape(-1, *([1] * (w.dim() - 1)))
         direction.append(d)
     return direction
@@ -79,10 +69,7 @@ def loss_along_line(model: nn.Module, loss_closure: LossClosure, w_from: Sequenc
 def loss_surface_2d(model: nn.Module, loss_closure: LossClosure, d1: Sequence[torch.Tensor],
                     d2: Sequence[torch.Tensor], alphas: Sequence[float], betas: Sequence[float],
                     center: Sequence[torch.Tensor] | None = None) -> np.ndarray:
-    """Loss at center + alpha * d1 + beta * d2 on the grid; shape (len(alphas), len(betas)).
-
-    center defaults to the model's current weights.
-    """
+    """Loss at center (default: the current weights) + alpha * d1 + beta * d2; shape (len(alphas), len(betas))."""
     with preserved_weights(model) as saved:
         base = saved if center is None else list(center)
         surface = np.empty((len(alphas), len(betas)))
@@ -96,13 +83,10 @@ def loss_surface_2d(model: nn.Module, loss_closure: LossClosure, d1: Sequence[to
 
 def fixed_patches(cases, patch_size: Sequence[int], n: int = 4, seed: int = 0,
                   foreground: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """A fixed set of n training patches, the same for every model compared, as training sees them.
+    """A fixed set of n training patches, the same for every model compared, normalised as training does.
 
-    cases: `uu.data.Case`-like objects with a raw image (Z,Y,X) and a uint8 label; each volume is
-    normalised here (uu.data.normalize_intensity, the normalisation training uses) before its patch is
-    cut. patch_size: (Y, X) for 2D plans (one slice per patch) or (Z, Y, X) for 3D.
-    foreground: centre each patch on a random labelled voxel (when the volume has one).
-    Returns images (n, 1, *patch_size) float32 and target (n, *patch_size) int64.
+    cases: Case-like, raw image (Z,Y,X), uint8 label; patch_size (Y, X) or (Z, Y, X); foreground: centre on a
+    labelled voxel. Returns images (n, 1, *patch_size) float32 and target (n, *patch_size) int64.
     """
     patch_size = tuple(int(s) for s in patch_size)
     if len(patch_size) not in (2, 3):
@@ -121,12 +105,10 @@ def fixed_patches(cases, patch_size: Sequence[int], n: int = 4, seed: int = 0,
         start = [int(c) - s // 2 for c, s in zip(center, patch_size)]
         images.append(extract_patch(image, start, patch_size))
         labels.append(extract_patch(label, start, patch_size))
-    return (torch.from_numpy(np.stack(images)[:, None]).float(),
-            torch.from_numpy(np.stack(labels).astype(np.int64)))
+    return torch.from_numpy(np.stack(images)[:, None]).float(), torch.from_numpy(np.stack(labels).astype(np.int64))
 
 
-def batch_loss_closure(model: nn.Module, loss_fn: Callable, images: torch.Tensor,
-                       target: torch.Tensor) -> LossClosure:
+def batch_loss_closure(model: nn.Module, loss_fn: Callable, images: torch.Tensor, target: torch.Tensor) -> LossClosure:
     """loss_fn(model(images), target) with the model in eval mode (full-resolution logits, no dropout)."""
     device = next(model.parameters()).device
     images, target = images.to(device), target.to(device)
@@ -139,12 +121,8 @@ def batch_loss_closure(model: nn.Module, loss_fn: Callable, images: torch.Tensor
 
 
 def training_patches(run_dir, n: int = 4, seed: int = 0, data_dir: str | None = None):
-    """n fixed training patches of a run: its profile's plan, its split's training patients (fixed_patches).
-    Runs of one profile, data and split get the same patches.
-
-    data_dir: where the data lives now (default: the data_dir recorded in RUN/profile.yaml).
-    Returns images (n, 1, *patch) and target (n, *patch) as in fixed_patches.
-    """
+    """n fixed training patches (fixed_patches) of a run's plan and training patients; data_dir defaults to
+    the one in RUN/profile.yaml."""
     run_dir = Path(run_dir)
     profile = load_profile(run_dir / "profile.yaml")
     data_dir = data_dir or profile.get("data_dir", "")
@@ -167,18 +145,11 @@ def landscape_report(run_dirs: dict, loss: str = "dice_ce", n_patches: int = 4, 
                      hessian_method: str = "double_backprop", hessian_budget_s: float = math.inf,
                      save_to=None) -> dict:
     """Landscape and sharpness of several trained runs, on one fixed batch and one common loss.
-
-    run_dirs: method -> run folder (with init.pt and final.pt). loss: the uu.losses name used for
-    every model, so rows trained with different objectives are compared on the same function.
-    Per method: "line" (alphas from -0.25 to 1.25, losses from init to final), "surface" (alphas,
-    betas in [-span, span], grid of losses around the final weights along two filter-normalised
-    directions, seeded), "sam" (sam_sharpness dict), "hessian" (top_hessian_eigenvalue dict, or None).
-    Lines, planes and SAM sharpness of every run come first; then the Hessians (the slow part), each
-    started only while fewer than hessian_budget_s seconds have passed (hessian_iters 0: none).
-    save_to: a JSON path rewritten (save_report, these settings as meta) after every step, so that a
-    process cut short keeps what it finished.
-    hessian_method: "double_backprop" or "finite_difference"; on a smoke U-Mamba the first is within ~0.7% of
-    plain autograd, the second unusable (fp32 gradients jump under tiny weight changes).
+    run_dirs: method -> run folder (init.pt, final.pt); loss: the uu.losses name used for every model.
+    Per method: "line" (alphas -0.25..1.25, init to final), "surface" (grid in [-span, span] around the final
+    weights), "sam" (sam_sharpness), "hessian" (top_hessian_eigenvalue or None). The Hessians (slow) come last,
+    each started only within hessian_budget_s. save_to: JSON rewritten after every step (a cut run keeps its work).
+    hessian_method "finite_difference" is unusable on U-Mamba (fp32 gradients jump); keep "double_backprop".
     """
     start = time.perf_counter()
     meta = dict(loss=loss, n_patches=n_patches, rho=rho, sam_steps=sam_steps, line_points=line_points,
@@ -205,16 +176,15 @@ def landscape_report(run_dirs: dict, loss: str = "dice_ce", n_patches: int = 4, 
         if hessian_iters <= 0 or time.perf_counter() - start > hessian_budget_s:
             continue
         closure = batch_loss_closure(model, loss_fn, images, target)
-        report[method]["hessian"] = top_hessian_eigenvalue(model, closure, iters=hessian_iters, seed=seed,
-                                                           method=hessian_method)
+        hessian = top_hessian_eigenvalue(model, closure, iters=hessian_iters, seed=seed, method=hessian_method)
+        report[method]["hessian"] = hessian
         if save_to:
             save_report(report, save_to, **meta)
     return report
 
 
 def save_report(report: dict, path, **meta) -> Path:
-    """A landscape_report as JSON (arrays as lists) with free-form ``meta`` (loss, patches, rho...), so that a
-    report computed on a GPU can be drawn and tabulated anywhere (``load_report``)."""
+    """A landscape_report as JSON (arrays as lists) with free-form ``meta``, to draw anywhere (``load_report``)."""
     methods = {m: {"line": {"alphas": r["line"][0], "losses": r["line"][1]},
                    "surface": {"alphas": r["surface"][0], "betas": r["surface"][1], "losses": r["surface"][2]},
                    "sam": r["sam"], "hessian": r["hessian"]} for m, r in report.items()}
@@ -226,8 +196,7 @@ def save_report(report: dict, path, **meta) -> Path:
 
 
 def load_report(path) -> dict:
-    """The report saved by ``save_report`` in landscape_report's form ({method: {"line": (alphas, losses),
-    "surface": (alphas, betas, grid), "sam", "hessian"}}); the meta dict stays in the file ("meta")."""
+    """The report saved by ``save_report`` in landscape_report's form (the meta stays in the file)."""
     data = json.loads(Path(path).read_text())
     return {m: {"line": (np.asarray(r["line"]["alphas"]), list(r["line"]["losses"])),
                 "surface": (np.asarray(r["surface"]["alphas"]), np.asarray(r["surface"]["betas"]),

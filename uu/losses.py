@@ -1,22 +1,12 @@
 """Segmentation losses: soft Dice, cross-entropy, focal, the uncertainty-aware loss (Eq. 8) and deep supervision.
 
-Every loss takes raw logits (B, C, *spatial) and an integer target (B, *spatial) (int64), works for 2D and 3D,
-and returns a scalar. A one-element list of logits (what `model.train()` gives with deep supervision off) is
-accepted too. The losses compute in float32 whatever the autocast dtype.
-
-After each call every loss exposes
-  - `last_components`: dict name -> float of the component values of the last call (e.g. dice, ce, focal);
-  - `sigmas()`: dict name -> float of the uncertainty weights sigma_m ({} when the loss has none).
-The values are kept as detached tensors and turned into floats only when read, so logging costs no
-device synchronisation unless you actually log.
-
+Every loss takes logits (B, C, *spatial) (or a one-element list) and a target (B, *spatial) int64 and returns a
+float32 scalar; `last_components` and `sigmas()` stay detached tensors until read (no device sync).
 Paper vs code choices (see ../shared/ANCHORS.md):
-  - Dice is 1 - DSC (Eq. 5), as in the paper. The authors' code uses the negative soft Dice in [-1, 0],
-    which together with a learnable sigma can drive the loss to minus infinity.
+  - Dice is 1 - DSC (Eq. 5), as in the paper (the authors' -DSC with a learnable sigma can diverge to -inf).
   - The Dice is per sample, background excluded, smooth 1e-5 (as in the authors' nnU-Net based code).
   - The focal loss applies ONE softmax (the authors' code applies two, which caps p_t near 0.475 for 4 classes).
-  - The uncertainty-aware loss trains sigma ("ua"); "ua_fixed" freezes sigma at 1, which is what the
-    authors' code effectively does (0.5 * (Dice + CE + focal) + 3 log 2).
+  - "ua" trains sigma; "ua_fixed" freezes it at 1, what the authors' code effectively does.
 """
 
 from __future__ import annotations
@@ -34,10 +24,8 @@ def _as_logits(outputs) -> torch.Tensor:
     """Accept a logits tensor or a one-element list of them (deep supervision off)."""
     if isinstance(outputs, (list, tuple)):
         if len(outputs) != 1:
-            raise ValueError(
-                f"got a list of {len(outputs)} outputs (deep supervision) but this loss takes one output; "
-                "wrap it in DeepSupervisionLoss or use build_loss(name, deep_supervision_outputs=N)"
-            )
+            raise ValueError(f"got a list of {len(outputs)} outputs (deep supervision) but this loss takes one; "
+                             "wrap it in DeepSupervisionLoss or use build_loss(name, deep_supervision_outputs=N)")
         outputs = outputs[0]
     if not torch.is_tensor(outputs) or outputs.ndim < 3:
         raise ValueError(f"logits must be a tensor (B, C, *spatial), got {type(outputs).__name__} "
@@ -86,18 +74,11 @@ class ComponentLoss(nn.Module):
 
 
 class SoftDiceLoss(ComponentLoss):
-    """L_DC = 1 - DSC (Eq. 5) on softmax probabilities.
-
-    DSC_{b,c} = (2 sum_i p_i g_i + smooth) / (sum_i p_i + sum_i g_i + smooth), computed per sample b and
-    per class c (foreground classes only unless include_background), then averaged over both.
-    logits (B, C, *spatial), target (B, *spatial) int64 -> scalar.
-    """
+    """L_DC = 1 - DSC (Eq. 5) on softmax probabilities, DSC per sample and (foreground) class, then averaged."""
 
     def __init__(self, include_background: bool = False, smooth: float = 1e-5, batch_dice: bool = False):
         super().__init__()
-        self.include_background = include_background
-        self.smooth = smooth
-        self.batch_dice = batch_dice
+        self.include_background, self.smooth, self.batch_dice = include_background, smooth, batch_dice
 
     def extra_repr(self) -> str:
         return f"include_background={self.include_background}, smooth={self.smooth}, batch_dice={self.batch_dice}"
@@ -109,12 +90,9 @@ class SoftDiceLoss(ComponentLoss):
         gt = one_hot(target, logits.shape[1])
         if not self.include_background:
             probs, gt = probs[:, 1:], gt[:, 1:]
-        axes = tuple(range(2, logits.ndim))
-        if self.batch_dice:
-            axes = (0,) + axes
-        intersection = (probs * gt).sum(axes)
+        axes = ((0,) if self.batch_dice else ()) + tuple(range(2, logits.ndim))
         denominator = probs.sum(axes) + gt.sum(axes)
-        dsc = (2 * intersection + self.smooth) / (denominator + self.smooth).clamp_min(1e-8)
+        dsc = (2 * (probs * gt).sum(axes) + self.smooth) / (denominator + self.smooth).clamp_min(1e-8)
         loss = 1 - dsc.mean()
         self._record(dice=loss)
         return loss
@@ -132,11 +110,8 @@ class CrossEntropyLoss(ComponentLoss):
 
 
 class FocalLoss(ComponentLoss):
-    """L_focal = -alpha_t (1 - p_t)^gamma log p_t (Eq. 7), one softmax, averaged over all voxels.
-
-    alpha: None (no weighting), a float (the same weight for every class; the authors' code uses 0.5) or a
-    sequence of C per-class weights. gamma = 0 and alpha = None give exactly the cross-entropy.
-    """
+    """L_focal = -alpha_t (1 - p_t)^gamma log p_t (Eq. 7), one softmax, averaged over all voxels; alpha: None, a
+    float (the authors' code: 0.5) or C per-class weights."""
 
     def __init__(self, gamma: float = 2.0, alpha: float | Sequence[float] | None = None):
         super().__init__()
@@ -168,11 +143,7 @@ class FocalLoss(ComponentLoss):
 
 
 class DiceCELoss(ComponentLoss):
-    """nnU-Net / U-Mamba default: (1 - DSC) + CE with weights 1 and 1.
-
-    nnU-Net itself adds the negative Dice (-DSC); 1 - DSC differs by the constant 1, which changes nothing
-    in the gradient but keeps the loss non-negative.
-    """
+    """nnU-Net / U-Mamba default: (1 - DSC) + CE; nnU-Net's -DSC differs by a constant (same gradient)."""
 
     def __init__(self, weight_dice: float = 1.0, weight_ce: float = 1.0, smooth: float = 1e-5):
         super().__init__()
@@ -196,12 +167,8 @@ def default_ua_terms() -> dict[str, nn.Module]:
 
 class UncertaintyAwareLoss(ComponentLoss):
     """Eq. 8: L_UA = sum_m L_m / (2 sigma_m^2) + log(1 + sigma_m^2), sigma learnable, initialised to 1.
-
-    terms: name -> loss module, each returning a scalar (default: dice, ce, focal).
-    learn_sigma=False keeps sigma frozen at 1 ("ua_fixed": the authors' code as it behaves, where sigma is
-    never trained). sigma stays an nn.Parameter in both cases (requires_grad False when frozen) so that the
-    state-dict keys do not depend on the choice; put it in the optimizer without weight decay.
-    The sign of sigma is irrelevant (only sigma^2 enters); sigmas() reports the raw values.
+    terms: name -> scalar loss module (default: dice, ce, focal). learn_sigma=False freezes sigma at 1
+    ("ua_fixed"); sigma stays an nn.Parameter either way so the state-dict keys do not depend on it.
     """
 
     def __init__(self, terms: Mapping[str, nn.Module] | None = None, learn_sigma: bool = True):
@@ -236,8 +203,8 @@ class UncertaintyAwareLoss(ComponentLoss):
 
 
 def deep_supervision_weights(n: int) -> list[float]:
-    """nnU-Net's weights: 1 / 2^i for output i (highest resolution first), the lowest-resolution output set
-    to 0 (when n > 1), normalised to sum 1. n = 5 -> [0.533, 0.267, 0.133, 0.067, 0]."""
+    """nnU-Net's weights 1 / 2^i (highest resolution first), the lowest set to 0, normalised: n = 5 ->
+    [0.533, 0.267, 0.133, 0.067, 0]."""
     if n < 1:
         raise ValueError(f"need at least one output, got {n}")
     w = [1 / 2**i for i in range(n)]
@@ -248,28 +215,17 @@ def deep_supervision_weights(n: int) -> list[float]:
 
 
 def downsample_target(target: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Nearest-neighbour resize of an integer label map (B, *spatial) to (B, *size).
-
-    Uses torch's "nearest" (source index floor(i * in / out)): for a factor 2 it keeps every other voxel
-    starting at index 0.
-    """
+    """Nearest-neighbour resize of an integer label map (B, *spatial) to (B, *size) (factor 2: every other voxel)."""
     if tuple(target.shape[1:]) == tuple(size):
         return target
     return F.interpolate(target.unsqueeze(1).float(), size=tuple(size), mode="nearest").squeeze(1).long()
 
 
 class DeepSupervisionLoss(nn.Module):
-    """Weighted sum of a base loss over deep-supervision outputs (highest resolution first).
+    """Weighted sum of a base loss over deep-supervision outputs (a tensor, or a list highest resolution first).
 
-    outputs: a logits tensor (no deep supervision: the base loss as is) or a list of logits, one per
-    resolution; the target (B, *spatial) is downsampled by nearest neighbour to each output's size.
-    weights: None -> deep_supervision_weights(len(outputs)) at each call; outputs with weight 0 are skipped.
-
-    last_components reports the WEIGHTED SUM over resolutions of each component, sum_i w_i L_m^(i). Because the
-    weights sum to 1, for the uncertainty-aware loss this is exactly the L_m that Eq. 8 sees:
-    total = sum_m (sum_i w_i L_m^(i)) / (2 sigma_m^2) + log(1 + sigma_m^2). The full-resolution output's own
-    components are in `full_resolution_components`. The parameters are the base loss's (sigma).
-    num_classes: when given, the logits' channel count is checked at each call.
+    weights: None -> deep_supervision_weights(len(outputs)) at each call; weight-0 outputs are skipped.
+    last_components: sum_i w_i L_m^(i), the L_m that Eq. 8 sees (`full_resolution_components`: output 0's own).
     """
 
     def __init__(self, base: nn.Module, weights: Sequence[float] | None = None, num_classes: int | None = None):
@@ -327,14 +283,8 @@ class DeepSupervisionLoss(nn.Module):
 
 
 def build_loss(name: str, num_classes: int = 4, deep_supervision_outputs: int | None = None) -> nn.Module:
-    """Loss by name, always wrapped in DeepSupervisionLoss (so the state-dict keys, e.g. "base.sigma", do not
-    depend on deep supervision, and both a tensor and the list from model.train() are accepted).
-
-    name: "ce" | "dice_ce" (U-Mamba / nnU-Net default) | "ua" (Eq. 8, sigma trained) |
-          "ua_fixed" (Eq. 8 with sigma frozen at 1, the authors' code as it behaves).
-    deep_supervision_outputs: N fixes the weights to deep_supervision_weights(N) and checks that N outputs
-    arrive; None computes the weights from the number of outputs at each call.
-    num_classes: the logits' channel count, checked at each call.
+    """Loss by name ("ce" | "dice_ce" | "ua" | "ua_fixed"), always wrapped in DeepSupervisionLoss (stable
+    state-dict keys, e.g. "base.sigma"). deep_supervision_outputs: N fixes the weights and checks N outputs arrive.
     """
     if name == "ce":
         base = CrossEntropyLoss()

@@ -1,9 +1,5 @@
-"""Evaluation metrics on one volume: Dice per class (Eq. 4), MSE (Eq. 10), HD95 and mean surface distance,
-ACDC clinical indices.
-
-Inputs are numpy arrays or torch tensors (converted to numpy). Label maps hold integers (uu.data.LABELS:
-1 = RV, 2 = Myo, 3 = LV). Dice and distances are computed in 3D per volume (each ED and ES volume counts
-once); average them over volumes afterwards.
+"""Metrics on one volume (3D): Dice per class (Eq. 4), MSE (Eq. 10), HD95 and mean surface distance, ACDC clinical
+indices. Inputs are numpy arrays or torch tensors; labels as uu.data.LABELS (1 = RV, 2 = Myo, 3 = LV).
 """
 
 from __future__ import annotations
@@ -30,11 +26,7 @@ def _same_shape(pred: np.ndarray, gt: np.ndarray, what: str) -> None:
 
 
 def dice_per_class(pred, gt, labels: Sequence[int] = (1, 2, 3)) -> dict[int, float]:
-    """Eq. 4, the hard DSC: 2 |P and G| / (|P| + |G|) per label over the whole volume.
-
-    Empty masks: both prediction and ground truth empty -> 1.0 (the authors' rule); only one of them
-    empty -> 0.0.
-    """
+    """Eq. 4, the hard DSC 2 |P and G| / (|P| + |G|) per label; both masks empty -> 1.0 (the authors' rule)."""
     pred, gt = _np(pred), _np(gt)
     _same_shape(pred, gt, "dice_per_class")
     out = {}
@@ -46,11 +38,8 @@ def dice_per_class(pred, gt, labels: Sequence[int] = (1, 2, 3)) -> dict[int, flo
 
 
 def mse_eq10(probs, gt) -> float:
-    """Eq. 10, the MSE: mean over voxels AND classes of (p_c - g_c)^2, with p the softmax probabilities (C, *spatial)
-    and g the one-hot ground truth of gt (*spatial) ints. A fraction in [0, 2/C]; tables show it x 100.
-
-    Computed as (sum p^2 - 2 sum_voxels p_gt + N) / (C N) in float64, without building the one-hot.
-    """
+    """Eq. 10, the MSE: mean over voxels and classes of (p_c - g_c)^2, probs (C, *spatial), gt (*spatial) ints;
+    a fraction in [0, 2/C], in float64 without building the one-hot."""
     probs, gt = _np(probs), _np(gt)
     if probs.ndim != gt.ndim + 1 or probs.shape[1:] != gt.shape:
         raise ValueError(f"mse_eq10: probs must be (C, *spatial) and gt (*spatial); got {probs.shape} and {gt.shape}")
@@ -60,8 +49,7 @@ def mse_eq10(probs, gt) -> float:
         raise ValueError(f"mse_eq10: ground-truth labels must lie in [0, {n_classes - 1}], got {gt.min()}..{gt.max()}")
     sum_sq = sum(float(np.square(probs[c], dtype=np.float64).sum()) for c in range(n_classes))
     p_true = float(np.take_along_axis(probs, gt[None], axis=0).astype(np.float64).sum())
-    n = gt.size
-    return (sum_sq - 2 * p_true + n) / (n_classes * n)
+    return (sum_sq - 2 * p_true + gt.size) / (n_classes * gt.size)
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
@@ -71,14 +59,9 @@ def _surface(mask: np.ndarray) -> np.ndarray:
 
 def surface_distances(pred, gt, spacing: Sequence[float] | None = None, labels: Sequence[int] = (1, 2, 3)) -> dict:
     """HD95 and mean surface distance (MSD) per label, as MONAI's HausdorffDistanceMetric(percentile=95) and
-    SurfaceDistanceMetric(symmetric=True): surface = mask minus its erosion, Euclidean distances from each
-    surface voxel of one mask to the other mask's surface, both directions;
-    HD95 = max(p95 pred -> gt, p95 gt -> pred) (linear-interpolated percentile; medpy instead pools both
-    directions, which can differ slightly); MSD = mean over both directions pooled.
-
-    spacing: voxel size per axis in mm, in the arrays' axis order ((z, y, x) for ACDC Case arrays) -> mm;
-    None -> voxel units. Returns {"hd95": {label: d}, "msd": {label: d}, "unit": "mm" | "voxel"}, nan for a
-    label whose prediction or ground truth (or both) is empty.
+    SurfaceDistanceMetric(symmetric=True): HD95 = max of the two directed p95, MSD = mean over both directions.
+    spacing: voxel size in mm per axis ((z, y, x) for Case arrays), None -> voxel units. Returns
+    {"hd95": {label: d}, "msd": {label: d}, "unit": "mm" | "voxel"}, nan where either mask is empty.
     """
     pred, gt = _np(pred), _np(gt)
     _same_shape(pred, gt, "surface_distances")
@@ -105,12 +88,8 @@ def surface_distances(pred, gt, spacing: Sequence[float] | None = None, labels: 
 
 def clinical_indices(pred_ed, pred_es, spacing: Sequence[float], spacing_es: Sequence[float] | None = None,
                      labels: dict[str, int] | None = None) -> dict[str, float]:
-    """ACDC clinical indices from the ED and ES label maps of one patient.
-
-    Volumes in ml (voxel count x voxel volume in mm^3 / 1000), ejection fraction EF = (EDV - ESV) / EDV in %
-    (nan when EDV is 0), myocardial mass at ED in g (myocardium volume x 1.05 g/ml).
-    spacing: voxel size in mm of the ED volume (and of the ES volume unless spacing_es is given).
-    labels: structure -> label, default uu.data.LABELS.
+    """ACDC clinical indices from the ED and ES label maps of one patient: volumes in ml, EF in % (nan when
+    EDV is 0), myocardial mass at ED in g (1.05 g/ml). spacing: mm, of ED (and ES unless spacing_es).
     Keys: LV_EDV_ml, LV_ESV_ml, LV_EF_pct, RV_EDV_ml, RV_ESV_ml, RV_EF_pct, Myo_mass_ED_g.
     """
     labels = LABELS if labels is None else labels
@@ -121,8 +100,7 @@ def clinical_indices(pred_ed, pred_es, spacing: Sequence[float], spacing_es: Seq
     for name in ("LV", "RV"):
         edv = float((ed == labels[name]).sum()) * ml_ed
         esv = float((es == labels[name]).sum()) * ml_es
-        out[f"{name}_EDV_ml"] = edv
-        out[f"{name}_ESV_ml"] = esv
+        out[f"{name}_EDV_ml"], out[f"{name}_ESV_ml"] = edv, esv
         out[f"{name}_EF_pct"] = 100.0 * (edv - esv) / edv if edv > 0 else float("nan")
     out["Myo_mass_ED_g"] = float((ed == labels["Myo"]).sum()) * ml_ed * MYOCARDIUM_DENSITY_G_PER_ML
     return out

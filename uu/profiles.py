@@ -1,13 +1,8 @@
 """Training profiles: flat YAML files in ``uu/params/`` (package data) with defaults and validation.
 
-``load_profile("smoke")`` reads ``uu/params/smoke.yaml`` (shipped in the wheel); a path to any YAML file
-works too. Every key is optional except ``name``; missing keys take the defaults in ``KEYS`` below.
-Unknown keys and values of the wrong type are errors (``ProfileError``, a ``uu.data.DataError``)
-that name the file and list the valid keys, so a typo never silently falls back to a default.
-
-Overrides (``--set key=value`` on the command line, or a dict) are applied after the file and
-validated the same way; string values are parsed with YAML (``epochs=2`` gives an int,
-``patch_size=[64,64]`` a list, ``max_minutes=null`` None).
+``load_profile("smoke")`` reads ``uu/params/smoke.yaml``; a path to any YAML file works too. Every key but
+``name`` is optional (defaults in ``KEYS``); unknown keys and wrong types raise ``ProfileError``, so a typo never
+silently falls back to a default. Overrides (``--set key=value`` or a dict) are YAML-parsed and validated alike.
 """
 
 from __future__ import annotations
@@ -139,10 +134,8 @@ def parse_overrides(overrides: Union[None, Mapping, Sequence[str]], source: str 
 
 
 def load_profile(name_or_path: Union[PathLike, Mapping], overrides=None, allow_run_keys: bool = False) -> dict:
-    """Read, complete and validate a profile. ``name_or_path``: "smoke", a YAML path, or a dict.
-
-    Returns a plain dict holding every key of ``KEYS`` (plus the run keys when reading a run's
-    profile.yaml). Raises ProfileError naming the file on unknown keys, wrong types or bad values."""
+    """Read, complete and validate a profile ("smoke", a YAML path, or a dict) -> dict of every key of ``KEYS``
+    (plus the run keys for a run's profile.yaml)."""
     if isinstance(name_or_path, Mapping):
         source, raw = "<dict>", dict(name_or_path)
     else:
@@ -161,8 +154,8 @@ def load_profile(name_or_path: Union[PathLike, Mapping], overrides=None, allow_r
     if allow_run_keys:
         profile.update({key: spec[1] for key, spec in RUN_KEYS.items()})
     profile.update(_validated(raw, specs, source))
-    profile.update(_validated(parse_overrides(overrides, f"profile {source}: override"), specs,
-                              f"{source} (overrides)"))
+    overrides = parse_overrides(overrides, f"profile {source}: override")
+    profile.update(_validated(overrides, specs, f"{source} (overrides)"))
     if not profile["name"]:
         raise ProfileError(f"profile {source}: 'name' is required")
     _check_values(profile, source)
@@ -172,9 +165,9 @@ def load_profile(name_or_path: Union[PathLike, Mapping], overrides=None, allow_r
 def dump_profile(profile: Mapping, path: PathLike) -> Path:
     """Write a profile as flat YAML in key order of KEYS (run keys last)."""
     order = list(KEYS) + [k for k in RUN_KEYS if k in profile]
-    data = {k: profile[k] for k in order if k in profile}
     path = Path(path)
-    path.write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
+    path.write_text(yaml.safe_dump({k: profile[k] for k in order if k in profile}, sort_keys=False,
+                                   default_flow_style=False))
     return path
 
 

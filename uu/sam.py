@@ -1,19 +1,8 @@
 """Sharpness-Aware Minimization (Foret et al. 2021; the paper's Eq. 9), after the design of davda54/sam.
 
-One SAM update takes two forward/backward passes:
-  1. gradient g at w;  first_step():  e = rho * g / ||g||_2 (norm over ALL parameters, sigma included), w <- w + e
-  2. gradient at w + e; second_step(): w <- w (the saved copy, bit-exact), then the base optimizer steps
-     with the gradient taken at w + e.
-Adaptive SAM (Kwon et al. 2021, ASAM): e = rho * |w|^2 g / || |w| g ||_2.
-
-SAM's param_groups ARE the base optimizer's (the same dicts), so torch LR schedulers and
-`group["lr"] = ...` act on the base optimizer. state_dict()/load_state_dict() carry the base optimizer's
-state (e.g. momentum buffers); the transient saved weights are not part of it.
-
-Usage (see uu.step.train_step for mixed precision and skipping non-finite steps):
-    opt = SAM(params, torch.optim.SGD, rho=0.05, lr=1e-2, momentum=0.99, nesterov=True)
-    loss_fn(model(x), y).backward(); opt.first_step(zero_grad=True)
-    loss_fn(model(x), y).backward(); opt.second_step(zero_grad=True)
+first_step(): e = rho * g / ||g||_2 (norm over ALL parameters, sigma included), w <- w + e; second_step(): w back
+(bit-exact), then the base optimizer steps with the gradient at w + e. ASAM: e = rho * |w|^2 g / || |w| g ||_2.
+SAM's param_groups ARE the base optimizer's (so LR schedulers act on it); state_dict() is the base optimizer's.
 """
 
 from __future__ import annotations
@@ -98,8 +87,7 @@ class SAM(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None):
-        """Full SAM step. closure: zero the grads, forward, backward, return the loss (called once, at w + e;
-        the gradient at w must already be there)."""
+        """Full SAM step; the gradient at w must be there, closure (zero grads, forward, backward) runs at w + e."""
         if closure is None:
             raise RuntimeError("SAM.step needs a closure that recomputes the loss and its gradient; "
                                "or call first_step() and second_step() yourself")
@@ -125,13 +113,11 @@ class SAM(torch.optim.Optimizer):
 
 
 def global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """L2 norm over all elements of all tensors (a 0-dim fp32 tensor; inf/nan when one is non-finite). One fused
-    norm kernel per device and dtype, no host synchronisation. The one gradient norm of uu (SAM, clipping)."""
+    """L2 norm over all elements of all tensors (0-dim fp32), one fused kernel per device and dtype, no sync."""
     norms = [n.float() for ts in group_by_device_and_dtype(tensors) for n in torch._foreach_norm(ts)]
     if not norms:
         return torch.zeros(())
-    device = norms[0].device
-    return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]))
+    return torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
 
 
 def group_by_device_and_dtype(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:

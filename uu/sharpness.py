@@ -1,9 +1,7 @@
 """Sharpness around trained weights: SAM sharpness and the largest Hessian eigenvalue.
 
-The SAM sharpness max_{||e|| <= rho} L(w + e) - L(w) (Foret et al. 2021), by projected gradient ascent;
-the largest Hessian eigenvalue, by power iteration on Hessian-vector products (double backprop).
-A `loss_closure()` takes no argument and returns a scalar loss of the model's *current* weights on a
-fixed batch (uu.landscape.batch_loss_closure). Every function restores the weights bit for bit.
+A `loss_closure()` returns the scalar loss of the model's *current* weights on a fixed batch
+(uu.landscape.batch_loss_closure). Every function restores the weights bit for bit.
 """
 
 from __future__ import annotations
@@ -31,16 +29,9 @@ def _loss_and_grad(model: nn.Module, loss_closure: LossClosure) -> tuple[float, 
 
 
 def sam_sharpness(model: nn.Module, loss_closure: LossClosure, rho: float = 0.05, steps: int = 5) -> dict:
-    """SAM sharpness max_{||e|| <= rho} L(w + e) - L(w), by projected gradient ascent on e.
-
-    Each step moves e to the ball point that maximises the linearised loss at w + e:
-    e <- rho * g(w + e) / ||g(w + e)|| (projected gradient ascent with an unbounded step). The first step
-    is exactly SAM's perturbation (Eq. 9). For a convex loss every step can only raise L(w + e), and
-    the fixed points are the KKT points of the ball-constrained maximum. The best value seen is kept.
-
-    Returns {"loss": L(w), "max_loss": max found, "sharpness": max_loss - loss, "rho", "steps",
-    "trace": [L(w + e_k) for k = 1..steps]}.
-    """
+    """SAM sharpness max_{||e|| <= rho} L(w + e) - L(w), by projected gradient ascent: e <- rho * g(w + e) /
+    ||g(w + e)||, the first step SAM's perturbation (Eq. 9), the best value kept.
+    Returns {"loss", "max_loss", "sharpness": max_loss - loss, "rho", "steps", "trace"}."""
     if rho <= 0 or steps < 1:
         raise ValueError(f"sam_sharpness: need rho > 0 and steps >= 1, got rho={rho}, steps={steps}")
     with preserved_weights(model) as w:
@@ -54,16 +45,14 @@ def sam_sharpness(model: nn.Module, loss_closure: LossClosure, rho: float = 0.05
             loss_e, grad = _loss_and_grad(model, loss_closure)
             trace.append(loss_e)
             best = max(best, loss_e)
-    return {"loss": loss0, "max_loss": best, "sharpness": best - loss0, "rho": rho, "steps": steps,
-            "trace": trace}
+    return {"loss": loss0, "max_loss": best, "sharpness": best - loss0, "rho": rho, "steps": steps, "trace": trace}
 
 
 def _hvp_double_backprop(params, grads, used, vector) -> Weights:
     hv = [torch.zeros_like(p) for p in params]
     if used:
-        products = torch.autograd.grad([grads[i] for i in used], [params[i] for i in used],
-                                       grad_outputs=[vector[i] for i in used], retain_graph=True,
-                                       allow_unused=True)
+        products = torch.autograd.grad([grads[i] for i in used], [params[i] for i in used], retain_graph=True,
+                                       grad_outputs=[vector[i] for i in used], allow_unused=True)
         for i, h in zip(used, products):
             if h is not None:
                 hv[i] = h.detach()
@@ -71,12 +60,7 @@ def _hvp_double_backprop(params, grads, used, vector) -> Weights:
 
 
 def _hvp_finite_difference(model, loss_closure, w, vector, epsilon: float) -> Weights:
-    """(g(w + eps v) - g(w - eps v)) / (2 eps), eps = epsilon * max(||w||, 1) / ||v||.
-
-    Needs first derivatives only, so it also works through custom autograd Functions whose backward
-    is not itself differentiable. Exact for a quadratic loss; for a real network it needs a smooth
-    gradient in float64 or a well-chosen epsilon (check against double backprop first).
-    """
+    """(g(w + eps v) - g(w - eps v)) / (2 eps), eps = epsilon * max(||w||, 1) / ||v||; first derivatives only."""
     v_norm = norm(vector)
     if v_norm == 0.0:
         return [torch.zeros_like(x) for x in vector]
@@ -91,12 +75,8 @@ def _hvp_finite_difference(model, loss_closure, w, vector, epsilon: float) -> We
 
 @contextlib.contextmanager
 def _hvp(model: nn.Module, loss_closure: LossClosure, method: str, epsilon: float):
-    """Yield product(v) -> H v at the current weights (restored on exit).
-
-    double_backprop: the graph of the gradient is built once and reused, through the PyTorch scan
-    (mamba-ssm's fused backward is not differentiable: a gradient of the gradient through it would
-    silently drop the scan's terms). finite_difference: see _hvp_finite_difference.
-    """
+    """Yield product(v) -> H v at the current weights (restored on exit); double_backprop goes through the
+    PyTorch scan, as mamba-ssm's fused backward is not differentiable."""
     if method not in HVP_METHODS:
         raise ValueError(f"method must be one of {HVP_METHODS}, got {method!r}")
     backend = scan_backend_override(model, "torch") if method == "double_backprop" else contextlib.nullcontext()
@@ -135,19 +115,12 @@ def _power_iteration(product, v, iters: int, tol: float):
     return eigenvalue, trace, False
 
 
-def top_hessian_eigenvalue(model: nn.Module, loss_closure: LossClosure, iters: int = 20,
-                           tol: float = 1e-3, seed: int = 0, method: str = "double_backprop",
-                           epsilon: float = 1e-3) -> dict:
-    """Largest Hessian eigenvalue by power iteration on Hessian-vector products.
-
-    Power iteration v <- Hv / ||Hv||, lambda = v^T H v finds the eigenvalue of largest MAGNITUDE
-    ("dominant"). At a minimum that is the largest one; away from one (an under-trained model) it can be
-    negative, and then a second power iteration on H - dominant * I (whose eigenvalues are all >= 0, the
-    largest being lambda_max - dominant) recovers lambda_max. Each run stops after `iters` products or when
-    lambda changes by less than tol * |lambda|. method: "double_backprop" (differentiating the gradient)
-    or "finite_difference" (central differences of gradients, for a backward that is not twice
-    differentiable). Returns {"eigenvalue" (largest), "dominant", "iterations", "converged", "trace", "method"}.
-    """
+def top_hessian_eigenvalue(model: nn.Module, loss_closure: LossClosure, iters: int = 20, tol: float = 1e-3,
+                           seed: int = 0, method: str = "double_backprop", epsilon: float = 1e-3) -> dict:
+    """Largest Hessian eigenvalue by power iteration on Hessian-vector products. The eigenvalue of largest magnitude
+    ("dominant") can be negative away from a minimum; a second iteration on H - dominant * I then recovers
+    lambda_max. Stops after `iters` products or a relative change below tol.
+    Returns {"eigenvalue" (largest), "dominant", "iterations", "converged", "trace", "method"}."""
     gen = torch.Generator().manual_seed(int(seed))
     v = [torch.randn(p.shape, generator=gen).to(p) for p in trainable_parameters(model)]
     v_norm = norm(v)

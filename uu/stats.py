@@ -1,7 +1,6 @@
-"""Statistics for comparing runs: paired bootstrap intervals, calibration, predictive entropy.
+"""Statistics for comparing runs (numpy only): paired bootstrap intervals, calibration, predictive entropy.
 
-numpy only. Differences between the paper's rows are a few tenths of a Dice point, so every
-comparison of two configurations is paired per volume and comes with a bootstrap 95% interval.
+The paper's rows differ by tenths of a Dice point, so comparisons are paired per volume with a bootstrap interval.
 """
 
 from __future__ import annotations
@@ -29,10 +28,7 @@ class BootstrapCI:
 
 
 def paired_bootstrap_ci(a, b, n_boot: int = 10_000, confidence: float = 0.95, seed: int = 0) -> BootstrapCI:
-    """Percentile bootstrap interval of mean(b - a), resampling the paired volumes with replacement.
-
-    a, b: per-volume scores of two configurations, the same volumes in the same order, shape (n,).
-    """
+    """Percentile bootstrap interval of mean(b - a); a, b (n,): per-volume scores, the same volumes in order."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"paired_bootstrap_ci: need two 1-D arrays of one length, got {a.shape} and {b.shape}")
@@ -43,9 +39,7 @@ def paired_bootstrap_ci(a, b, n_boot: int = 10_000, confidence: float = 0.95, se
     diff = b - a
     if not np.all(np.isfinite(diff)):
         raise ValueError("paired_bootstrap_ci: the scores contain NaN or infinity")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(diff), size=(n_boot, len(diff)))
-    means = diff[idx].mean(axis=1)
+    means = diff[np.random.default_rng(seed).integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(means, [tail, 100 - tail])
     return BootstrapCI(float(diff.mean()), float(low), float(high), len(diff), confidence, n_boot)
@@ -57,17 +51,12 @@ def _confidence_and_correct(probs, gt) -> tuple[np.ndarray, np.ndarray]:
     probs, gt = np.asarray(probs), np.asarray(gt)
     if probs.shape[1:] != gt.shape:
         raise ValueError(f"calibration: probs must be (C, *spatial) with spatial {gt.shape}, got {probs.shape}")
-    confidence = probs.max(axis=0).ravel().astype(np.float64)
-    correct = (probs.argmax(axis=0) == gt).ravel()
-    return confidence, correct
+    return probs.max(axis=0).ravel().astype(np.float64), (probs.argmax(axis=0) == gt).ravel()
 
 
 def reliability_bins(probs, gt, n_bins: int = 15) -> dict:
-    """Per-bin voxel count, summed confidence and summed correctness for a reliability diagram.
-
-    probs: class probabilities (C, *spatial) (softmax output of one volume); gt: labels (*spatial).
-    Confidence = the largest class probability, correct = argmax == gt. Bin k holds confidences in
-    (k/n_bins, (k+1)/n_bins] (0 goes to the first bin). Bins of several volumes add up (`add_bins`).
+    """Per-bin voxel count, summed confidence (max probability) and correctness; probs (C, *spatial), gt (*spatial).
+    Bin k holds confidences in (k/n_bins, (k+1)/n_bins] (0 in the first); bins of volumes add up (`add_bins`).
     """
     confidence, correct = _confidence_and_correct(probs, gt)
     index = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)

@@ -1,9 +1,8 @@
 """Tables of finished runs, with their units: the ablation table, the paper's Tables I and II beside ours,
 paired per-volume comparisons with bootstrap intervals, sharpness and calibration; CSV and Markdown.
 
-Units: Dice in percent ("Dice (%)"), MSE (Eq. 10) x100; the difference of two configurations in Dice
-points (percentage points) or MSE x100. `ablation_table` keeps plain column names (dice_avg_mean, ...:
-the numbers for code, in those units); every table meant for reading names its unit in its headers.
+Units: Dice in percent, MSE (Eq. 10) x100, differences in Dice points or MSE x100; every table meant for
+reading names its unit in its headers (`ablation_table` keeps plain column names).
 """
 
 from __future__ import annotations
@@ -49,8 +48,7 @@ def read_per_case(run_dir) -> pd.DataFrame:
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: columns {missing} missing (has {list(df.columns)})")
-    df["dice_avg"] = df[[f"dice_{c}" for c in CLASSES]].mean(axis=1)
-    df["seed"] = run_seed(run_dir)
+    df["dice_avg"], df["seed"] = df[[f"dice_{c}" for c in CLASSES]].mean(axis=1), run_seed(run_dir)
     return df
 
 
@@ -63,13 +61,9 @@ def run_means(run_dir) -> dict:
 # ----------------------------------------------------------------------------- the ablation table
 
 def ablation_table(runs: Mapping[str, Sequence], configs: Mapping | None = None) -> pd.DataFrame:
-    """One row per configuration: mean and std over seeds of per-run means (x100), seeds, volumes.
-
-    runs: {config: [run folders]}; configs: {config: object with .row and .label} (uu.ablation.CONFIGS;
-    a configuration without one gets row None and its name as label).
-    Columns: config, row, label, n_seeds, n_volumes, then <metric>_mean and <metric>_std for
-    dice_RV, dice_Myo, dice_LV, dice_avg (mean of the three) in %, mse (Eq. 10) x100.
-    std is the sample std over seeds (NaN with a single seed).
+    """One row per configuration: mean and sample std over seeds (NaN for one) of per-run means (x100).
+    runs: {config: [run folders]}; configs: {config: object with .row and .label} (uu.ablation.CONFIGS).
+    Columns: config, row, label, n_seeds, n_volumes, then <metric>_mean and <metric>_std for each of METRICS.
     """
     rows = []
     for name, run_dirs in runs.items():
@@ -133,10 +127,7 @@ def _num(value, digits: int) -> str:
 
 
 def side_by_side(table: pd.DataFrame, protocol: str) -> pd.DataFrame:
-    """Our rows and the paper's numbers in one frame (the headers of format_table), each line with its protocol.
-
-    protocol: how our numbers were measured, e.g. "ours: smoke profile, phantom, kfold validation".
-    """
+    """Our rows and the paper's numbers in one frame (format_table's headers); protocol: how ours were measured."""
     lines = []
     for _, r in table.iterrows():
         lines.append({"source": "ours", "row": r["row"], "method": r["label"], **_ours(r),
@@ -153,12 +144,9 @@ def side_by_side(table: pd.DataFrame, protocol: str) -> pd.DataFrame:
 
 def paired_comparison(runs_a: Sequence, runs_b: Sequence, metric: str = "dice_avg", n_boot: int = 10_000,
                       seed: int = 0) -> dict:
-    """Paired per-volume difference b - a (x100: Dice points, MSE x100) with a bootstrap 95% interval.
-
-    Volumes are matched on (seed, patient, phase), so only seeds both configurations ran count;
-    each volume's difference is averaged over those seeds before resampling volumes.
-    Returns {"metric", "mean_diff", "ci_low", "ci_high", "n_volumes", "n_seeds", "excludes_zero"}.
-    """
+    """Paired per-volume difference b - a (x100) with a bootstrap 95% interval; volumes matched on (seed, patient,
+    phase), averaged over seeds before resampling. Returns {"metric", "mean_diff", "ci_low", "ci_high",
+    "n_volumes", "n_seeds", "excludes_zero"}."""
     a, b = (pd.concat([read_per_case(r)[["seed", "patient", "phase", metric]] for r in runs], ignore_index=True)
             for runs in (runs_a, runs_b))
     joined = a.merge(b, on=["seed", "patient", "phase"], suffixes=("_a", "_b"))
@@ -195,11 +183,7 @@ def paired_comparisons(runs: Mapping[str, Sequence], pairs: Sequence[tuple[str, 
 # ----------------------------------------------------------------------------- sharpness and calibration
 
 def sharpness_table(report: Mapping, loss: str = "") -> pd.DataFrame:
-    """One row per method of a uu.landscape report; loss: its common loss's name (for the headers).
-
-    Losses are values of that loss on the fixed patches; rho is an L2 radius in weight space, so the
-    Hessian eigenvalues are in loss / weight^2.
-    """
+    """One row per method of a uu.landscape report; loss: its common loss's name (for the headers)."""
     name = f"{loss} loss" if loss else "loss"
     rows = []
     for m, r in report.items():

@@ -1,10 +1,6 @@
-"""Figures: segmentation overlays (as the paper's Fig. 3), error and entropy maps, training curves (one run
-in detail, or several), sigma trajectories, Bland-Altman plots of the clinical indices, reliability
-diagrams, loss landscapes (1D line, 2D contour + surface).
-
-Every function takes plain arrays / dicts / tables, returns a matplotlib Figure and, given `path`, also
-writes it as PNG. Nothing here trains, loads runs or computes metrics (see uu.runs, uu.ablation,
-uu.clinical, uu.stats, uu.landscape).
+"""Figures: overlays (Fig. 3), error and entropy maps, training curves, sigma trajectories, Bland-Altman,
+reliability diagrams, loss landscapes. Each takes plain arrays / dicts / tables, returns a Figure and, given
+`path`, also writes it as PNG; nothing here trains, loads runs or computes metrics.
 """
 
 from __future__ import annotations
@@ -23,17 +19,15 @@ LABEL_COLORS = ListedColormap([(0, 0, 0, 0), (0.9, 0.2, 0.2, 1), (0.2, 0.8, 0.3,
 def save(fig, path=None, dpi: int = 110):
     """Write the figure as PNG when path is given; returns the figure."""
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(Path(path), dpi=dpi, bbox_inches="tight")
     return fig
 
 
 def _grid(n_rows: int, n_cols: int, size: float = 2.4):
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols, size * n_rows), squeeze=False)
     for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     return fig, axes
 
 
@@ -48,11 +42,8 @@ def _show_labels(ax, image, label, alpha: float = 0.45):
 def overlay_grid(images: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray],
                  predictions: Mapping[str, Sequence[np.ndarray]], mses: Mapping[str, Sequence[float]] | None = None,
                  row_titles: Sequence[str] | None = None, path=None):
-    """Fig. 3 style: one row per slice, columns ground truth then each method on the same slice.
-
-    images, ground_truth: 2D slices (Y, X); predictions: method -> label slices; mses: method ->
-    per-slice MSE (Eq. 10, fraction) shown x100 in the titles.
-    """
+    """Fig. 3 style: one row per slice (Y, X), columns ground truth then each method; mses: method ->
+    per-slice MSE (Eq. 10, fraction) shown x100 in the titles."""
     methods = list(predictions)
     fig, axes = _grid(len(images), 1 + len(methods))
     for r, (image, gt) in enumerate(zip(images, ground_truth)):
@@ -73,17 +64,15 @@ def overlay_grid(images: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray
 def error_map_grid(images: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray],
                    predictions: Mapping[str, Sequence[np.ndarray]], row_titles: Sequence[str] | None = None,
                    path=None):
-    """Wrong voxels per method: over-segmentation (predicted foreground class where the truth differs)
-    in orange, missed foreground (truth foreground, predicted otherwise) in cyan."""
+    """Wrong voxels per method: wrongly predicted foreground in orange, missed foreground in cyan."""
     methods = list(predictions)
     fig, axes = _grid(len(images), len(methods))
     cmap = ListedColormap([(0, 0, 0, 0), (1.0, 0.6, 0.0, 1), (0.0, 0.9, 0.9, 1)])
     for r, (image, gt) in enumerate(zip(images, ground_truth)):
         for c, method in enumerate(methods):
             pred = np.asarray(predictions[method][r])
-            wrong = pred != gt
+            wrong, ax = pred != gt, axes[r, c]
             kind = np.where(wrong & (pred > 0), 1, np.where(wrong, 2, 0))
-            ax = axes[r, c]
             ax.imshow(image, cmap="gray")
             ax.imshow(np.ma.masked_equal(kind, 0), cmap=cmap, vmin=0, vmax=2, interpolation="nearest")
             ax.set_title((method + "\n" if r == 0 else "") + f"{int(wrong.sum())} wrong", fontsize=8)
@@ -151,9 +140,8 @@ def training_curves(logs: Mapping[str, Sequence[dict]], path=None):
 
 
 def time_to_accuracy(logs: Mapping[str, Sequence[dict]], path=None, x: str = "wall", finals=None):
-    """Validation mean Dice against seconds, one line per run: the steeper, the better. x: "wall" (log.jsonl
-    "wall", validations included) or "train_seconds" (training steps only, the clock max_minutes counts).
-    finals: {run: (seconds, Dice 0-1)} drawn as a star, e.g. the final evaluation on every volume."""
+    """Validation mean Dice against seconds ("wall" or "train_seconds"), one line per run; finals: {run:
+    (seconds, Dice 0-1)} drawn as a star."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, log in logs.items():
         xs, ys = _series(log, "val.mean", x=x)
@@ -184,8 +172,8 @@ def sigma_trajectories(logs: Mapping[str, Sequence[dict]], path=None):
 
 
 def run_curves(table, x: str = "epoch", title: str = "", path=None):
-    """One run in four panels: loss and its components, the sigmas (Eq. 8), the learning rate, validation
-    Dice per class. table: uu.runs.log_table(run); x: "epoch", "step" or "wall" (seconds)."""
+    """One run in four panels: loss components, sigmas (Eq. 8), learning rate, validation Dice per class.
+    table: uu.runs.log_table(run); x: "epoch", "step" or "wall" (seconds)."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), constrained_layout=True)
     (ax_loss, ax_sigma), (ax_lr, ax_val) = axes
     fig.suptitle(title)
@@ -219,9 +207,8 @@ def run_curves(table, x: str = "epoch", title: str = "", path=None):
 # ----------------------------------------------------------------------------- clinical indices
 
 def bland_altman(per_patient, agreement, path=None):
-    """One panel per clinical index: the mean of prediction and ground truth against their difference per
-    patient, with the bias and the limits of agreement. per_patient, agreement: the tables of uu.clinical
-    (eval/clinical_per_patient.csv, eval/clinical_agreement.csv read with index_col="statistic")."""
+    """One panel per clinical index: mean against difference per patient, with bias and limits of agreement.
+    per_patient, agreement: the tables of uu.clinical (agreement indexed by "statistic")."""
     from uu.clinical import INDICES, column
 
     names = [n for n in INDICES if column(n) in agreement.columns]
@@ -248,10 +235,8 @@ def bland_altman(per_patient, agreement, path=None):
 # ----------------------------------------------------------------------------- calibration
 
 def reliability_diagram(bins: Mapping[str, dict], path=None):
-    """Accuracy against confidence per bin, one panel per method, ECE in the title.
-
-    bins: method -> uu.stats.reliability_bins(...) (summed over volumes with uu.stats.add_bins).
-    """
+    """Accuracy against confidence per bin, one panel per method, ECE in the title; bins: method ->
+    uu.stats.reliability_bins(...)."""
     from uu.stats import ece_from_bins
 
     methods = list(bins)
@@ -260,8 +245,7 @@ def reliability_diagram(bins: Mapping[str, dict], path=None):
         b = bins[method]
         n_bins = len(b["count"])
         edges = np.linspace(0, 1, n_bins + 1)
-        filled = b["count"] > 0
-        accuracy = np.divide(b["correct_sum"], b["count"], out=np.zeros(n_bins), where=filled)
+        accuracy = np.divide(b["correct_sum"], b["count"], out=np.zeros(n_bins), where=b["count"] > 0)
         ax.bar(edges[:-1], accuracy, width=1 / n_bins, align="edge", edgecolor="k", alpha=0.7, label="accuracy")
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", title=f"{method}\nECE {100 * ece_from_bins(b):.2f}%")
@@ -280,21 +264,18 @@ def loss_line(alphas: Sequence[float], losses: Mapping[str, Sequence[float]], pa
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, values in losses.items():
         ax.plot(alphas, values, marker=".", label=name)
-    ax.axvline(0, color="gray", lw=0.8, ls=":")
-    ax.axvline(1, color="gray", lw=0.8, ls=":")
+    for a in (0, 1):
+        ax.axvline(a, color="gray", lw=0.8, ls=":")
     ax.set(xlabel="alpha (0: initial weights, 1: final weights)", ylabel=ylabel, title="loss from init to final")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _grid_and_legend(ax)
     fig.tight_layout()
     return save(fig, path)
 
 
 def landscape_2d(surfaces: Mapping[str, tuple[Sequence[float], Sequence[float], np.ndarray]], path=None,
                  levels: int = 15):
-    """2D landscapes: per method a contour plot and a 3D surface side by side (rows = methods).
-
-    surfaces: method -> (alphas, betas, surface (len(alphas), len(betas))) from uu.landscape.loss_surface_2d.
-    """
+    """2D landscapes: per method (row) a contour plot and a 3D surface; surfaces: method -> (alphas, betas,
+    surface (len(alphas), len(betas))) from uu.landscape.loss_surface_2d."""
     methods = list(surfaces)
     fig = plt.figure(figsize=(9, 3.8 * len(methods)))
     for r, method in enumerate(methods):

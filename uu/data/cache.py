@@ -1,10 +1,8 @@
 """Compact cache: all cases in ONE ``*.uucache.npz`` (uint8 images and labels, compressed).
 
-It exists so the 160 real volumes fit what travels to a GPU machine. Images are stored after a
-per-volume 0.5/99.5 percentile clip, scaled to 0..255; they come back as float32 in 0..1 (the
-model normalises them again with `normalize_intensity`, so the lost scale does not matter).
-Volumes differ in shape, so every array is flattened and concatenated, with ``offsets`` and
-``shapes`` to cut them apart again.
+So the 160 real volumes fit what travels to a GPU machine. Images are clipped per volume at the 0.5/99.5
+percentiles and scaled to 0..255; they come back as float32 in 0..1 (training normalises them again).
+Arrays are flattened and concatenated, with ``offsets`` and ``shapes`` to cut them apart.
 """
 
 from __future__ import annotations
@@ -30,20 +28,14 @@ def is_cache_path(path) -> bool:
 
 
 def write_cache(cases: Iterable[Case], path, compression: str = "deflate") -> Path:
-    """Write ``cases`` to ``path`` (must end in ``.uucache.npz``), atomically. Returns the path.
-
-    ``compression``: "deflate" (level 9; the 160 ACDC volumes of ../shared/acdc take ~54 MiB,
-    written in ~14 s) or "lzma" (~44 MiB but ~70 s to write). `np.load` reads both.
-
-    Lazy cases are loaded one at a time and released again, so memory stays at one volume
-    plus the uint8 output."""
+    """Write ``cases`` to ``path`` (ending in ``.uucache.npz``) atomically, lazy cases one at a time;
+    ``compression``: "deflate" (ACDC: ~54 MiB in ~14 s) or "lzma" (~44 MiB in ~70 s)."""
     path = Path(path)
     methods = {"deflate": (zipfile.ZIP_DEFLATED, 9), "lzma": (zipfile.ZIP_LZMA, None)}
     if compression not in methods:
         raise ValueError(f"write_cache: compression={compression!r}, choose one of {sorted(methods)}")
     if not is_cache_path(path):
-        raise DataError(f"{path}: a cache file name must end in '{CACHE_SUFFIX}' "
-                        "(that is how load_acdc recognises it).")
+        raise DataError(f"{path}: a cache file name must end in '{CACHE_SUFFIX}' (how load_acdc recognises it).")
     images, labels, has_label, shapes, meta = [], [], [], [], []
     for case in cases:
         was_loaded = case.is_loaded
@@ -67,8 +59,7 @@ def write_cache(cases: Iterable[Case], path, compression: str = "deflate") -> Pa
         "patient": np.array([c.patient for c in meta], dtype=np.int64),
         "phase": np.array([c.phase for c in meta], dtype="U2"),
         "group": np.array([c.group or "" for c in meta], dtype="U8"),
-        "spacing": np.array([c.spacing if c.spacing is not None else (np.nan,) * 3 for c in meta],
-                            dtype=np.float64),
+        "spacing": np.array([c.spacing if c.spacing is not None else (np.nan,) * 3 for c in meta], dtype=np.float64),
         "has_label": np.array(has_label, dtype=bool),
         "source": np.array([Path(c.source).name for c in meta]),
     }
@@ -127,15 +118,14 @@ class _CacheVolume:
 
 
 def load_cache(path, lazy: bool = False, require_labels: bool = True) -> list[Case]:
-    """Cases of a ``*.uucache.npz``; images float32 in 0..1. The uint8 arrays stay in memory;
-    ``lazy`` only defers the float32 conversion per case."""
+    """Cases of a ``*.uucache.npz``; images float32 in 0..1 (``lazy`` defers only the float32 conversion)."""
     path = Path(path)
     store = _CacheStore(path)
     a = store.arrays
     if require_labels and not a["has_label"].all():
         first = int(np.flatnonzero(~a["has_label"])[0])
-        raise DataError(f"{path}: case {a['source'][first]} has no ground truth. Pass "
-                        "require_labels=False to load images only.")
+        raise DataError(f"{path}: case {a['source'][first]} has no ground truth. "
+                        "Pass require_labels=False to load images only.")
     cases = []
     for i in range(len(a["patient"])):
         spacing = None if np.isnan(a["spacing"][i]).any() else tuple(float(s) for s in a["spacing"][i])

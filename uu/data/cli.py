@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -11,8 +12,7 @@ from .summary import case_rows
 
 
 def info(data_dir, max_cases: Optional[int] = None) -> int:
-    """Print the layout of ``data_dir`` and a per-volume table. DataError propagates (the caller
-    prints it and exits 2). Returns 0."""
+    """Print the layout of ``data_dir`` and a per-volume table (DataError propagates). Returns 0."""
     start = time.perf_counter()
     root = Path(data_dir).expanduser()
     layout = detect_layout(root)
@@ -31,14 +31,11 @@ def info(data_dir, max_cases: Optional[int] = None) -> int:
         print(f"{row['patient']:>7} {row['phase']:5} {str(row['group'] or '-'):5} {shape:>15} "
               f"{spacing:>20} {_n(row['vox_RV']):>8} {_n(row['vox_Myo']):>8} {_n(row['vox_LV']):>8}")
     patients = sorted({c.patient for c in cases})
-    groups = {}
-    for c in cases:
-        if c.phase == "ED":
-            groups[c.group or "unknown"] = groups.get(c.group or "unknown", 0) + 1
+    groups = Counter(c.group or "unknown" for c in cases if c.phase == "ED")
     print("-" * len(header))
     print(f"{len(patients)} patients, {len(cases)} volumes"
           + (f" (table shows the first {len(shown)})" if len(shown) < len(cases) else "")
-          + f"; groups: " + ", ".join(f"{g} {n}" for g, n in sorted(groups.items()))
+          + "; groups: " + ", ".join(f"{g} {n}" for g, n in sorted(groups.items()))
           + f"; read in {time.perf_counter() - start:.1f} s")
     return 0
 

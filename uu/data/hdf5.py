@@ -1,8 +1,7 @@
 """The preprocessed HDF5 layout ("SSL4MIS" style) of ../shared/acdc.
 
-``data/patientNNN_frame01.h5`` is ED and ``frame02`` is ES; datasets ``image`` (float32, (Z, Y, X),
-min-max scaled per volume) and ``label`` (uint8). No spacing is stored; the group follows the
-patient number (see `group_from_number`). ``train.list`` / ``val.list`` may sit beside ``data/``.
+``data/patientNNN_frame01.h5`` (ED) / ``frame02`` (ES): ``image`` float32 (Z, Y, X) and ``label`` uint8; no
+spacing is stored; the group follows the patient number. ``train.list`` / ``val.list`` may sit beside ``data/``.
 """
 
 from __future__ import annotations
@@ -11,8 +10,6 @@ import functools
 import re
 from pathlib import Path
 from typing import Optional
-
-import numpy as np
 
 from .case import Case
 from .errors import DataError
@@ -35,8 +32,7 @@ def read_h5(path: Path, require_labels: bool = True):
     try:
         with h5py.File(path, "r") as f:
             if "image" not in f:
-                raise DataError(f"{path}: no 'image' dataset (found {sorted(f)}). "
-                                "Expected datasets 'image' and 'label'.")
+                raise DataError(f"{path}: no 'image' dataset (found {sorted(f)}); expected 'image' and 'label'.")
             image = f["image"][()]
             label = f["label"][()] if "label" in f else None
     except DataError:
@@ -45,8 +41,8 @@ def read_h5(path: Path, require_labels: bool = True):
         raise DataError(f"{path}: unreadable HDF5 ({type(err).__name__}: {err}). The file is "
                         "probably truncated; copy it again.") from err
     if label is None and require_labels:
-        raise DataError(f"{path}: no 'label' dataset (missing ground truth). Pass "
-                        "require_labels=False to load images only.")
+        raise DataError(f"{path}: no 'label' dataset (missing ground truth). "
+                        "Pass require_labels=False to load images only.")
     image = checked_image(image, path)
     return image, optional_label(label, path, image, path)
 
@@ -60,9 +56,8 @@ def load_hdf5(root: Path, lazy: bool = False, require_labels: bool = True) -> li
                             "patientNNN_frame01.h5 (ED) and patientNNN_frame02.h5 (ES); move "
                             "other .h5 files out of this folder.")
         patient, phase = int(match.group(1)), FRAME_TO_PHASE[int(match.group(2))]
-        loader = functools.partial(read_h5, path, require_labels)
         case = Case(patient, phase, group_from_number(patient), None, None, None, path,
-                    loader=loader)
+                    loader=functools.partial(read_h5, path, require_labels))
         if not lazy:
             case.image
             case.loader = None
@@ -73,6 +68,4 @@ def load_hdf5(root: Path, lazy: bool = False, require_labels: bool = True) -> li
 def read_list(path: Path) -> Optional[list[str]]:
     """Volume names of a ``train.list`` / ``val.list`` file, or None if it does not exist."""
     path = Path(path)
-    if not path.is_file():
-        return None
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.is_file() else None

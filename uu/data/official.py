@@ -1,9 +1,7 @@
 """The official ACDC layout: ``patientNNN/Info.cfg`` + ``patientNNN_frameXX[_gt].nii.gz``.
 
-Accepted roots: a folder of ``patientNNN/`` folders, a folder holding ``training/`` and/or
-``testing/`` (the download, also under ``database/``). ED and ES frame numbers come from Info.cfg.
-NIfTI arrays are (X, Y, Z); we transpose them to (Z, Y, X) and reverse the header zooms to
-(z, y, x) mm. Voxel order is kept as stored (no reorientation to a canonical frame).
+Roots: a folder of ``patientNNN/`` folders or of ``training/`` / ``testing/`` (also under ``database/``).
+NIfTI (X, Y, Z) arrays become (Z, Y, X), zooms (z, y, x) mm; voxel order as stored (no reorientation).
 """
 
 from __future__ import annotations
@@ -25,14 +23,11 @@ SUBSETS = ("training", "testing")
 
 def group_from_number(patient: int) -> Optional[str]:
     """ACDC training-set rule: 1-20 DCM, 21-40 HCM, 41-60 MINF, 61-80 NOR, 81-100 RV; else None."""
-    if 1 <= patient <= 100:
-        return GROUPS[(patient - 1) // 20]
-    return None
+    return GROUPS[(patient - 1) // 20] if 1 <= patient <= 100 else None
 
 
 def parse_info_cfg(path: Path) -> dict:
-    """Read an Info.cfg (``key: value`` lines). Returns a dict with int ``ED``/``ES`` frames,
-    ``Group`` (str or None) and the other keys as strings. DataError if ED or ES is missing."""
+    """Info.cfg (``key: value`` lines) -> dict with int ``ED``/``ES``, ``Group`` (str or None), other keys as str."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -77,22 +72,19 @@ def read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
 
     try:
         img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-        zooms = img.header.get_zooms()
+        data, zooms = np.asanyarray(img.dataobj), img.header.get_zooms()
     except Exception as err:  # nibabel/gzip/zlib raise many types for a broken file
         raise DataError(f"{path}: unreadable NIfTI ({type(err).__name__}: {err}). The file is "
                         "probably truncated or not a NIfTI; download or extract it again.") from err
     if data.ndim not in (3, 4):
         raise DataError(f"{path}: expected a 3-D volume (X, Y, Z), got shape {data.shape}.")
     data = np.ascontiguousarray(np.transpose(data[..., 0] if data.ndim == 4 else data, (2, 1, 0)))
-    spacing = tuple(float(z) for z in zooms[:3][::-1])
-    return data, spacing
+    return data, tuple(float(z) for z in zooms[:3][::-1])
 
 
 def read_pair(image_path: Path, label_path: Optional[Path]):
     """(image float32, label uint8 | None) for one frame, validated."""
-    image, _ = read_nifti(image_path)
-    image = checked_image(image, image_path)
+    image = checked_image(read_nifti(image_path)[0], image_path)
     label = read_nifti(label_path)[0] if label_path is not None else None
     return image, optional_label(label, label_path, image, image_path)
 
@@ -111,16 +103,15 @@ def load_official(root: Path, lazy: bool = False, require_labels: bool = True) -
             stem = f"{folder.name}_frame{info[phase]:02d}"
             image_path = _nifti_path(folder, stem)
             if image_path is None:
-                raise DataError(f"{folder / (stem + '.nii.gz')}: missing ({phase} frame "
-                                f"{info[phase]} per {info_path}).")
+                raise DataError(f"{folder / (stem + '.nii.gz')}: missing ({phase} frame {info[phase]} per "
+                                f"{info_path}).")
             label_path = _nifti_path(folder, stem + "_gt")
             if label_path is None and require_labels:
                 raise DataError(f"{folder / (stem + '_gt.nii.gz')}: missing ground truth for the "
                                 f"{phase} frame. Pass require_labels=False to load images only "
                                 "(e.g. the testing folder), or restore the file.")
-            loader = functools.partial(read_pair, image_path, label_path)
-            spacing = _header_spacing(image_path)
-            case = Case(patient, phase, group, None, None, spacing, image_path, loader=loader)
+            case = Case(patient, phase, group, None, None, _header_spacing(image_path), image_path,
+                        loader=functools.partial(read_pair, image_path, label_path))
             if not lazy:
                 case.image  # load now (and validate)
                 case.loader = None

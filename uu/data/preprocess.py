@@ -14,13 +14,11 @@ CLIP_PERCENTILES = (0.5, 99.5)
 def percentile_clip(image: np.ndarray, percentiles=CLIP_PERCENTILES) -> np.ndarray:
     """``image`` clipped to its own (low, high) percentiles, float32."""
     image = np.asarray(image, dtype=np.float32)
-    low, high = np.percentile(image, percentiles)
-    return np.clip(image, low, high)
+    return np.clip(image, *np.percentile(image, percentiles))
 
 
 def normalize_intensity(image: np.ndarray, percentiles=CLIP_PERCENTILES, eps: float = 1e-8) -> np.ndarray:
-    """Per-volume normalisation: clip to the 0.5/99.5 percentiles, then z-score. float32, same shape.
-    A constant image becomes all zeros."""
+    """Per-volume normalisation: clip to the 0.5/99.5 percentiles, then z-score (float32; constant -> zeros)."""
     clipped = percentile_clip(image, percentiles)
     mean, std = clipped.mean(dtype=np.float64), clipped.std(dtype=np.float64)
     return ((clipped - mean) / max(std, eps)).astype(np.float32)
@@ -36,33 +34,26 @@ def to_uint8(image: np.ndarray, percentiles=CLIP_PERCENTILES) -> np.ndarray:
 
 def resample(array: np.ndarray, spacing: Optional[Sequence[float]], target_spacing: Sequence[float],
              order: int = 3) -> np.ndarray:
-    """Resample a (Z, Y, X) volume from ``spacing`` to ``target_spacing`` (mm, (z, y, x)).
-
-    ``order=3`` for images, ``order=0`` for label maps (keeps the labels' dtype). Axes whose target
-    is None or <= 0 keep their spacing. DataError when the spacing is unknown (HDF5 layout)."""
+    """Resample a (Z, Y, X) volume from ``spacing`` to ``target_spacing`` (mm, (z, y, x)); ``order=0`` for labels.
+    Axes whose target is None or <= 0 keep their spacing."""
     from scipy import ndimage
 
     if spacing is None:
         raise DataError("resample: this case has no voxel spacing (the HDF5 layout stores none); "
                         "use the official NIfTI layout or skip resampling.")
     if len(spacing) != array.ndim or len(target_spacing) != array.ndim:
-        raise ValueError(f"resample: spacing {spacing} / target {target_spacing} do not match "
-                         f"array dims {array.shape}")
+        raise ValueError(f"resample: spacing {spacing} / target {target_spacing} do not match array dims {array.shape}")
     factors = [s / t if t and t > 0 else 1.0 for s, t in zip(spacing, target_spacing)]
     new_shape = tuple(max(1, int(round(n * f))) for n, f in zip(array.shape, factors))
     if new_shape == array.shape:
         return array.copy()
     zoom = [n / o for n, o in zip(new_shape, array.shape)]
-    out = ndimage.zoom(array, zoom, order=order, mode="nearest", grid_mode=True)
-    return out.astype(array.dtype, copy=False)
+    return ndimage.zoom(array, zoom, order=order, mode="nearest", grid_mode=True).astype(array.dtype, copy=False)
 
 
 def extract_patch(array: np.ndarray, start: Sequence[int], size: Sequence[int], pad_value=0) -> np.ndarray:
-    """Crop ``size`` over the LAST ``len(size)`` axes of ``array`` beginning at ``start``.
-
-    ``start`` may be negative and the patch may run past the end: those voxels get ``pad_value``.
-    Leading axes (e.g. channels) are kept whole. Returns a new array of shape
-    ``array.shape[:-k] + tuple(size)``."""
+    """Crop ``size`` over the LAST ``len(size)`` axes beginning at ``start`` (may lie outside: ``pad_value``).
+    Returns a new array of shape ``array.shape[:-k] + tuple(size)``."""
     array = np.asarray(array)
     k = len(size)
     if len(start) != k:
@@ -71,8 +62,7 @@ def extract_patch(array: np.ndarray, start: Sequence[int], size: Sequence[int], 
         raise ValueError(f"extract_patch: size {tuple(size)} has more axes than array {array.shape}")
     if any(int(s) <= 0 for s in size):
         raise ValueError(f"extract_patch: size {tuple(size)} must be positive")
-    lead = array.shape[:array.ndim - k]
-    spatial = array.shape[array.ndim - k:]
+    lead, spatial = array.shape[:array.ndim - k], array.shape[array.ndim - k:]
     out = np.full(lead + tuple(int(s) for s in size), pad_value, dtype=array.dtype)
     src, dst = [], []
     for begin, length, dim in zip(start, size, spatial):

@@ -30,9 +30,8 @@ def _patients_and_groups(patients, groups: Optional[Mapping[int, str]]):
 
 
 def _kfold(ids: list[int], group_of: Mapping[int, Optional[str]], fold, n_folds: int, seed: int):
-    """(train, val): fold ``fold`` of ``n_folds`` is val; patients shuffled within each group and
-    dealt round-robin into folds (stratified), the dealing continuing across groups so the fold
-    sizes differ by at most one. ``fold="all"``: everything is train."""
+    """(train, val): fold ``fold`` of ``n_folds`` is val; patients shuffled within each group and dealt round-robin
+    across groups (stratified, fold sizes differ by at most one). ``fold="all"``: everything is train."""
     if fold == "all":
         return list(ids), []
     if not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
@@ -48,31 +47,20 @@ def _kfold(ids: list[int], group_of: Mapping[int, Optional[str]], fold, n_folds:
         by_group.setdefault(str(group_of.get(p)), []).append(p)
     fold_of, position = {}, 0
     for name in sorted(by_group):
-        members = list(rng.permutation(by_group[name]))
-        for p in members:
+        for p in rng.permutation(by_group[name]):
             fold_of[int(p)] = position % n_folds
             position += 1
-    val = sorted(p for p in ids if fold_of[p] == fold)
-    train = sorted(p for p in ids if fold_of[p] != fold)
-    return train, val
+    return sorted(p for p in ids if fold_of[p] != fold), sorted(p for p in ids if fold_of[p] == fold)
 
 
 def split_patients(patients: Iterable, scheme: str, fold: Union[int, str] = 0, n_folds: int = 5,
                    seed: int = 0, groups: Optional[Mapping[int, str]] = None) -> dict[str, list[int]]:
     """{"train": [...], "val": [...], "test": [...]} of sorted patient ids.
 
-    ``patients``: patient ids or `Case` objects (repeats are fine; Cases bring their group).
-    Schemes:
-      - "nnformer": the fixed 70/10/20 split of nnFormer/TransUNet (``NNFORMER_*``); patients
-        absent from ``patients`` are absent from the result; ids outside 1..100 are an error.
-        ``fold``/``n_folds``/``seed`` are ignored.
-      - "kfold": ``n_folds``-fold cross-validation over all patients, grouped by patient and
-        stratified by pathology group when known (from Cases or ``groups``); val = fold ``fold``,
-        train = the other folds, test = []. ``fold="all"`` puts every patient in train.
-        Deterministic for a ``seed``.
-      - "official": the ACDC challenge split: test = the testing-folder patients (id > 100);
-        train/val = a "kfold" split (``fold``, ``n_folds``, ``seed``) of the training-folder
-        patients (1..100); ``fold="all"`` trains on all of them (val = []).
+    ``patients``: patient ids or `Case` objects (repeats are fine; Cases bring their group). Schemes:
+      - "nnformer": the fixed 70/10/20 split of nnFormer/TransUNet (``NNFORMER_*``), restricted to ``patients``;
+      - "kfold": stratified ``n_folds``-fold cross-validation, val = fold ``fold``, test = [];
+      - "official": test = the testing-folder patients (id > 100), train/val = "kfold" of patients 1..100.
     """
     ids, group_of = _patients_and_groups(patients, groups)
     if not ids:
@@ -80,8 +68,8 @@ def split_patients(patients: Iterable, scheme: str, fold: Union[int, str] = 0, n
     if scheme == "nnformer":
         outside = [p for p in ids if not 1 <= p <= 100]
         if outside:
-            raise DataError(f"split_patients: the nnformer split covers the ACDC training patients "
-                            f"1..100 only; got {outside[:5]}{'...' if len(outside) > 5 else ''}. "
+            raise DataError(f"split_patients: the nnformer split covers the ACDC training patients 1..100 only; "
+                            f"got {outside[:5]}{'...' if len(outside) > 5 else ''}. "
                             "Load only the training folder, or use scheme 'official'.")
         present = set(ids)
         return {"train": [p for p in NNFORMER_TRAIN if p in present],
@@ -93,7 +81,7 @@ def split_patients(patients: Iterable, scheme: str, fold: Union[int, str] = 0, n
     if scheme == "official":
         training = [p for p in ids if p <= 100]
         if not training:
-            raise DataError("split_patients: scheme 'official' needs training patients (ids 1..100); "
+            raise DataError(f"split_patients: scheme 'official' needs training patients (ids 1..100); "
                             f"got only {ids[:5]}...")
         train, val = _kfold(training, group_of, fold, n_folds, seed)
         return {"train": train, "val": val, "test": [p for p in ids if p > 100]}
@@ -102,11 +90,8 @@ def split_patients(patients: Iterable, scheme: str, fold: Union[int, str] = 0, n
 
 def choose_split(cases: Iterable, scheme: str = "auto", fold: Union[int, str] = 0, n_folds: int = 5,
                  seed: int = 0) -> tuple[str, dict[str, list[int]]]:
-    """(scheme used, {"train", "val", "test"}): the split training uses (a profile's split, fold, n_folds, seed).
-
-    scheme "auto": "nnformer" when all of its validation patients are present, else "kfold". Raises
-    DataError when the training or the validation side would be empty.
-    """
+    """(scheme used, {"train", "val", "test"}): the split training uses; "auto": "nnformer" when all of its
+    validation patients are present, else "kfold". DataError when train or val would be empty."""
     cases = list(cases)
     patients = sorted({int(getattr(c, "patient", c)) for c in cases})
     if scheme == "auto":

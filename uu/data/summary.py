@@ -16,8 +16,7 @@ def class_voxels(label: np.ndarray) -> dict[str, int]:
 
 
 def case_rows(cases: Sequence[Case], release: bool = True):
-    """One dict per case: patient, phase, group, shape, Z/Y/X, spacing, voxels per class and
-    class volumes in ml (None when spacing is unknown). Lazy cases are released after reading."""
+    """One dict per case: patient, phase, group, Z/Y/X, spacing, voxels and ml per class (lazy cases released)."""
     for case in cases:
         was_loaded = case.is_loaded
         image, label = case.image, case.label

@@ -1,5 +1,4 @@
 """U-Mamba Enc / Bot and the plain nnU-Net, 2D and 3D.
-
     get_plan("3d" | "2d" | "tiny2d" | "tiny3d") -> Plan;  paper_plan_3d(), paper_plan_2d()
     build_network(plan, arch, in_channels=1, num_classes=4, mamba_fp32=True, checkpoint_mamba=False,
                   mamba_backend="auto", channels_last=False, norm=instance_norm, act=leaky_relu) -> nn.Module
@@ -20,9 +19,7 @@ __all__ = ["Plan", "get_plan", "paper_plan_3d", "paper_plan_2d", "tiny_plan_2d",
 
 def build_network(plan, arch, in_channels=1, num_classes=4, mamba_fp32=True, checkpoint_mamba=False,
                   mamba_backend="auto", channels_last=False, norm=instance_norm, act=leaky_relu):
-    """Build a network from a Plan (or a plan name). channels_last: weights and activations in NHWC /
-    NDHWC memory layout (same results; faster bf16 convolutions on a GPU). norm(spatial_dims, channels)
-    and act() build the conv blocks' layers."""
+    """Build a network from a Plan (or a plan name); channels_last: NHWC / NDHWC layout (same results)."""
     return UMambaNet(get_plan(plan), arch, in_channels=in_channels, num_classes=num_classes,
                      mamba_fp32=mamba_fp32, checkpoint_mamba=checkpoint_mamba, mamba_backend=mamba_backend,
                      channels_last=channels_last, norm=norm, act=act)
@@ -39,16 +36,12 @@ def count_parameters_fast(plan, arch, **kwargs) -> int:
 
 
 def stage_table(plan, arch, in_channels=1, num_classes=4) -> list:
-    """One dict per resolution stage: feature-map size, channels, tokens seen by Mamba, parameters.
-
-    Parameters per stage = encoder stage (+ the stem at stage 0) + its Mamba layer + the decoder
-    stage at that resolution (transposed conv into it, its blocks, its segmentation head).
-    """
+    """One dict per resolution stage: feature-map size, channels, Mamba tokens, parameters of the encoder stage
+    (+ stem), its Mamba layer and the decoder stage at that resolution (upsampling, blocks, head)."""
     plan = get_plan(plan)
     with torch.device("meta"):
         model = build_network(plan, arch, in_channels=in_channels, num_classes=num_classes)
-    rows = []
-    n = plan.n_stages
+    rows, n = [], plan.n_stages
     for s, size in enumerate(plan.feature_map_sizes()):
         enc = count_parameters(model.encoder[s]) + (count_parameters(model.stem) if s == 0 else 0)
         mamba = count_parameters(model.mamba[str(s)]) if str(s) in model.mamba else 0
@@ -57,8 +50,7 @@ def stage_table(plan, arch, in_channels=1, num_classes=4) -> list:
             i = n - 2 - s  # decoder modules are stored bottleneck first
             dec = sum(count_parameters(m[i]) for m in (model.upsample, model.decoder, model.heads))
         rows.append({"stage": s, "feature_map": "x".join(map(str, size)), "channels": plan.features[s],
-                     "stride": "x".join(map(str, plan.strides[s])),
-                     "mamba_tokens": math.prod(size) if mamba else 0,
+                     "stride": "x".join(map(str, plan.strides[s])), "mamba_tokens": math.prod(size) if mamba else 0,
                      "params_encoder": enc, "params_mamba": mamba, "params_decoder": dec,
                      "params_total": enc + mamba + dec})
     return rows

@@ -28,11 +28,7 @@ def leaky_relu():
 
 
 class ConvNormAct(nn.Module):
-    """conv (bias on) -> norm -> activation; (B, in, *spatial) -> (B, out, *spatial / stride).
-
-    norm(spatial_dims, channels) and act() build the layers (defaults: `instance_norm`, `leaky_relu`);
-    act=None drops the activation.
-    """
+    """conv (bias on) -> norm -> activation (None: none); (B, in, *spatial) -> (B, out, *spatial / stride)."""
 
     def __init__(self, spatial_dims, in_channels, out_channels, kernel_size, stride=1, conv_bias=True,
                  norm=instance_norm, act=leaky_relu):
@@ -48,11 +44,8 @@ class ConvNormAct(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """ResNet-D basic block (nnU-Net's BasicBlockD); norm and act as in ConvNormAct.
-
-    main: conv(k, stride) -> norm -> act -> conv(k) -> norm; skip: identity, or avgpool(stride) when
-    strided, then 1x1 conv (no bias) + norm when the channel count changes; out = act(main + skip).
-    """
+    """ResNet-D basic block (nnU-Net's BasicBlockD): act(conv-norm-act-conv-norm + skip), the skip an avgpool
+    when strided and a 1x1 conv + norm when the channel count changes."""
 
     def __init__(self, spatial_dims, in_channels, out_channels, kernel_size, stride=1, norm=instance_norm,
                  act=leaky_relu):
@@ -65,8 +58,7 @@ class ResidualBlock(nn.Module):
         if any(s != 1 for s in stride):
             skip.append(AVG_POOL[spatial_dims](stride, stride))
         if in_channels != out_channels:
-            skip.append(ConvNormAct(spatial_dims, in_channels, out_channels, 1, 1, conv_bias=False, norm=norm,
-                                    act=None))
+            skip.append(ConvNormAct(spatial_dims, in_channels, out_channels, 1, 1, False, norm=norm, act=None))
         self.skip = nn.Sequential(*skip) if skip else nn.Identity()
         self.act = act()
 

@@ -1,12 +1,8 @@
 """U-Mamba Enc / Bot and nnU-Net's plain U-Net, one class for 2D and 3D.
 
-Encoder (residual archs): stem conv-norm-lrelu (stage-0 kernel, stride 1) -> per stage s:
-n_blocks_encoder[s] ResNet-D blocks (stride in the first) -> optional MambaLayer. The output of each
-stage is a skip. "unet" (nnU-Net PlainConvUNet): no stem, per stage n conv-norm-lrelu, stride in the first.
-Decoder, from the bottleneck up: transposed conv (kernel = stride) -> concat skip -> n_blocks_decoder
-blocks -> a 1x1 segmentation head per resolution (deep supervision).
-train(): list of logits, highest resolution first (stages - 1 entries with deep supervision, else 1).
-eval(): the full-resolution logits tensor (B, num_classes, *spatial).
+Encoder: stem (not for "unet") -> per stage blocks (stride in the first) -> optional MambaLayer, each output a
+skip. Decoder: transposed conv -> concat skip -> blocks -> a 1x1 head per resolution (deep supervision).
+train(): list of logits, highest resolution first; eval(): full-resolution logits (B, num_classes, *spatial).
 """
 from __future__ import annotations
 
@@ -20,9 +16,8 @@ ARCHS = ("umamba_enc", "umamba_bot", "unet", "resunet")
 
 
 class UMambaNet(nn.Module):
-    """arch: "umamba_enc" (Mamba after every stage in plan.mamba_stages), "umamba_bot" (one Mamba layer
-    at the bottleneck), "unet" (plain conv nnU-Net), "resunet" (the residual net without Mamba).
-    norm(spatial_dims, channels), act(): the layer factories of every conv block (see blocks.py)."""
+    """arch: "umamba_enc" (Mamba after plan.mamba_stages), "umamba_bot" (Mamba at the bottleneck), "unet" (plain
+    conv nnU-Net), "resunet" (the residual net without Mamba)."""
 
     def __init__(self, plan: Plan, arch: str, in_channels=1, num_classes=4, mamba_fp32=True,
                  checkpoint_mamba=False, mamba_backend="auto", channels_last=False, norm=instance_norm,
@@ -30,15 +25,12 @@ class UMambaNet(nn.Module):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"build_network: unknown arch {arch!r}; choose one of {ARCHS}")
-        self.plan, self.arch = plan, arch
-        self.num_classes = num_classes
+        self.plan, self.arch, self.num_classes = plan, arch, num_classes
         dims, feats = plan.spatial_dims, plan.features
-        block = "plain" if arch == "unet" else plan.block
-        self.block = block
+        self.block = block = "plain" if arch == "unet" else plan.block
 
         if arch == "unet":
-            self.stem = nn.Identity()
-            prev = in_channels
+            self.stem, prev = nn.Identity(), in_channels
         else:
             self.stem = ConvNormAct(dims, in_channels, feats[0], plan.kernel_sizes[0], 1, norm=norm, act=act)
             prev = feats[0]
@@ -47,12 +39,7 @@ class UMambaNet(nn.Module):
             self.encoder.append(stacked_blocks(block, plan.n_blocks_encoder[s], dims, prev, f,
                                                plan.kernel_sizes[s], plan.strides[s], norm=norm, act=act))
             prev = f
-        if arch == "umamba_enc":
-            stages = sorted(plan.mamba_stages)
-        elif arch == "umamba_bot":
-            stages = [len(feats) - 1]
-        else:
-            stages = []
+        stages = {"umamba_enc": sorted(plan.mamba_stages), "umamba_bot": [len(feats) - 1]}.get(arch, [])
         # only the full-resolution layer is checkpointed: it holds by far the most tokens
         self.mamba = nn.ModuleDict({
             str(s): MambaLayer(feats[s], fp32=mamba_fp32, backend=mamba_backend,
@@ -71,8 +58,7 @@ class UMambaNet(nn.Module):
                 if isinstance(m, ResidualBlock) and getattr(m.conv2.norm, "weight", None) is not None:
                     nn.init.zeros_(m.conv2.norm.weight)
                     nn.init.zeros_(m.conv2.norm.bias)
-        # channels-last: cuDNN's fast bf16 kernels are NHWC / NDHWC, and a Mamba layer's (B, C, *spatial) ->
-        # (B, N, C) token view becomes free (no transpose copy). Same numbers, another memory layout.
+        # channels-last: cuDNN's fast bf16 kernels are NHWC / NDHWC; same numbers, another memory layout
         self.memory_format = ((torch.channels_last if dims == 2 else torch.channels_last_3d) if channels_last
                               else torch.contiguous_format)
         if channels_last:
@@ -90,13 +76,9 @@ class UMambaNet(nn.Module):
             if str(s) in self.mamba:
                 x = self.mamba[str(s)](x)
             skips.append(x)
-        deep = self.training and self.plan.deep_supervision
-        outputs = []
-        x = skips[-1]
+        deep, outputs, x = self.training and self.plan.deep_supervision, [], skips[-1]
         for i, (up, dec, head) in enumerate(zip(self.upsample, self.decoder, self.heads)):
-            skip = skips[-(i + 2)]
-            x = up(x)
-            x = dec(torch.cat([x, skip], dim=1))  # cat promotes bf16 + fp32 (Mamba output) to fp32
+            x = dec(torch.cat([up(x), skips[-(i + 2)]], dim=1))  # cat promotes bf16 + fp32 (Mamba output) to fp32
             if deep or i == len(self.decoder) - 1:
                 outputs.append(head(x))
         outputs = outputs[::-1]  # highest resolution first
@@ -109,8 +91,7 @@ class UMambaNet(nn.Module):
 
 
 def _init_he(module):
-    """nnU-Net's InitWeights_He(1e-2): kaiming normal on conv / transposed conv weights, zero bias.
-    Mamba's Conv1d and Linear layers keep their own initialisation."""
+    """nnU-Net's InitWeights_He(1e-2) on conv / transposed conv weights, zero bias (Mamba keeps its own)."""
     if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
         nn.init.kaiming_normal_(module.weight, a=1e-2)
         if module.bias is not None:

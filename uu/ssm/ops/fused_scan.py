@@ -1,27 +1,14 @@
 """mamba-ssm's fused selective-scan kernel registered as PyTorch custom operators (torch.library).
 
-Why: `mamba_ssm.selective_scan_fn` is a `torch.autograd.Function` around a pybind11 call. torch.compile
-cannot trace into it, so every Mamba layer splits the compiled graph in two (a "graph break") and CUDA
-graphs cannot span it. Registered as operators with shape functions ("fake" implementations) and an
-autograd formula, the kernel becomes one opaque node that torch.compile (fullgraph=True) and CUDA graphs
-can hold.
-
+Why: torch.compile cannot trace into `mamba_ssm.selective_scan_fn` (a graph break per Mamba layer); as
+operators with fake implementations and an autograd formula it is one opaque node that CUDA graphs can hold.
     uu::selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus) -> (out_z, x, out)
     uu::selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, dout, x, out, delta_softplus)
         -> (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)      (the order of the inputs)
-
 Shapes: u, delta, z (batch, d, L) in the input dtype; A (d, n) fp32; B, C (batch, n, L) in the input dtype
 (input-dependent, one group); D, delta_bias (d,) fp32. out is the scan before the z gate, out_z = out *
-silu(z), x (batch, d, ceil(L / 2048), 2 n) fp32 are the kernel's saved chunk prefixes: for each 2048-step
-chunk the running (decay product since step 0, state) pair of every state, interleaved.
-
-Two implementations of each operator, the same contract:
-  * CUDA: mamba-ssm's kernel (`selective_scan_cuda.fwd` / `.bwd`), when that extension imports;
-  * CPU: the chunked pure-PyTorch scan of scan_chunked.py (its backward written out by hand). It
-    exists to test the operators' contract without a GPU (it rescans from step 0 for every chunk of x);
-    CPU training calls `selective_scan_torch` directly.
-`tests/test_fused_scan.py` checks the CPU pair with torch.library.opcheck; `tests/test_ssm_cuda.py` checks
-the CUDA pair against it on a GPU.
+silu(z), x (batch, d, ceil(L / 2048), 2 n) fp32 the kernel's saved chunk prefixes (decay product, state).
+CUDA runs mamba-ssm's kernel; the CPU implementation (scan_chunked.py) exists only to test the contract.
 """
 from __future__ import annotations
 
@@ -43,10 +30,9 @@ HAS_CUSTOM_OP = hasattr(torch.library, "custom_op")  # torch >= 2.4
 
 
 def _chunk_prefixes(u, delta, A, B, C, delta_bias, delta_softplus) -> Tensor:
-    """The kernel's x: (batch, d, n_chunks, 2 n) fp32, at the end of each 2048-step chunk the decay product
-    since step 0 (even entries) and the state h (odd entries)."""
-    batch, d, L = u.shape
-    n = A.shape[1]
+    """The kernel's x: (batch, d, n_chunks, 2 n) fp32, per 2048-step chunk the decay product since step 0
+    (even entries) and the state h (odd entries)."""
+    (batch, d, L), n = u.shape, A.shape[1]
     dt = delta.float() + delta_bias.float()[:, None]
     if delta_softplus:
         dt = F.softplus(dt)
@@ -55,10 +41,9 @@ def _chunk_prefixes(u, delta, A, B, C, delta_bias, delta_softplus) -> Tensor:
     for c in range(n_chunks):
         end = min((c + 1) * KERNEL_CHUNK, L)
         x[..., c, 0::2] = torch.exp(A.float()[None] * dt[..., :end].sum(-1)[..., None])
-        _, state = selective_scan_torch(u[..., :end], delta[..., :end], A, B[..., :end], C[..., :end],
-                                        delta_bias=delta_bias, delta_softplus=delta_softplus,
-                                        return_last_state=True)
-        x[..., c, 1::2] = state
+        x[..., c, 1::2] = selective_scan_torch(u[..., :end], delta[..., :end], A, B[..., :end], C[..., :end],
+                                               delta_bias=delta_bias, delta_softplus=delta_softplus,
+                                               return_last_state=True)[1]
     return x
 
 
@@ -70,9 +55,8 @@ def _reference_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
 
 
 def _reference_bwd(u, delta, A, B, C, D, z, delta_bias, dout, delta_softplus):
-    """The scan's gradients by hand (a custom operator's kernel runs below autograd, so it cannot call
-    backward itself): the adjoint g_t = C_t dy_t + a_{t+1} g_{t+1} is the same linear scan run backwards.
-    Whole-sequence tensors (batch, d, n, L): a reference for tests, not for long sequences."""
+    """The scan's gradients by hand (an operator's kernel runs below autograd): the adjoint
+    g_t = C_t dy_t + a_{t+1} g_{t+1} is the same linear scan run backwards. Whole-sequence: tests only."""
     f32 = lambda t: t.to(torch.promote_types(t.dtype, torch.float32))
     u32, z32, dout32, A32 = f32(u), f32(z), f32(dout), f32(A)
     pre = f32(delta) + f32(delta_bias)[:, None]
@@ -85,8 +69,7 @@ def _reference_bwd(u, delta, A, B, C, D, z, delta_bias, dout, delta_softplus):
     dy = dout32 * z32 * gate  # d out_z / d y = silu(z)
     dz = dout32 * y * gate * (1 + z32 * (1 - gate))  # silu'(z)
     a_next = torch.cat([a[..., 1:], torch.ones_like(a[..., :1])], dim=-1)  # a_{t+1}
-    g, _ = _linear_scan(a_next.flip(-1), (dy[:, :, None] * Cv).flip(-1))
-    g = g.flip(-1)  # dL/dh_t
+    g = _linear_scan(a_next.flip(-1), (dy[:, :, None] * Cv).flip(-1))[0].flip(-1)  # dL/dh_t
     h_prev = torch.cat([torch.zeros_like(h[..., :1]), h[..., :-1]], dim=-1)
     da = g * h_prev * a  # dL/d(dt A) per state
     du = dy * f32(D)[:, None] + (g * Bv).sum(2) * dt
@@ -108,8 +91,7 @@ if HAS_CUSTOM_OP:
             if _kernel is None:
                 raise RuntimeError("uu::selective_scan_fwd on CUDA needs mamba-ssm's selective_scan_cuda "
                                    "extension (pip install mamba-ssm on a CUDA machine)")
-            out, x, out_z = _kernel.fwd(u, delta, A, B.unsqueeze(1), C.unsqueeze(1), D, z, delta_bias,
-                                        delta_softplus)
+            out, x, out_z = _kernel.fwd(u, delta, A, B.unsqueeze(1), C.unsqueeze(1), D, z, delta_bias, delta_softplus)
             return out_z, x, out
         return _reference_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
@@ -145,9 +127,8 @@ if HAS_CUSTOM_OP:
     def _backward(ctx, d_out_z, d_x, d_out):
         """Only out_z is differentiable: x and out are the kernel's saved intermediates."""
         u, delta, A, B, C, D, z, delta_bias, x, out = ctx.saved_tensors
-        grads = selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, d_out_z.contiguous(), x, out,
-                                   ctx.delta_softplus)
-        return (*grads, None)
+        return (*selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, d_out_z.contiguous(), x, out,
+                                    ctx.delta_softplus), None)
 
     selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
 

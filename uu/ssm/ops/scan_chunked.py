@@ -1,25 +1,11 @@
 """The selective scan in pure PyTorch, chunked: the training path on CPUs and GPUs without mamba-ssm.
 
-Same results as the step-by-step loop of scan_ref.py (h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t,
-y_t = C_t . h_t + D u_t, y *= silu(z)), computed in parallel:
-
-  * the sequence is cut into blocks of `chunk_size` steps, processed one after the other (the only
-    Python loop; it carries the (b, d, n) state from block to block, so memory depends on the
-    block length, not on L);
-  * inside a block, steps are grouped into sub-chunks of `sub_chunk` steps. Each sub-chunk is
-    scanned from a zero state with a vectorised doubling (Hillis-Steele) scan over the pairs
-    (decay_t = exp(delta_t A), x_t = delta_t B_t u_t): log2(sub_chunk) steps, each of which only
-    multiplies decays (all <= 1). Nothing is ever divided by a tiny cumulative decay product (the
-    usual failure of the "cumsum of exp(-S)" trick); this is the same quantity as the masked
-    segment-sum exp(S_t - S_s) of Mamba-2's ssd_minimal, built from products instead of differences;
-  * the sub-chunk end states are combined with the same scan at the sub-chunk level (with the
-    incoming block state folded into the first), then h_t = h_local_t + P_t * state_in, where P_t
-    is the cumulative decay since the sub-chunk start;
-  * everything is fp32 inside, the output has the dtype of `u`.
-
-Work per token is O(d * n * log2(sub_chunk)): linear in L. Under autograd the blocks are
-checkpointed by hand (`_BlockwiseRecompute`): the backward pass keeps only the inputs and the state
-entering each block and recomputes one block at a time, so memory stays ~ one block.
+Same results as scan_ref.py (h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t, y_t = C_t . h_t + D u_t,
+y *= silu(z)), in parallel: blocks of `chunk_size` steps run one after the other carrying the (b, d, n) state;
+inside a block, sub-chunks of `sub_chunk` steps are scanned by Hillis-Steele doubling, which only multiplies
+decays (<= 1) and never divides by a tiny cumulative decay (the failure of the "cumsum of exp(-S)" trick);
+sub-chunk end states are combined by the same scan. fp32 inside; O(d n log2(sub_chunk)) work per token.
+Under autograd the blocks are recomputed in the backward pass (`_BlockwiseRecompute`): memory ~ one block.
 """
 from __future__ import annotations
 
@@ -33,13 +19,11 @@ DEFAULT_SUB_CHUNK = 16  # steps per sub-chunk inside a block
 
 
 def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                         return_last_state=False, chunk_size=DEFAULT_CHUNK_SIZE,
-                         sub_chunk=DEFAULT_SUB_CHUNK):
+                         return_last_state=False, chunk_size=DEFAULT_CHUNK_SIZE, sub_chunk=DEFAULT_SUB_CHUNK):
     """Arguments and results as `selective_scan_ref` (shapes there); chunk_size and sub_chunk set the blocks."""
     if chunk_size < 1 or sub_chunk < 1:
         raise ValueError(f"selective_scan: chunk_size={chunk_size} and sub_chunk={sub_chunk} must be >= 1")
-    dtype_in = u.dtype
-    L = u.shape[-1]
+    dtype_in, L = u.dtype, u.shape[-1]
     work = torch.promote_types(u.dtype, torch.float32)  # fp32, or fp64 when given fp64 (gradcheck)
     u32, delta32, A32 = u.to(work), delta.to(work), A.to(work)
     if delta_bias is not None:
@@ -50,8 +34,8 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
 
     sub = min(sub_chunk, chunk_size)
     block = math.ceil(chunk_size / sub) * sub  # a whole number of sub-chunks
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (u, delta, A, B, C, delta_bias))
+    inputs = (u, delta, A, B, C, delta_bias)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
     if needs_grad and L > block:  # recompute block by block in the backward pass: memory ~ one block
         y, state = _BlockwiseRecompute.apply(u32, delta32, A32, B32, C32, sub, block)
     else:
@@ -60,8 +44,7 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
         y = y + u32 * D.to(work)[:, None]
     if z is not None:
         y = y * F.silu(z.to(work))
-    y = y.to(dtype_in)
-    return (y, state) if return_last_state else y
+    return (y.to(dtype_in), state) if return_last_state else y.to(dtype_in)
 
 
 def _scan_blocks(u, delta, A, B, C, sub, block, states_in=None):
@@ -85,9 +68,7 @@ def _steps(t, sl):
 
 
 class _BlockwiseRecompute(torch.autograd.Function):
-    """Activation checkpointing by hand: the forward keeps only the inputs and the state entering
-    each block; the backward walks the blocks in reverse, recomputes one block with autograd and
-    hands the state gradient to the block before. Works with .backward() and torch.autograd.grad."""
+    """Activation checkpointing by hand: keep the state entering each block, recompute the blocks in reverse."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, sub, block):
@@ -123,14 +104,13 @@ class _BlockwiseRecompute(torch.autograd.Function):
 
     @staticmethod
     def _differentiable_backward(ctx, u, delta, A, B, C, dy, dlast):
-        """Plain autograd over the whole sequence with create_graph=True, so that the gradient itself
-        can be differentiated (the block-wise path above treats the saved states as constants and
-        would silently give wrong second derivatives). Memory is that of the unchunked graph."""
+        """Plain autograd with create_graph=True: the block-wise path treats the saved states as constants and
+        would give wrong second derivatives."""
         inputs = (u, delta, A, B, C)
         wanted = [i for i, t in enumerate(inputs) if ctx.needs_input_grad[i]]
         y, last = _scan_blocks(u, delta, A, B, C, ctx.sub, ctx.block)
-        grads = torch.autograd.grad((y, last), [inputs[i] for i in wanted], (dy, dlast),
-                                    create_graph=True, allow_unused=True)
+        grads = torch.autograd.grad((y, last), [inputs[i] for i in wanted], (dy, dlast), create_graph=True,
+                                    allow_unused=True)
         out = [None] * 5
         for i, g in zip(wanted, grads):
             out[i] = g
@@ -138,12 +118,8 @@ class _BlockwiseRecompute(torch.autograd.Function):
 
 
 def _linear_scan(a, x):
-    """Inclusive scan along the last axis: h[t] = a[t] * h[t-1] + x[t] with h[-1] = 0.
-
-    Hillis-Steele doubling: log2(T) vectorised steps, each combining position t with t - s.
-    Only products of decays (all <= 1) are formed, never a quotient, so it cannot overflow.
-    Returns h and the cumulative products P[t] = a[0] * ... * a[t].
-    """
+    """Inclusive scan along the last axis, h[t] = a[t] * h[t-1] + x[t] (h[-1] = 0), by Hillis-Steele doubling.
+    Returns h and the cumulative products P[t] = a[0] * ... * a[t]."""
     T, s = x.shape[-1], 1
     while s < T:
         x = torch.cat([x[..., :s], torch.addcmul(x[..., s:], a[..., s:], x[..., :-s])], dim=-1)
@@ -153,12 +129,9 @@ def _linear_scan(a, x):
 
 
 def _scan_block(u, delta, A, B, C, state, sub):
-    """One block: u, delta (b, d, K) fp32, A (d, n), B/C (b, n, K) or (d, n), state (b, d, n).
-
-    Returns y (b, d, K) without the D and z terms, and the state after the block.
-    """
-    b, d, K = u.shape
-    n = A.shape[1]
+    """One block: u, delta (b, d, K) fp32, A (d, n), B/C (b, n, K) or (d, n), state (b, d, n) -> y (b, d, K)
+    without the D and z terms, and the state after the block."""
+    (b, d, K), n = u.shape, A.shape[1]
     pad = (-K) % sub
     if pad:  # padded steps have delta = 0: decay 1 and no input, so the state passes through unchanged
         u, delta, B, C = (F.pad(t, (0, pad)) if t.dim() == 3 else t for t in (u, delta, B, C))

@@ -1,9 +1,7 @@
 """`selective_scan`: which implementation of the scan runs (the dispatch), with shape checks.
 
-Semantics exactly those of `mamba_ssm.selective_scan_fn`, written out as a loop in scan_ref.py. On a GPU
-with mamba-ssm, its fused CUDA kernel runs: through the custom operators of fused_scan.py (which
-torch.compile can trace), or with UU_FUSED_SCAN=autograd_function through mamba-ssm's own
-selective_scan_fn. Otherwise the chunked pure-PyTorch scan of scan_chunked.py.
+Semantics of `mamba_ssm.selective_scan_fn` (loop in scan_ref.py). On a GPU with mamba-ssm its fused kernel runs,
+through fused_scan.py's operators or (UU_FUSED_SCAN=autograd_function) selective_scan_fn; else scan_chunked.py.
 """
 from __future__ import annotations
 
@@ -19,8 +17,6 @@ try:  # the fused kernel is optional: a CUDA build of mamba-ssm
 except Exception:  # ImportError, or a build that does not match the installed torch
     _cuda_selective_scan_fn = None
 
-# "op": the kernel through the uu::selective_scan_* custom operators (traceable by torch.compile, CUDA
-# graphs); "autograd_function": through mamba_ssm.selective_scan_fn (a graph break under torch.compile).
 FUSED_CALL = os.environ.get("UU_FUSED_SCAN", "op")
 if FUSED_CALL not in ("op", "autograd_function"):
     raise ValueError(f"UU_FUSED_SCAN={FUSED_CALL!r}: use 'op' (the default) or 'autograd_function'")
@@ -42,8 +38,7 @@ def scan_backend(device: torch.device | str, backend: str = "auto") -> str:
         raise RuntimeError("selective_scan: backend='cuda' needs mamba-ssm (pip install mamba-ssm "
                            "on a CUDA machine); use backend='auto' or 'torch' to run without it")
     if backend == "cuda" and not on_gpu:
-        raise RuntimeError("selective_scan: backend='cuda' needs CUDA tensors; move them to a GPU "
-                           "or use backend='auto'")
+        raise RuntimeError("selective_scan: backend='cuda' needs CUDA tensors; move them to a GPU or use 'auto'")
     if backend == "auto":
         return "cuda" if (on_gpu and has_mamba_ssm()) else "torch"
     return backend
@@ -56,24 +51,21 @@ def last_backend() -> str | None:
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    return_last_state=False, chunk_size=DEFAULT_CHUNK_SIZE, backend="auto"):
-    """Selective scan with `mamba_ssm.selective_scan_fn` semantics (real A).
+    """Selective scan with `mamba_ssm.selective_scan_fn` semantics (real A); backend "auto", "torch" or "cuda".
 
     u, delta, z: (batch, d, L); A: (d, n); B, C: (batch, n, L) or (d, n); D, delta_bias: (d,).
     Returns y (batch, d, L) in u's dtype, or (y, last_state) with last_state (batch, d, n) fp32.
-    backend: "auto" (fused kernel when available and on CUDA), "torch" or "cuda".
     """
     global _last_backend
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
-    which = scan_backend(u.device, backend)
-    _last_backend = which
+    _last_backend = which = scan_backend(u.device, backend)
     if which == "cuda":
         # the operator needs mamba-ssm's extension module by name (a build that renames it keeps the function)
         if FUSED_CALL == "op" and has_kernel() and fused_scan_applies(u, B, C, D, z, delta_bias, return_last_state):
             return fused_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-        return _cuda_selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                       return_last_state)
-    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                return_last_state, chunk_size=chunk_size)
+        return _cuda_selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                                chunk_size=chunk_size)
 
 
 def _check_shapes(u, delta, A, B, C, D, z, delta_bias):
