@@ -27,6 +27,7 @@ import torch
 
 from uu.augment import Augmenter
 from uu.data import normalize_intensity
+from uu.data.preprocess import crop_slices
 
 
 def forced_foreground(batch_size: int, fraction: float) -> np.ndarray:
@@ -117,7 +118,7 @@ class PatchSampler:
         images = torch.zeros((batch, 1) + self.patch_size, dtype=torch.float32, device=self.device)
         labels = torch.zeros((batch,) + self.patch_size, dtype=torch.uint8, device=self.device)
         for b, (index, start, _) in enumerate(self.draw()):
-            src, dst = _overlap(start, size, tuple(self.images[index].shape))
+            src, dst = crop_slices(start, size, tuple(self.images[index].shape))
             if src is None:
                 continue
             if self.spatial_dims == 2:  # one slice: index it so the Z axis disappears
@@ -125,18 +126,6 @@ class PatchSampler:
             images[(b, 0) + dst] = self.images[index][src]
             labels[(b,) + dst] = self.labels[index][src]
         return images, labels.long()
-
-
-def _overlap(start, size, shape):
-    """Source and destination slices of a crop; (None, None) when they do not overlap."""
-    src, dst = [], []
-    for begin, length, dim in zip(start, size, shape):
-        lo, hi = max(begin, 0), min(begin + length, dim)
-        if hi <= lo:
-            return None, None
-        src.append(slice(lo, hi))
-        dst.append(slice(lo - begin, hi - begin))
-    return tuple(src), tuple(dst)
 
 
 class TrainBatches:

@@ -62,15 +62,22 @@ def extract_patch(array: np.ndarray, start: Sequence[int], size: Sequence[int], 
         raise ValueError(f"extract_patch: size {tuple(size)} has more axes than array {array.shape}")
     if any(int(s) <= 0 for s in size):
         raise ValueError(f"extract_patch: size {tuple(size)} must be positive")
-    lead, spatial = array.shape[:array.ndim - k], array.shape[array.ndim - k:]
-    out = np.full(lead + tuple(int(s) for s in size), pad_value, dtype=array.dtype)
+    out = np.full(array.shape[:array.ndim - k] + tuple(int(s) for s in size), pad_value, dtype=array.dtype)
+    src, dst = crop_slices(start, size, array.shape[array.ndim - k:])
+    if src is not None:  # else no overlap: all padding
+        out[(Ellipsis, *dst)] = array[(Ellipsis, *src)]
+    return out
+
+
+def crop_slices(start, size, shape):
+    """(source slices, destination slices) of a crop of ``size`` at ``start`` out of ``shape`` into a padded patch;
+    (None, None) when they do not overlap. The one crop rule (extract_patch here, the training sampler on tensors)."""
     src, dst = [], []
-    for begin, length, dim in zip(start, size, spatial):
+    for begin, length, dim in zip(start, size, shape):
         begin, length = int(begin), int(length)
         lo, hi = max(begin, 0), min(begin + length, dim)
-        if hi <= lo:  # no overlap on this axis: all padding
-            return out
+        if hi <= lo:
+            return None, None
         src.append(slice(lo, hi))
         dst.append(slice(lo - begin, hi - begin))
-    out[(Ellipsis, *dst)] = array[(Ellipsis, *src)]
-    return out
+    return tuple(src), tuple(dst)

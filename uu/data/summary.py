@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .case import CLASS_NAMES, Case
+from .case import CLASS_NAMES, CLASSES, Case
 
 
 def class_voxels(label: np.ndarray) -> dict[str, int]:
@@ -26,7 +26,7 @@ def case_rows(cases: Sequence[Case], release: bool = True):
                "source": case.source.name}
         voxels = class_voxels(label) if label is not None else {n: None for n in CLASS_NAMES.values()}
         voxel_ml = None if case.spacing is None else float(np.prod(case.spacing)) / 1000.0
-        for name in ("RV", "Myo", "LV"):
+        for name in CLASSES:
             row[f"vox_{name}"] = voxels[name]
             row[f"ml_{name}"] = None if (voxel_ml is None or voxels[name] is None) else voxels[name] * voxel_ml
         yield row

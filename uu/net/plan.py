@@ -11,7 +11,7 @@ Plans by name (`get_plan`):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 
 @dataclass
