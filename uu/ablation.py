@@ -69,7 +69,7 @@ def run_or_load(config: str, profile, seed: int, data_dir="", runs_dir="runs/abl
     if is_finished(run):
         return run
     # torch and the training loop only when something must be trained (tables of committed runs need neither)
-    from uu.train import train_run
+    from uu.train import train_run  # late: torch and the whole training stack, only when a run must train
 
     settings = {**cfg.overrides, "seed": int(seed), **dict(overrides or {})}
     return Path(train_run(profile, data_dir=str(data_dir or ""), out_dir=run, overrides=settings,

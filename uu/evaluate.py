@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from uu import clinical
-from uu.data import CLASSES, LABELS, DataError
+from uu.data import CLASSES, LABELS, DataError, load_acdc
+from uu.metrics import dice_per_class, mse_eq10, surface_distances
 
 CSV_COLUMNS = (["patient", "phase", "group"] + [f"dice_{c}" for c in CLASSES] + ["dice_mean", "mse", "mse_pct"]
                + [f"{d}_{c}" for d in ("hd95", "msd") for c in CLASSES] + ["hd95_unit"])
@@ -45,7 +46,6 @@ def load_probs(path) -> np.ndarray:
 
 def score_case(pred_label, probs, gt, spacing=None) -> dict:
     """Metrics of one volume: dice_*, dice_mean, mse, mse_pct, hd95_*, msd_*, hd95_unit."""
-    from uu.metrics import dice_per_class, mse_eq10, surface_distances
 
     labels = tuple(LABELS.values())
     dice = dice_per_class(pred_label, gt, labels=labels)
@@ -138,8 +138,7 @@ def evaluate_predictions(pred_dir, data, out_dir=None, progress: bool = True, co
     """Score every prediction in ``pred_dir`` with ground truth in ``data`` (folder or list of Case).
     Returns (per-case DataFrame with CSV_COLUMNS, summary dict as in the module docstring)."""
     from tqdm.auto import tqdm
-    from uu.data import load_acdc
-    from uu.infer import load_label_map
+    from uu.infer import load_label_map  # late: infer imports torch, which scoring label maps does not need
 
     pred_dir = Path(pred_dir)
     cases = load_acdc(data, lazy=True) if isinstance(data, (str, Path)) else list(data)

@@ -16,7 +16,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from uu.data import normalize_intensity
+from uu.data import DataError, load_acdc, normalize_intensity
+from uu.device import resolve_amp, resolve_device
+from uu.runs import load_run_model, resolve_plan
 from uu.step import unwrap
 
 
@@ -129,7 +131,6 @@ def select_cases(cases, split: str, split_json: Optional[Path]):
     """The cases of ``split`` ("train" | "val" | "test" | "all") using a run's split.json."""
     if split == "all":
         return list(cases)
-    from uu.data import DataError
     if split_json is None or not Path(split_json).is_file():
         raise DataError(f"--split {split}: the run has no split.json; use --split all")
     patients = set(json.loads(Path(split_json).read_text())[split])
@@ -142,9 +143,6 @@ def select_cases(cases, split: str, split_json: Optional[Path]):
 
 def cli_predict(args) -> int:
     """``python -m uu predict --run RUN --data D [--split val] --out PRED [--no-mirror]``."""
-    from uu.data import load_acdc
-    from uu.device import resolve_amp, resolve_device
-    from uu.runs import load_run_model, resolve_plan
 
     device = resolve_device("auto")
     model, profile = load_run_model(args.run, which="final", device=device)

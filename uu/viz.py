@@ -12,6 +12,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
 
+from uu.clinical import INDICES, column
+from uu.stats import ece_from_bins
+
 # background transparent, RV red, Myo green, LV blue (ACDC labels 0..3)
 LABEL_COLORS = ListedColormap([(0, 0, 0, 0), (0.9, 0.2, 0.2, 1), (0.2, 0.8, 0.3, 1), (0.2, 0.4, 0.95, 1)])
 
@@ -209,7 +212,6 @@ def run_curves(table, x: str = "epoch", title: str = "", path=None):
 def bland_altman(per_patient, agreement, path=None):
     """One panel per clinical index: mean against difference per patient, with bias and limits of agreement.
     per_patient, agreement: the tables of uu.clinical (agreement indexed by "statistic")."""
-    from uu.clinical import INDICES, column
 
     names = [n for n in INDICES if column(n) in agreement.columns]
     n_cols = max(1, min(4, len(names)))
@@ -237,7 +239,6 @@ def bland_altman(per_patient, agreement, path=None):
 def reliability_diagram(bins: Mapping[str, dict], path=None):
     """Accuracy against confidence per bin, one panel per method, ECE in the title; bins: method ->
     uu.stats.reliability_bins(...)."""
-    from uu.stats import ece_from_bins
 
     methods = list(bins)
     fig, axes = plt.subplots(1, len(methods), figsize=(3.4 * len(methods), 3.4), squeeze=False)
