@@ -228,12 +228,12 @@ def test_time_to_accuracy_plots_validation_dice_against_wall_seconds(tmp_path):
 def test_prepare_makes_one_phantom_only_when_a_run_must_train(runs_dir, tmp_path, monkeypatch):
     made = []
 
-    def fake_phantom(root, n_patients, seed):
-        made.append((root, n_patients, seed))
-        root.mkdir(parents=True)
+    def fake_phantom(root, n_patients):
+        made.append((root, n_patients))
+        root.mkdir(parents=True, exist_ok=True)
         return root
 
-    monkeypatch.setattr(ablation, "make_phantom", fake_phantom)
+    monkeypatch.setattr(ablation, "ensure_phantom", fake_phantom)  # itself idempotent (test_data_phantom)
     results = tmp_path / "results"
     ws = ablation.prepare("smoke", ["umamba_ce", "umamba_ua"], [0], runs_dir=runs_dir, results_dir=results)
     assert ws.to_train == [] and ws.data_dir == "" and made == [] and results.is_dir()
@@ -241,13 +241,13 @@ def test_prepare_makes_one_phantom_only_when_a_run_must_train(runs_dir, tmp_path
 
     ws = ablation.prepare("smoke", ["umamba_ce", "umamba_ua"], range(2), runs_dir=runs_dir, results_dir=results)
     assert ws.to_train == [("umamba_ua", 1)]
-    assert made == [(runs_dir / "phantom", 5, 0)] and ws.data_dir == str(runs_dir / "phantom")  # smoke: 5 patients
+    assert made == [(runs_dir / "phantom", 5)] and ws.data_dir == str(runs_dir / "phantom")  # smoke: 5 patients
     assert ws.protocol == "ours: profile smoke, phantom, validation split"
     ablation.prepare("smoke", ["umamba_ua"], [1], runs_dir=runs_dir, results_dir=results)
-    assert len(made) == 1  # the phantom exists: not made again
+    assert made == [(runs_dir / "phantom", 5)] * 2  # the same phantom asked for again (reused, not remade)
 
     ws = ablation.prepare("smoke", ["umamba_ua"], [1], data_dir="/data", runs_dir=runs_dir, results_dir=results)
-    assert ws.data_dir == "/data" and len(made) == 1 and ws.protocol.startswith("ours: profile smoke, data /data,")
+    assert ws.data_dir == "/data" and len(made) == 2 and ws.protocol.startswith("ours: profile smoke, data /data,")
     with pytest.raises(ValueError, match="unknown ablation configuration"):
         ablation.prepare("smoke", ["nope"], [0], runs_dir=runs_dir, results_dir=results)
 
