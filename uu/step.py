@@ -96,11 +96,14 @@ def _zero_momentum_buffers(optimizer) -> None:
     """Fused SGD's first step copies the gradient into fresh buffers; skipped on the device, it would leave them
     uninitialised. Zero buffers give the identical first update (buf = momentum * 0 + grad)."""
     base = optimizer.base_optimizer if isinstance(optimizer, SAM) else optimizer
+    if getattr(base, "_uu_buffers_ready", False):  # once per optimizer, not a walk over every tensor per step
+        return
     for group in base.param_groups:
         if group.get("momentum", 0):
             for p in group["params"]:
                 if base.state[p].get("momentum_buffer") is None:
                     base.state[p]["momentum_buffer"] = torch.zeros_like(p)
+    base._uu_buffers_ready = True
 
 
 def _update(optimizer, found_inf: torch.Tensor, sam: bool) -> None:
