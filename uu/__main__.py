@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from uu.data import DataError  # light import: numpy, nibabel, h5py
 
-    try:
+    try:  # each subcommand is imported when chosen: `info` and `--help` must not wait for torch
         if args.command == "info":
             from uu.data.cli import info
             return info(args.data_dir, max_cases=args.max_cases)
