@@ -222,8 +222,6 @@ def fit(model, loss, optimizer, batches, profile: dict, *, run_dir=None, device=
             means, skipped, streak = sums.read()
             state["skipped_total"] += skipped
             if streak >= profile["max_skipped"]:
-                bar.close()
-                saver.wait()
                 raise TrainingDiverged(
                     f"stopped at step {step}: {streak} consecutive non-finite steps; the last good checkpoint is "
                     f"{ckpt_path}. Try amp=bf16 or off, a lower lr or a smaller rho.")
