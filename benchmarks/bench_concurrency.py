@@ -4,10 +4,10 @@
         --seconds 40 --out results/h200/session4/concurrency.json
 
 For each N and each mode (plain time-slicing; MPS: ``nvidia-cuda-mps-control -d`` started for the phase and
-stopped after it, the card's settings untouched) N ``python -m uu train`` processes start together with the
-budget profile (seeds 0..N-1, ``--set`` extras), each training ``--seconds`` of training steps. A run's samples/s
-is batch x iterations / training seconds over its epochs after the first (warm-up); the aggregate is their sum,
-valid because the runs overlap for the whole window (same budget, same start). Prints a table, writes JSON.
+stopped after it, the card's settings untouched) ``python -m uu ablation --jobs N`` trains N runs of the budget
+profile's UU-Mamba (row 5, seeds 0..N-1, ``--set`` extras) side by side, each ``--seconds`` of training steps.
+The aggregate samples/s counts only the window in which all N train (`overlap_throughput`, from the epoch end
+times in each log.jsonl). Prints a line per phase, writes JSON after each.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from pathlib import Path
 
 
 def run_phase(n: int, mps: bool, args, root: Path) -> dict:
+    """N budget runs (row 5 of the ablation, seeds 0..N-1) through ``python -m uu ablation --jobs N``."""
     env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
     daemon = None
     if mps:
@@ -32,32 +33,45 @@ def run_phase(n: int, mps: bool, args, root: Path) -> dict:
         daemon = subprocess.run(["nvidia-cuda-mps-control", "-d"], env=env, capture_output=True, text=True)
         if daemon.returncode != 0:
             return {"runs": n, "mps": True, "error": f"nvidia-cuda-mps-control -d: {daemon.stderr.strip()}"}
-    procs, dirs = [], []
+    runs = root / f"{'mps' if mps else 'ts'}{n}"
+    shutil.rmtree(runs, ignore_errors=True)
+    sets = [f"max_minutes={args.seconds / 60}", "iters_per_epoch=5", "val_every=0", "val_minutes=null",
+            "checkpoint_minutes=1000", "eval_mirror=false", "progress=false"] + args.set
+    cmd = [sys.executable, "-m", "uu", "ablation", "--params", args.params, "--data", args.data, "--runs", str(runs),
+           "--configs", "umamba_ua_sam", "--seeds", str(n), "--jobs", str(n)] + [a for kv in sets for a in ("--set", kv)]
     try:
-        for seed in range(n):
-            out = root / f"{'mps' if mps else 'ts'}{n}" / f"seed{seed}"
-            shutil.rmtree(out, ignore_errors=True)
-            cmd = [sys.executable, "-m", "uu", "train", "--params", args.params, "--data", args.data, "--out", str(out),
-                   "--set", f"seed={seed}", "--set", f"max_minutes={args.seconds / 60}", "--set", "iters_per_epoch=25",
-                   "--set", "val_every=0", "--set", "checkpoint_minutes=1000", "--set", "eval_mirror=false",
-                   "--set", "progress=false"] + [a for kv in args.set for a in ("--set", kv)]
-            log = open(root / f"{'mps' if mps else 'ts'}{n}_seed{seed}.log", "w")
-            procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
-            dirs.append(out)
-        codes = [p.wait() for p in procs]
+        with open(root / f"{runs.name}.log", "w") as log:
+            code = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     finally:
         if daemon is not None:
             subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", env=env, text=True, capture_output=True)
-    per_run = []
-    for out, code in zip(dirs, codes):
-        lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()] if (out / "log.jsonl").is_file() else []
-        batch = _profile_batch(out) if (out / "profile.yaml").is_file() else 0
-        steady = lines[1:] or lines
-        iters = sum(x["iters"] for x in steady)
-        secs = sum(x["iters"] / x["it_per_s"] for x in steady if x["it_per_s"])
-        per_run.append({"exit": code, "epochs": len(lines), "samples_per_s": round(batch * iters / secs, 1) if secs else 0.0})
-    return {"runs": n, "mps": mps, "aggregate_samples_per_s": round(sum(r["samples_per_s"] for r in per_run), 1),
-            "per_run": per_run}
+    if code != 0:
+        return {"runs": n, "mps": mps, "exit": code, "error": f"see {root / runs.name}.log"}
+    logs = [_read_log(runs / "umamba_ua_sam" / f"seed{k}") for k in range(n)]
+    return {"runs": n, "mps": mps, "exit": code, **overlap_throughput(logs, _profile_batch(runs / "umamba_ua_sam" / "seed0"))}
+
+
+def overlap_throughput(logs: list[list[dict]], batch: int) -> dict:
+    """Aggregate training samples/s while all runs train: the window runs from the latest end of a first epoch
+    (warm-up, cuDNN autotuning) to the earliest end of a last epoch; a run's rate is the iterations of its epochs
+    ending inside the window over the time they took."""
+    if not all(len(lines) >= 3 for lines in logs):
+        return {"error": "a run has fewer than 3 epochs: raise --seconds", "epochs": [len(x) for x in logs]}
+    start, end = max(x[0]["time"] for x in logs), min(x[-1]["time"] for x in logs)
+    rates = []
+    for lines in logs:
+        inside = [i for i, x in enumerate(lines) if start < x["time"] <= end]
+        if not inside:
+            return {"error": "the runs did not overlap long enough: raise --seconds"}
+        t0 = lines[inside[0] - 1]["time"]
+        rates.append(batch * sum(lines[i]["iters"] for i in inside) / (lines[inside[-1]]["time"] - t0))
+    return {"aggregate_samples_per_s": round(sum(rates), 1), "per_run_samples_per_s": [round(r, 1) for r in rates],
+            "window_s": round(end - start, 1)}
+
+
+def _read_log(run_dir: Path) -> list[dict]:
+    path = run_dir / "log.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
 
 
 def _profile_batch(run_dir: Path) -> int:
@@ -69,8 +83,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--params", default="budget")
     p.add_argument("--data", required=True)
-    p.add_argument("--runs", default="3,5")
+    p.add_argument("--runs", default="1,3,5")
     p.add_argument("--mps", default="both", choices=["off", "on", "both"])
+    p.add_argument("--runs-mps", default="", help="the N for the MPS phases (default: --runs)")
     p.add_argument("--seconds", type=float, default=40.0, help="training seconds of each run")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--root", default="/tmp/uu_concurrency")
@@ -81,7 +96,7 @@ def main(argv=None):
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.mps]
     results = []
     for mps in modes:
-        for n in [int(v) for v in args.runs.split(",")]:
+        for n in [int(v) for v in ((mps and args.runs_mps) or args.runs).split(",")]:
             t0 = time.perf_counter()
             row = run_phase(n, mps, args, root)
             row["phase_seconds"] = round(time.perf_counter() - t0, 1)

@@ -255,3 +255,41 @@ def test_prepare_makes_one_phantom_only_when_a_run_must_train(runs_dir, tmp_path
 def test_calibration_table_in_percent():
     table = tables.calibration_table({"a": 0.0125, "b": 0.0})
     assert list(table.columns) == ["method", "ECE (%)"] and table["ECE (%)"].tolist() == [1.25, 0.0]
+
+
+def test_train_side_by_side_launches_unfinished_runs_jobs_at_a_time(runs_dir, monkeypatch):
+    import threading
+    import time
+
+    from uu.profiles import parse_overrides
+
+    launched, running, peak, lock = [], [0], [0], threading.Lock()
+
+    def fake_run(cmd, stdout=None, stderr=None):
+        with lock:
+            launched.append(cmd)
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+        return types.SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(ablation.subprocess, "run", fake_run)
+    (runs_dir / "umamba_ua_sam" / "seed0" / "checkpoint.pt").write_bytes(b"")  # interrupted: resumed
+    pairs = [("umamba_ce", 0), ("umamba_ua_sam", 0), ("unet_dice_ce", 0), ("umamba_ua", 1)]
+    ablation.train_side_by_side(pairs, "smoke", "/data", runs_dir, {"lr": 1e-2, "amp": "off"}, jobs=2)
+    by_out = {cmd[cmd.index("--out") + 1]: cmd for cmd in launched}
+    assert sorted(by_out) == sorted(str(runs_dir / c / f"seed{s}") for c, s in pairs[1:])  # umamba_ce 0 is finished
+    assert peak[0] == 2
+    cmd = by_out[str(runs_dir / "umamba_ua_sam" / "seed0")]
+    assert cmd[1:9] == ["-m", "uu", "train", "--params", "smoke", "--data", "/data", "--out"] and cmd[-1] == "--resume"
+    sets = parse_overrides([cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"])
+    assert sets == {"arch": "umamba_enc", "loss": "ua", "optimizer": "sam", "seed": 0, "lr": 0.01, "amp": "off"}
+    assert "--resume" not in by_out[str(runs_dir / "unet_dice_ce" / "seed0")]
+
+
+def test_train_side_by_side_names_the_log_of_a_failed_run(runs_dir, monkeypatch):
+    monkeypatch.setattr(ablation.subprocess, "run", lambda cmd, **kw: types.SimpleNamespace(returncode=3))
+    with pytest.raises(RuntimeError, match=r"umamba_ua_sam/seed0\.log \(exit 3\)"):
+        ablation.train_side_by_side([("umamba_ua_sam", 0)], "smoke", "", runs_dir, jobs=2)

@@ -43,3 +43,28 @@ def test_missing_rows_give_no_ratio():
     out = bench_train.ratios(ROWS)
     assert "enc_over_unet (enc mamba fp32)" not in out["3d channels-last"]  # no Mamba-fp32 enc row
     assert "3d" not in out  # nothing measured in NCDHW but the authors' row, which needs our row beside it
+
+
+_cspec = importlib.util.spec_from_file_location(
+    "bench_concurrency", Path(__file__).resolve().parent.parent / "benchmarks" / "bench_concurrency.py")
+bench_concurrency = importlib.util.module_from_spec(_cspec)
+_cspec.loader.exec_module(bench_concurrency)
+
+
+def epochs(*times, iters=10):
+    return [{"time": t, "iters": iters} for t in times]
+
+
+def test_concurrency_counts_only_the_window_all_runs_train():
+    # run a: epochs end at 10, 12, 14, 16, 30 (alone after 16); run b: 13, 15, 17
+    # window (13, 17]: a's epochs ending at 14 and 16 (20 iterations in 16 - 12 = 4 s), b's at 15 and 17 (20 in 4 s)
+    out = bench_concurrency.overlap_throughput([epochs(10, 12, 14, 16, 30), epochs(13, 15, 17)], batch=2)
+    assert out == {"aggregate_samples_per_s": 20.0, "per_run_samples_per_s": [10.0, 10.0], "window_s": 4.0}
+
+
+@pytest.mark.parametrize("logs, message", [
+    ([epochs(1, 2, 3), epochs(1, 2)], "fewer than 3 epochs"),
+    ([epochs(1, 2, 3), epochs(10, 11, 12)], "did not overlap"),
+])
+def test_concurrency_reports_windows_too_short(logs, message):
+    assert message in bench_concurrency.overlap_throughput(logs, batch=2)["error"]

@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", required=True, help="runs folder (notebook 04's runs_dir)")
     s.add_argument("--configs", default="", help="comma-separated configuration names (default: rows 1-5)")
     s.add_argument("--seeds", default="1", help="seeds: a count N (seeds 0..N-1) or a comma list, e.g. 1,2")
+    s.add_argument("--jobs", type=int, default=1,
+                   help="runs trained side by side, each a `python -m uu train` process (sharing the GPU)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a profile entry for every run (repeatable)")
 

@@ -6,6 +6,10 @@ code. Runs live in RUNS/<name>/seed<k>/; a run whose eval/summary.json exists is
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple, Sequence
@@ -77,9 +81,37 @@ def run_or_load(config: str, profile, seed: int, data_dir="", runs_dir="runs/abl
 
 
 def run_all(configs: Iterable[str], seeds: Iterable[int], profile, data_dir="", runs_dir="runs/ablation",
-            overrides: Mapping | None = None) -> dict[str, list[Path]]:
-    """{config: [run_or_load(config, seed) for each seed]}, one run after the other."""
+            overrides: Mapping | None = None, jobs: int = 1) -> dict[str, list[Path]]:
+    """{config: [run_or_load(config, seed) for each seed]}: one run after the other, or with jobs > 1 that many
+    side by side (`train_side_by_side`) first."""
+    configs, seeds = list(configs), list(seeds)
+    if jobs > 1:
+        train_side_by_side([(c, s) for c in configs for s in seeds], profile, data_dir, runs_dir, overrides, jobs)
     return {c: [run_or_load(c, profile, s, data_dir, runs_dir, overrides) for s in seeds] for c in configs}
+
+
+def train_side_by_side(pairs: Sequence[tuple[str, int]], profile, data_dir="", runs_dir="runs/ablation",
+                       overrides: Mapping | None = None, jobs: int = 2) -> None:
+    """Train the unfinished (config, seed) runs, `jobs` at a time, each in its own ``python -m uu train`` process
+    (they share the GPU: time-sliced, or under CUDA MPS when its daemon runs; results/h200/session5 measured
+    both). A process's output goes to RUNS/<config>/seed<k>.log; a failed run raises naming that log."""
+    def train(pair):
+        config, seed = pair
+        run = run_dir_for(runs_dir, config, seed)
+        settings = {**get_config(config).overrides, "seed": int(seed), **dict(overrides or {})}
+        cmd = [sys.executable, "-m", "uu", "train", "--params", str(profile), "--data", str(data_dir or ""),
+               "--out", str(run)] + [a for k, v in settings.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+        cmd += ["--resume"] if (run / "checkpoint.pt").is_file() else []
+        run.parent.mkdir(parents=True, exist_ok=True)
+        log = run.parent / f"{run.name}.log"
+        with open(log, "w") as out:
+            return log, subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode
+
+    todo = [p for p in pairs if not is_finished(run_dir_for(runs_dir, *p))]
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        failed = [f"{log} (exit {code})" for log, code in pool.map(train, todo) if code]
+    if failed:
+        raise RuntimeError("runs trained side by side failed; see " + ", ".join(failed))
 
 
 def collect_runs(runs_dir, configs: Iterable[str] | None = None) -> dict[str, list[Path]]:
@@ -128,8 +160,8 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def cli_ablation(args) -> int:
-    """``python -m uu ablation --params P --runs RUNS [--data D] [--configs a,b] [--seeds N] [--set k=v]``: trains
-    every unfinished (configuration, seed) one after the other (resuming), then prints the table."""
+    """``python -m uu ablation --params P --runs RUNS [--data D] [--configs a,b] [--seeds N] [--jobs J] [--set k=v]``:
+    trains every unfinished (configuration, seed), J at a time (resuming), then prints the table."""
     configs = [get_config(c.strip()).name for c in args.configs.split(",") if c.strip()] or DEFAULT_CONFIGS
     seeds = parse_seeds(args.seeds)  # unknown names above, and bad seeds or keys here, fail before anything trains
     if not seeds:
@@ -137,6 +169,8 @@ def cli_ablation(args) -> int:
     overrides = parse_overrides(args.set)
     profile = load_profile(args.params, overrides)
     data_dir = args.data or ensure_phantom(Path(args.runs) / "phantom", profile["phantom_patients"])
-    runs = run_all(configs, seeds, args.params, data_dir, args.runs, overrides)
+    if args.jobs < 1:
+        raise ValueError(f"--jobs {args.jobs}: give the number of runs to train side by side (>= 1)")
+    runs = run_all(configs, seeds, args.params, data_dir, args.runs, overrides, jobs=args.jobs)
     print(to_markdown(format_table(ablation_table(runs, CONFIGS))))
     return 0

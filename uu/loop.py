@@ -245,7 +245,8 @@ def fit(model, loss, optimizer, batches, profile: dict, *, run_dir=None, device=
             line = {"epoch": epoch, "step": step, "lr": lr, **means, "sigma": loss.sigmas(), "iters": iters,
                     "skipped_steps": skipped, "skipped_total": state["skipped_total"], "seconds": clock() - epoch_start,
                     "train_seconds": train_seconds, "it_per_s": iters / max(epoch_seconds, 1e-9), "wall": wall(),
-                    "val": val, "val_seconds": val_seconds, "checkpoint_seconds": ckpt_seconds}
+                    "val": val, "val_seconds": val_seconds, "checkpoint_seconds": ckpt_seconds,
+                    "time": time.time()}  # epoch end, Unix seconds: lines up runs sharing a GPU
             log_lines.append(line)
             if writer:
                 with open(run_dir / "log.jsonl", "a") as f:
