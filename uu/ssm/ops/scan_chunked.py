@@ -4,7 +4,7 @@ Same results as scan_ref.py (h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t, y_t
 y *= silu(z)). Time-major inside ((L, b, d, n): one step is a contiguous slice). Blocks of `chunk_size` steps
 run one after the other carrying the (b, d, n) state; inside a block, the recurrence runs step by step over
 the sub-chunks of `sub_chunk` steps all at once, then over the sub-chunk end states, then once more from the
-right incoming states: ~2 (sub_chunk + chunk_size / sub_chunk) small ops, only products of decays (<= 1),
+right incoming states: 2 sub_chunk + chunk_size / sub_chunk small ops, only products of decays (<= 1),
 never a division by a tiny cumulative decay. fp32 inside (fp64 when given fp64).
 Gradients (`_Scan`): the adjoint by hand, dL/dh_t = C_t dy_t + decay_{t+1} dL/dh_{t+1}, the same scan run
 from the end; a sequence of one block keeps its states from the forward pass, longer ones keep the state
@@ -17,8 +17,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-DEFAULT_CHUNK_SIZE = 1024  # steps per block (see benchmarks/bench_scan.py for the choice)
-DEFAULT_SUB_CHUNK = 32  # steps per sub-chunk inside a block
+# Measured at the tiny2d shapes on 2 CPU cores (benchmarks/bench_scan.py --tiny2d): sub-chunks of 16 and 32
+# tie, splitting 16 steps costs more than one sweep; 1024-step blocks keep the forward states of every layer
+# there. On a GPU without mamba-ssm (b 16, d 64, n 16) a block is ~64 MiB per (K, b, d, n) buffer.
+DEFAULT_CHUNK_SIZE = 1024  # steps per block
+DEFAULT_SUB_CHUNK = 16  # steps per sub-chunk inside a block
 
 
 def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
