@@ -275,10 +275,11 @@ def test_mamba_is_causal():
     assert not torch.allclose(a[:, 12:], b[:, 12:])
 
 
-def test_double_backward_matches_unchunked_graph():
-    """Hessian-vector products through the block-recompute path equal those of the plain graph."""
+@pytest.mark.parametrize("chunk", [8, 64])  # several blocks (recomputed), one block (kept)
+def test_double_backward_matches_unchunked_graph(chunk):
+    """Hessian-vector products through the scan's Function equal those of the plain graph."""
     torch.manual_seed(0)
-    b, d, n, L = 1, 3, 4, 40  # L > block, so the recompute Function is used
+    b, d, n, L = 1, 3, 4, 40
     u = torch.randn(b, d, L, dtype=torch.float64, requires_grad=True)
     delta = (0.5 * torch.randn(b, d, L, dtype=torch.float64)).requires_grad_()
     A = -torch.rand(d, n, dtype=torch.float64).add(0.5).requires_grad_()
@@ -293,7 +294,7 @@ def test_double_backward_matches_unchunked_graph():
         dot = sum((g * v).sum() for g, v in zip(grads, vs))
         return torch.autograd.grad(dot, leaves)
 
-    chunked = hvp(lambda: selective_scan_torch(u, delta, A, B, C, delta_softplus=True, chunk_size=8,
+    chunked = hvp(lambda: selective_scan_torch(u, delta, A, B, C, delta_softplus=True, chunk_size=chunk,
                                                sub_chunk=4))
     plain = hvp(lambda: scan_chunked._scan_blocks(u, torch.nn.functional.softplus(delta), A, B, C, 4, 8)[0])
     for a, e in zip(chunked, plain):
