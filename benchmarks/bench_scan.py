@@ -4,9 +4,13 @@ CPU default: batch 1, d_inner 64, d_state 16, L = 57,344 (one 256 x 224 slice at
 plan). The naive loop is timed on a prefix of --naive-prefix steps and extrapolated linearly to L
 (its cost per step does not depend on L); the JSON says so. Also sweeps chunk sizes.
 Writes JSON to --out (default results/bench_scan_<device>.json).
+--tiny2d: instead, the scan at the shapes of the four Mamba layers of the "tiny2d" plan (batch 4, 32 x 32
+patches: d_inner 16..128, L 1024..16), forward and forward + backward, next to the scan_chunked.py of the
+git revision --before if given (the CPU main job's hot spot).
 
     python benchmarks/bench_scan.py                 # CPU
     python benchmarks/bench_scan.py --device cuda   # + fused kernel, paper stage shapes
+    python benchmarks/bench_scan.py --tiny2d --threads 2 --before 26067e7
 """
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ import argparse
 import json
 import platform
 import resource
+import subprocess
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -67,6 +73,39 @@ def timed(fn, device, repeats=1, backward=False):
     return best, peak
 
 
+def scan_at(rev):
+    """selective_scan_torch of uu/ssm/ops/scan_chunked.py as it was at git revision `rev`."""
+    src = subprocess.run(["git", "show", f"{rev}:uu/ssm/ops/scan_chunked.py"], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parent).stdout
+    module = types.ModuleType(f"scan_chunked_{rev}")
+    exec(compile(src, f"{rev}:scan_chunked.py", "exec"), module.__dict__)
+    return module.selective_scan_torch
+
+
+def tiny2d_rows(dev, before, repeats):
+    """Best-of-`repeats` ms per stage of the tiny2d plan, the implementations interleaved (shared CPUs)."""
+    impls = {"now": selective_scan_torch, **({f"at {before}": scan_at(before)} if before else {})}
+    rows = []
+    for s, feats in enumerate([8, 16, 32, 64]):
+        d, L = 2 * feats, (32 // 2 ** s) ** 2
+        x, xg = inputs(4, d, 16, L, dev), inputs(4, d, 16, L, dev, grad=True)
+        calls = {}
+        for name, scan in impls.items():
+            calls[(name, "forward_ms")] = lambda scan=scan: torch.no_grad()(scan)(**x, delta_softplus=True)
+            calls[(name, "fwd_bwd_ms")] = lambda scan=scan: scan(**xg, delta_softplus=True).sum().backward()
+        best = {k: timed(f, dev, repeats=2)[0] for k, f in calls.items()}  # warm-up
+        for _ in range(repeats):
+            for k, f in calls.items():
+                best[k] = min(best[k], timed(f, dev)[0])
+        for name in impls:
+            row = {"stage": s, "d_inner": d, "L": L, "impl": name,
+                   **{m: best[(name, m)] * 1e3 for m in ("forward_ms", "fwd_bwd_ms")}}
+            rows.append(row)
+            print(f"stage {s} d {d:3d} L {L:4d} {name:>14}: fwd {row['forward_ms']:7.2f} ms, "
+                  f"fwd+bwd {row['fwd_bwd_ms']:7.2f} ms")
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -79,6 +118,9 @@ def main():
                     help="chunk_size:sub_chunk pairs to sweep")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
     ap.add_argument("--quick", action="store_true", help="L = 8192 and a short sweep")
+    ap.add_argument("--tiny2d", action="store_true", help="the tiny2d plan's layer shapes only")
+    ap.add_argument("--before", default=None, help="with --tiny2d: also time scan_chunked.py of this git revision")
+    ap.add_argument("--repeats", type=int, default=10, help="with --tiny2d: best of this many")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.threads:
@@ -89,6 +131,14 @@ def main():
     res = {"device": dev, "torch": torch.__version__, "threads": torch.get_num_threads(),
            "machine": platform.processor() or platform.machine(),
            "shape": {"batch": b, "d_inner": d, "d_state": n, "L": L}, "rows": []}
+    if args.tiny2d:
+        print(f"selective scan at the tiny2d shapes on {dev} ({res['threads']} threads)")
+        res["tiny2d"] = tiny2d_rows(dev, args.before, args.repeats)
+        out = Path(args.out or f"results/bench_scan_tiny2d_{dev}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2))
+        print(f"wrote {out}")
+        return
     print(f"selective scan, batch {b}, d_inner {d}, d_state {n}, L {L:,} on {dev} ({res['threads']} threads)")
 
     # naive loop on a prefix, extrapolated

@@ -111,6 +111,91 @@ def test_scan_gradients_match_the_loop(constant_bc):
         assert torch.allclose(ours[k].grad, ref[k].grad, rtol=1e-6, atol=1e-8), k
 
 
+GRAD_CASES = {  # L, chunk_size, sub_chunk, constant B / C, left out, softplus
+    "one block, kept from the forward pass": (45, 1024, 8, "", (), True),
+    "one block shorter than a sub-chunk": (5, 1024, 8, "", (), True),
+    "L = 1": (1, 16, 4, "", (), True),
+    "several blocks, last one short": (45, 16, 4, "", (), True),
+    "several blocks, L not a multiple of the sub-chunk": (50, 21, 7, "", (), True),
+    "block not a multiple of the sub-chunk": (37, 10, 4, "", (), True),
+    "constant B and C, several blocks": (45, 16, 4, "BC", (), True),
+    "constant B only, one block": (30, 64, 8, "B", (), True),
+    "constant C only, several blocks": (30, 8, 4, "C", (), True),
+    "no D, z, delta_bias, no softplus": (45, 16, 4, "", ("D", "z", "delta_bias"), False),
+    "no z, one block": (23, 64, 4, "", ("z",), True),
+}
+
+
+def _grad_inputs(L, constant, left_out, softplus, seed=6):
+    x = scan_inputs(2, 3, 4, L, seed=seed)
+    for key in constant:
+        x[key] = scan_inputs(2, 3, 4, L, seed=seed + 1, constant_bc=True)[key]
+    for key in left_out:
+        del x[key]
+    if not softplus:
+        x["delta"] = x["delta"].abs()  # without softplus, delta must already be positive
+    return {k: v.double().requires_grad_() for k, v in x.items()}
+
+
+@pytest.mark.parametrize("case", GRAD_CASES)
+def test_scan_backward_matches_the_loop(case):
+    """The adjoint by hand (`_Scan`) against autograd through the loop, with a gradient on y and on the last
+    state, in float64."""
+    L, chunk, sub, constant, left_out, softplus = GRAD_CASES[case]
+    x = _grad_inputs(L, constant, left_out, softplus)
+    y, h = selective_scan_torch(**x, delta_softplus=softplus, return_last_state=True, chunk_size=chunk,
+                                sub_chunk=sub)
+    assert type(h.grad_fn).__name__ == "_ScanBackward"  # the hand-written backward, not a plain graph
+    want_y, want_h = selective_scan_ref(**x, delta_softplus=softplus, return_last_state=True)
+    g = torch.Generator().manual_seed(1)
+    wy, wh = torch.randn(y.shape, generator=g, dtype=y.dtype), torch.randn(h.shape, generator=g, dtype=h.dtype)
+    got = torch.autograd.grad((y * wy).sum() + (h * wh).sum(), list(x.values()))
+    want = torch.autograd.grad((want_y * wy).sum() + (want_h * wh).sum(), list(x.values()))
+    for k, a, e in zip(x, got, want):
+        assert a.shape == e.shape, k
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-11, msg=f"d/d{k}")
+
+
+@pytest.mark.parametrize("case", ["one block, kept from the forward pass", "several blocks, last one short",
+                                  "constant B and C, several blocks", "no D, z, delta_bias, no softplus"])
+def test_scan_gradcheck_with_last_state(case):
+    L, chunk, sub, constant, left_out, softplus = GRAD_CASES[case]
+    x = _grad_inputs(min(L, 13), constant, left_out, softplus)
+    names = list(x)
+    fn = lambda *t: selective_scan_torch(**dict(zip(names, t)), delta_softplus=softplus, return_last_state=True,
+                                         chunk_size=min(chunk, 6), sub_chunk=min(sub, 4))
+    assert torch.autograd.gradcheck(fn, tuple(x.values()), eps=1e-6, atol=1e-6)
+
+
+def test_scan_gradients_with_strong_decay_in_fp32():
+    """decay_t h_{t-1} = h_t - x_t in the backward pass: where decays vanish, only rounding is left of it."""
+    x = scan_inputs(1, 4, 16, 300, seed=3)
+    x["delta"] = x["delta"] * 0 + 25.0
+    x["A"] = -torch.arange(1, 17.0).repeat(4, 1)
+    del x["delta_bias"]
+    ours = {k: v.clone().requires_grad_() for k, v in x.items()}
+    ref = {k: v.double().requires_grad_() for k, v in x.items()}
+    selective_scan_torch(**ours, chunk_size=128, sub_chunk=16).square().sum().backward()
+    selective_scan_ref(**ref).square().sum().backward()
+    for k in x:
+        scale = ref[k].grad.abs().max()
+        assert torch.isfinite(ours[k].grad).all(), k
+        torch.testing.assert_close(ours[k].grad.double(), ref[k].grad, rtol=1e-4, atol=1e-5 * scale, msg=k)
+
+
+def test_linear_scan_matches_a_loop():
+    g = torch.Generator().manual_seed(0)
+    a, x = torch.rand(2, 3, 70, generator=g, dtype=torch.float64), torch.randn(2, 3, 70, generator=g,
+                                                                                  dtype=torch.float64)
+    h, P = scan_chunked._linear_scan(a, x)
+    want, state = [], torch.zeros(2, 3, dtype=torch.float64)
+    for t in range(70):
+        state = a[..., t] * state + x[..., t]
+        want.append(state)
+    torch.testing.assert_close(h, torch.stack(want, -1))
+    torch.testing.assert_close(P, torch.cumprod(a, -1))
+
+
 def test_dispatch_on_cpu():
     assert ssm.scan_backend("cpu") == "torch"
     selective_scan(**scan_inputs(1, 2, 2, 5))
@@ -190,10 +275,11 @@ def test_mamba_is_causal():
     assert not torch.allclose(a[:, 12:], b[:, 12:])
 
 
-def test_double_backward_matches_unchunked_graph():
-    """Hessian-vector products through the block-recompute path equal those of the plain graph."""
+@pytest.mark.parametrize("chunk", [8, 64])  # several blocks (recomputed), one block (kept)
+def test_double_backward_matches_unchunked_graph(chunk):
+    """Hessian-vector products through the scan's Function equal those of the plain graph."""
     torch.manual_seed(0)
-    b, d, n, L = 1, 3, 4, 40  # L > block, so the recompute Function is used
+    b, d, n, L = 1, 3, 4, 40
     u = torch.randn(b, d, L, dtype=torch.float64, requires_grad=True)
     delta = (0.5 * torch.randn(b, d, L, dtype=torch.float64)).requires_grad_()
     A = -torch.rand(d, n, dtype=torch.float64).add(0.5).requires_grad_()
@@ -208,7 +294,7 @@ def test_double_backward_matches_unchunked_graph():
         dot = sum((g * v).sum() for g, v in zip(grads, vs))
         return torch.autograd.grad(dot, leaves)
 
-    chunked = hvp(lambda: selective_scan_torch(u, delta, A, B, C, delta_softplus=True, chunk_size=8,
+    chunked = hvp(lambda: selective_scan_torch(u, delta, A, B, C, delta_softplus=True, chunk_size=chunk,
                                                sub_chunk=4))
     plain = hvp(lambda: scan_chunked._scan_blocks(u, torch.nn.functional.softplus(delta), A, B, C, 4, 8)[0])
     for a, e in zip(chunked, plain):

@@ -1,11 +1,14 @@
 """The selective scan in pure PyTorch, chunked: the training path on CPUs and GPUs without mamba-ssm.
 
 Same results as scan_ref.py (h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t, y_t = C_t . h_t + D u_t,
-y *= silu(z)), in parallel: blocks of `chunk_size` steps run one after the other carrying the (b, d, n) state;
-inside a block, sub-chunks of `sub_chunk` steps are scanned by Hillis-Steele doubling, which only multiplies
-decays (<= 1) and never divides by a tiny cumulative decay (the failure of the "cumsum of exp(-S)" trick);
-sub-chunk end states are combined by the same scan. fp32 inside; O(d n log2(sub_chunk)) work per token.
-Under autograd the blocks are recomputed in the backward pass (`_BlockwiseRecompute`): memory ~ one block.
+y *= silu(z)). Time-major inside ((L, b, d, n): one step is a contiguous slice). Blocks of `chunk_size` steps
+run one after the other carrying the (b, d, n) state; inside a block, the recurrence runs step by step over
+the sub-chunks of `sub_chunk` steps all at once, then over the sub-chunk end states, then once more from the
+right incoming states: 2 sub_chunk + chunk_size / sub_chunk small ops, only products of decays (<= 1),
+never a division by a tiny cumulative decay. fp32 inside (fp64 when given fp64).
+Gradients (`_Scan`): the adjoint by hand, dL/dh_t = C_t dy_t + decay_{t+1} dL/dh_{t+1}, the same scan run
+from the end; a sequence of one block keeps its states from the forward pass, longer ones keep the state
+entering each block and recompute the blocks in reverse: memory ~ one block.
 """
 from __future__ import annotations
 
@@ -14,7 +17,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-DEFAULT_CHUNK_SIZE = 256  # steps per block (see benchmarks/bench_scan.py for the choice)
+# Measured at the tiny2d shapes on 2 CPU cores (benchmarks/bench_scan.py --tiny2d): sub-chunks of 16 and 32
+# tie, splitting 16 steps costs more than one sweep; 1024-step blocks keep the forward states of every layer
+# there. On a GPU without mamba-ssm (b 16, d 64, n 16) a block is ~64 MiB per (K, b, d, n) buffer.
+DEFAULT_CHUNK_SIZE = 1024  # steps per block
 DEFAULT_SUB_CHUNK = 16  # steps per sub-chunk inside a block
 
 
@@ -23,7 +29,7 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     """Arguments and results as `selective_scan_ref` (shapes there); chunk_size and sub_chunk set the blocks."""
     if chunk_size < 1 or sub_chunk < 1:
         raise ValueError(f"selective_scan: chunk_size={chunk_size} and sub_chunk={sub_chunk} must be >= 1")
-    dtype_in, L = u.dtype, u.shape[-1]
+    dtype_in = u.dtype
     work = torch.promote_types(u.dtype, torch.float32)  # fp32, or fp64 when given fp64 (gradcheck)
     u32, delta32, A32 = u.to(work), delta.to(work), A.to(work)
     if delta_bias is not None:
@@ -35,9 +41,8 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     sub = min(sub_chunk, chunk_size)
     block = math.ceil(chunk_size / sub) * sub  # a whole number of sub-chunks
     inputs = (u, delta, A, B, C, delta_bias)
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
-    if needs_grad and L > block:  # recompute block by block in the backward pass: memory ~ one block
-        y, state = _BlockwiseRecompute.apply(u32, delta32, A32, B32, C32, sub, block)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        y, state = _Scan.apply(u32, delta32, A32, B32, C32, sub, block)
     else:
         y, state = _scan_blocks(u32, delta32, A32, B32, C32, sub, block)
     if D is not None:
@@ -47,65 +52,142 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     return (y.to(dtype_in), state) if return_last_state else y.to(dtype_in)
 
 
-def _scan_blocks(u, delta, A, B, C, sub, block, states_in=None):
-    """Loop over blocks of `block` steps carrying the state. Returns y (b, d, L) and the last state.
-    If `states_in` is a list, the state entering each block is appended to it."""
-    batch, d, L = u.shape
+def _time_major(t):
+    """(b, c, L) -> (L, b, c) contiguous; a constant (d, n) as it is."""
+    return t.permute(2, 0, 1).contiguous() if t.dim() == 3 else t
+
+
+def _scan_blocks(u, delta, A, B, C, sub, block, keep=None):
+    """u, delta (b, d, L), A (d, n), B/C (b, n, L) or (d, n) -> y (b, d, L) without the D and z terms, and the
+    last state (b, d, n). Plain autograd ops. `keep` (a list) receives per block (state in, decay, h)."""
+    u, delta, B, C = map(_time_major, (u, delta, B, C))
+    L, batch, d = u.shape
     state = u.new_zeros(batch, d, A.shape[1])
     ys = []
     for start in range(0, L, block):
         sl = slice(start, start + block)
-        if states_in is not None:
-            states_in.append(state)
-        y, state = _scan_block(*(_steps(t, sl) for t in (u, delta, A, B, C)), state, sub)
-        ys.append(y)
-    return (torch.cat(ys, dim=-1) if len(ys) > 1 else ys[0]), state
+        decay, x, h = _states(u[sl], delta[sl], A, _steps(B, sl), state, sub)
+        if keep is not None:
+            keep.append((state, decay, h))
+        Ci = _steps(C, sl)
+        ys.append(_contract(h, Ci, 3) if Ci.dim() == 3 else (h * Ci).sum(-1))
+        state = h[-1]
+    y = torch.cat(ys) if len(ys) > 1 else ys[0]
+    return y.permute(1, 2, 0).contiguous(), state
 
 
 def _steps(t, sl):
-    """The steps `sl` of a sequence (..., L); a constant (A, or B / C given as (d, n)) as it is."""
-    return t[..., sl] if t.dim() == 3 else t
+    """The steps `sl` of a time-major sequence (L, ...); a constant (B / C given as (d, n)) as it is."""
+    return t[sl] if t.dim() == 3 else t
 
 
-class _BlockwiseRecompute(torch.autograd.Function):
-    """Activation checkpointing by hand: keep the state entering each block, recompute the blocks in reverse."""
+def _states(u, delta, A, B, state, sub):
+    """One block, time-major: u, delta (K, b, d), B (K, b, n) or (d, n), state (b, d, n) -> the decays, the
+    inputs x = delta B u and the states h, each (K, b, d, n)."""
+    decay = torch.exp(delta[..., None] * A)  # in (0, 1]
+    du = (delta * u)[..., None]
+    x = du * (B[:, :, None] if B.dim() == 3 else B)
+    return decay, x, _scan(decay, x, state, sub)
+
+
+def _contract(big, small, dim):
+    """The sum over `dim` of big (K, b, d, n) times small, by batched matmuls: dim 3 (n), small (K, b, n)
+    -> (K, b, d); dim 2 (d), small (K, b, d) -> (K, b, n)."""
+    K, b, d, n = big.shape
+    flat = big.reshape(K * b, d, n)
+    if dim == 3:
+        return torch.bmm(flat, small.reshape(K * b, n, 1)).view(K, b, d)
+    return torch.bmm(small.reshape(K * b, 1, d), flat).view(K, b, n)
+
+
+def _scan(a, x, h0, sub, reverse=False):
+    """h_t = a_t h_{t-1} + x_t along dim 0 of (T, ...) from h_{-1} = h0 (reverse: h_t = a_t h_{t+1} + x_t from
+    h_T = h0). Returns h (T, ...)."""
+    T, rest = x.shape[0], x.shape[1:]
+    if T <= sub:
+        return torch.stack(_sweep(a, x, h0, reverse))
+    pad = (-T) % sub
+    if pad:  # padded steps have decay 1 and no input: the state passes through unchanged
+        a, x = torch.cat([a, a.new_ones(pad, *rest)]), torch.cat([x, x.new_zeros(pad, *rest)])
+    nc = (T + pad) // sub
+    a5, x5 = a.view(nc, sub, *rest).transpose(0, 1), x.view(nc, sub, *rest).transpose(0, 1)  # (sub, nc, ...)
+    # 1) each sub-chunk from a zero state: its end state and its total decay
+    ends = _sweep(a5, x5, None, reverse)[0 if reverse else -1]
+    totals = a5.prod(0)
+    # 2) across sub-chunks, from h0: the state entering each
+    carried = _sweep(totals, ends, h0, reverse)
+    h0 = h0.expand_as(ends[0])
+    entering = torch.stack([*carried[1:], h0] if reverse else [h0, *carried[:-1]])
+    # 3) each sub-chunk again from its entering state
+    h = torch.stack(_sweep(a5, x5, entering, reverse), dim=1)  # (nc, sub, ...)
+    return h.view(nc * sub, *rest)[:T]
+
+
+def _sweep(a, x, h, reverse):
+    """The states h <- a[i] h + x[i] for i along dim 0 (from the end if `reverse`; h None: zero), in order of i.
+    One small op per step."""
+    hs = []
+    for i in (range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])):
+        h = x[i] if h is None else torch.addcmul(x[i], a[i], h)
+        hs.append(h)
+    return hs[::-1] if reverse else hs
+
+
+def _linear_scan(a, x):
+    """Inclusive scan along the last axis, h[t] = a[t] * h[t-1] + x[t] (h[-1] = 0). Returns h and the
+    cumulative products P[t] = a[0] * ... * a[t]."""
+    a_t, x_t = a.movedim(-1, 0).contiguous(), x.movedim(-1, 0).contiguous()
+    h = _scan(a_t, x_t, torch.zeros_like(x_t[0]), DEFAULT_SUB_CHUNK)
+    return h.movedim(0, -1), torch.cumprod(a, dim=-1)
+
+
+class _Scan(torch.autograd.Function):
+    """The scan with its adjoint by hand (under no_grad: no autograd graph, no zero-filled slice gradients)."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, sub, block):
-        states = []
-        with torch.no_grad():
-            y, last = _scan_blocks(u, delta, A, B, C, sub, block, states_in=states)
-        ctx.save_for_backward(u, delta, A, B, C, torch.stack(states))
+        keep = []
+        y, last = _scan_blocks(u, delta, A, B, C, sub, block, keep=keep)
+        if len(keep) == 1:  # one block: keep its states
+            ctx.save_for_backward(u, delta, A, B, C, *keep[0])
+        else:  # several: keep the state entering each, recompute the blocks in the backward pass
+            ctx.save_for_backward(u, delta, A, B, C, torch.stack([k[0] for k in keep]))
         ctx.sub, ctx.block = sub, block
         return y, last
 
     @staticmethod
     def backward(ctx, dy, dlast):
-        u, delta, A, B, C, states = ctx.saved_tensors
-        sub, block = ctx.sub, ctx.block
+        u, delta, A, B, C, *kept = ctx.saved_tensors
         if torch.is_grad_enabled():  # backward with create_graph=True (Hessian-vector products):
-            return _BlockwiseRecompute._differentiable_backward(ctx, u, delta, A, B, C, dy, dlast)
-        grads = [torch.zeros_like(t) for t in (u, delta, A, B, C)]
-        g_state = dlast
-        for i in reversed(range(states.shape[0])):
+            return _Scan._differentiable_backward(ctx, u, delta, A, B, C, dy, dlast)
+        sub, block = ctx.sub, ctx.block
+        u, delta, B, C, dy = map(_time_major, (u, delta, B, C, dy))
+        L = u.shape[0]
+        g_state = dlast  # zeros when the last state is unused (autograd materialises it)
+        grads = [torch.empty_like(u), torch.empty_like(delta), torch.zeros_like(A),
+                 torch.empty_like(B) if B.dim() == 3 else torch.zeros_like(B),
+                 torch.empty_like(C) if C.dim() == 3 else torch.zeros_like(C)]
+        for i in reversed(range(math.ceil(L / block))):
             sl = slice(i * block, (i + 1) * block)
-            leaves = [t.detach().requires_grad_() for t in (*(_steps(t, sl) for t in (u, delta, A, B, C)), states[i])]
-            with torch.enable_grad():
-                y, state = _scan_block(*leaves, sub)
-                g = torch.autograd.grad((y, state), leaves, (dy[..., sl], g_state), allow_unused=True)
-            g = [torch.zeros_like(t) if gi is None else gi for gi, t in zip(g, leaves)]
-            for total, gi in zip(grads, g[:5]):
+            Bi, Ci = _steps(B, sl), _steps(C, sl)
+            if len(kept) == 1:  # the states entering the blocks: recompute
+                h0 = kept[0][i]
+                decay, _, h = _states(u[sl], delta[sl], A, Bi, h0, sub)
+            else:  # one block, as the forward pass left it
+                h0, decay, h = kept
+            g, g_state = _block_grads(u[sl], delta[sl], A, Bi, Ci, h0, decay, h, dy[sl], g_state, sub)
+            for total, gi in zip(grads, g):
                 if total.dim() == 3:  # a sequence: this block's steps
-                    total[..., sl] = gi
+                    total[sl] = gi
                 else:  # a constant: summed over the blocks
                     total += gi
-            g_state = g[5]
-        return (*grads, None, None)
+        gu, gdelta, gA, gB, gC = grads
+        back = lambda t: t.permute(1, 2, 0) if t.dim() == 3 else t
+        return back(gu), back(gdelta), gA, back(gB), back(gC), None, None
 
     @staticmethod
     def _differentiable_backward(ctx, u, delta, A, B, C, dy, dlast):
-        """Plain autograd with create_graph=True: the block-wise path treats the saved states as constants and
-        would give wrong second derivatives."""
+        """Plain autograd with create_graph=True: the analytic path is not itself differentiable."""
         inputs = (u, delta, A, B, C)
         wanted = [i for i, t in enumerate(inputs) if ctx.needs_input_grad[i]]
         y, last = _scan_blocks(u, delta, A, B, C, ctx.sub, ctx.block)
@@ -117,43 +199,17 @@ class _BlockwiseRecompute(torch.autograd.Function):
         return (*out, None, None)
 
 
-def _linear_scan(a, x):
-    """Inclusive scan along the last axis, h[t] = a[t] * h[t-1] + x[t] (h[-1] = 0), by Hillis-Steele doubling.
-    Returns h and the cumulative products P[t] = a[0] * ... * a[t]."""
-    T, s = x.shape[-1], 1
-    while s < T:
-        x = torch.cat([x[..., :s], torch.addcmul(x[..., s:], a[..., s:], x[..., :-s])], dim=-1)
-        a = torch.cat([a[..., :s], a[..., s:] * a[..., :-s]], dim=-1)
-        s *= 2
-    return x, a
-
-
-def _scan_block(u, delta, A, B, C, state, sub):
-    """One block: u, delta (b, d, K) fp32, A (d, n), B/C (b, n, K) or (d, n), state (b, d, n) -> y (b, d, K)
-    without the D and z terms, and the state after the block."""
-    (b, d, K), n = u.shape, A.shape[1]
-    pad = (-K) % sub
-    if pad:  # padded steps have delta = 0: decay 1 and no input, so the state passes through unchanged
-        u, delta, B, C = (F.pad(t, (0, pad)) if t.dim() == 3 else t for t in (u, delta, B, C))
-    nc = (K + pad) // sub
-    decay = torch.exp(delta[:, :, None, :] * A[None, :, :, None]).view(b, d, n, nc, sub)  # in (0, 1]
-    du = delta * u
-    if B.dim() == 3:
-        x = (du[:, :, None, :] * B[:, None, :, :]).view(b, d, n, nc, sub)  # delta * B * u
-    else:
-        x = (du[:, :, None, :] * B[None, :, :, None]).view(b, d, n, nc, sub)
-
-    # 1) inside each sub-chunk, from a zero state
-    h_local, decay_cum = _linear_scan(decay, x)  # (b, d, n, nc, sub)
-    # 2) across sub-chunks: the state at the end of each, the block's incoming state folded in
-    chunk_decay, chunk_x = decay_cum[..., -1], h_local[..., -1]  # (b, d, n, nc)
-    chunk_x = torch.cat([chunk_x[..., :1] + chunk_decay[..., :1] * state[..., None], chunk_x[..., 1:]], dim=-1)
-    chunk_state, _ = _linear_scan(chunk_decay, chunk_x)
-    state_in = torch.cat([state[..., None], chunk_state[..., :-1]], dim=-1)  # entering each sub-chunk
-    # 3) full states and the read-out y_t = C_t . h_t
-    h = torch.addcmul(h_local, decay_cum, state_in[..., None])
-    if C.dim() == 3:
-        y = (h * C.view(b, 1, n, nc, sub)).sum(dim=2)
-    else:
-        y = (h * C[None, :, :, None, None]).sum(dim=2)
-    return y.reshape(b, d, nc * sub)[..., :K], chunk_state[..., -1]
+def _block_grads(u, delta, A, B, C, h0, decay, h, dy, g_state, sub):
+    """The adjoint of one block (time-major, shapes of `_states`; h0 the state entering it, dy (K, b, d), g_state
+    = dL/d(state after the block) (b, d, n)) -> the gradients of (u, delta, A, B, C) and dL/d h0."""
+    dyC = dy[..., None] * (C[:, :, None] if C.dim() == 3 else C)
+    decay_next = torch.cat([decay[1:], torch.ones_like(decay[:1])])  # 1 after the block: g_state enters as is
+    gh = _scan(decay_next, dyC, g_state, sub, reverse=True)  # dL/dh_t
+    g_dA = gh * decay * torch.cat([h0[None], h[:-1]])  # dL/d(delta_t A); not (h_t - x_t): it cancels
+    g_du = _contract(gh, B, 3) if B.dim() == 3 else (gh * B).sum(-1)  # dL/d(delta u) (K, b, d)
+    gu = g_du * delta
+    gdelta = g_du * u + (g_dA * A).sum(-1)
+    gA = (g_dA * delta[..., None]).sum((0, 1))
+    gB = _contract(gh, delta * u, 2) if B.dim() == 3 else (gh * (delta * u)[..., None]).sum((0, 1))
+    gC = _contract(h, dy, 2) if C.dim() == 3 else (h * dy[..., None]).sum((0, 1))
+    return (gu, gdelta, gA, gB, gC), decay[0] * gh[0]
