@@ -110,11 +110,15 @@ for name in sys.argv[1:]:
         except BaseException:
             pass
 '
-export MPLBACKEND=Agg
-PYTHONDONTWRITEBYTECODE= .venv/bin/python -c "$warm" torch monai uu >/dev/null 2>&1 &
-PYTHONDONTWRITEBYTECODE= .venv/bin/python -c "$warm" papermill nbformat nbclient jupyter_client \
-  ipykernel.kernelapp ipykernel.ipkernel IPython matplotlib.pyplot pandas scipy.ndimage scipy.stats \
-  nibabel h5py yaml tqdm pytest nbval >/dev/null 2>&1 &
-wait
+stamp=.venv/.uu-bytecode   # done once per install of pyproject.toml's dependencies
+if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  export MPLBACKEND=Agg
+  PYTHONDONTWRITEBYTECODE= .venv/bin/python -c "$warm" torch monai uu >/dev/null 2>&1 &
+  PYTHONDONTWRITEBYTECODE= .venv/bin/python -c "$warm" papermill nbformat nbclient jupyter_client \
+    ipykernel.kernelapp ipykernel.ipkernel IPython matplotlib.pyplot pandas scipy.ndimage scipy.stats \
+    nibabel h5py yaml tqdm pytest nbval >/dev/null 2>&1 &
+  wait
+  touch "$stamp"
+fi
 .venv/bin/python -c "import uu, uu.data, torch; print('[setup] uu', uu.__version__, 'from', uu.__path__[0] + ', torch', torch.__version__)"
 echo "[setup] done in $(( $(date +%s) - t0 )) s"
