@@ -59,7 +59,8 @@ def _time_major(t):
 
 def _scan_blocks(u, delta, A, B, C, sub, block, keep=None):
     """u, delta (b, d, L), A (d, n), B/C (b, n, L) or (d, n) -> y (b, d, L) without the D and z terms, and the
-    last state (b, d, n). Plain autograd ops. `keep` (a list) receives per block (state in, decay, h)."""
+    last state (b, d, n). Plain autograd ops. `keep` (a list) receives per block (state in, decay, h) when L fits
+    in one block, else (state in,) only: memory ~ one block."""
     u, delta, B, C = map(_time_major, (u, delta, B, C))
     L, batch, d = u.shape
     state = u.new_zeros(batch, d, A.shape[1])
@@ -68,7 +69,7 @@ def _scan_blocks(u, delta, A, B, C, sub, block, keep=None):
         sl = slice(start, start + block)
         decay, x, h = _states(u[sl], delta[sl], A, _steps(B, sl), state, sub)
         if keep is not None:
-            keep.append((state, decay, h))
+            keep.append((state, decay, h) if L <= block else (state,))
         Ci = _steps(C, sl)
         ys.append(_contract(h, Ci, 3) if Ci.dim() == 3 else (h * Ci).sum(-1))
         state = h[-1]
