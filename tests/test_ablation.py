@@ -263,11 +263,14 @@ def test_train_side_by_side_launches_unfinished_runs_jobs_at_a_time(runs_dir, mo
 
     from uu.profiles import parse_overrides
 
-    launched, running, peak, lock = [], [0], [0], threading.Lock()
+    launched, threads, running, peak, lock = [], [], [0], [0], threading.Lock()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(ablation.os, "cpu_count", lambda: 4)
 
-    def fake_run(cmd, stdout=None, stderr=None):
+    def fake_run(cmd, stdout=None, stderr=None, env=None):
         with lock:
             launched.append(cmd)
+            threads.append(env["OMP_NUM_THREADS"])
             running[0] += 1
             peak[0] = max(peak[0], running[0])
         time.sleep(0.2)
@@ -281,7 +284,7 @@ def test_train_side_by_side_launches_unfinished_runs_jobs_at_a_time(runs_dir, mo
     ablation.train_side_by_side(pairs, "smoke", "/data", runs_dir, {"lr": 1e-2, "amp": "off"}, jobs=2)
     by_out = {cmd[cmd.index("--out") + 1]: cmd for cmd in launched}
     assert sorted(by_out) == sorted(str(runs_dir / c / f"seed{s}") for c, s in pairs[1:])  # umamba_ce 0 is finished
-    assert peak[0] == 2
+    assert peak[0] == 2 and threads == ["2"] * 3  # 4 cores, 2 jobs
     cmd = by_out[str(runs_dir / "umamba_ua_sam" / "seed0")]
     assert cmd[1:9] == ["-m", "uu", "train", "--params", "smoke", "--data", "/data", "--out"] and cmd[-1] == "--resume"
     sets = parse_overrides([cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"])
