@@ -204,13 +204,20 @@ def _block_grads(u, delta, A, B, C, h0, decay, h, dy, g_state, sub):
     """The adjoint of one block (time-major, shapes of `_states`; h0 the state entering it, dy (K, b, d), g_state
     = dL/d(state after the block) (b, d, n)) -> the gradients of (u, delta, A, B, C) and dL/d h0."""
     dyC = dy[..., None] * (C[:, :, None] if C.dim() == 3 else C)
-    decay_next = torch.cat([decay[1:], torch.ones_like(decay[:1])])  # 1 after the block: g_state enters as is
-    gh = _scan(decay_next, dyC, g_state, sub, reverse=True)  # dL/dh_t
-    g_dA = gh * decay * torch.cat([h0[None], h[:-1]])  # dL/d(delta_t A); not (h_t - x_t): it cancels
+    # The adjoint gh_t = dyC_t + decay_{t+1} gh_{t+1} reads the next step's decay; scanning r_t = decay_t gh_t
+    # instead (r_t = decay_t r_{t+1} + decay_t dyC_t, r_K = g_state) reads the same step's, so no shifted
+    # copy of decay is built, and r is directly the factor of g_dA (no gh * decay product either).
+    r = _scan(decay, decay * dyC, g_state, sub, reverse=True)
+    gh = dyC  # dL/dh_t = dyC_t + r_{t+1}, in place: dyC is not needed any more
+    gh[:-1] += r[1:]
+    gh[-1] += g_state
+    g_dA = torch.empty_like(r)  # dL/d(delta_t A) = r_t h_{t-1}; not (h_t - x_t): it cancels
+    torch.mul(r[1:], h[:-1], out=g_dA[1:])  # slices, not a concatenated copy of the previous states
+    torch.mul(r[0], h0, out=g_dA[0])
     g_du = _contract(gh, B, 3) if B.dim() == 3 else (gh * B).sum(-1)  # dL/d(delta u) (K, b, d)
     gu = g_du * delta
     gdelta = g_du * u + (g_dA * A).sum(-1)
     gA = (g_dA * delta[..., None]).sum((0, 1))
     gB = _contract(gh, delta * u, 2) if B.dim() == 3 else (gh * (delta * u)[..., None]).sum((0, 1))
     gC = _contract(h, dy, 2) if C.dim() == 3 else (h * dy[..., None]).sum((0, 1))
-    return (gu, gdelta, gA, gB, gC), decay[0] * gh[0]
+    return (gu, gdelta, gA, gB, gC), r[0]
