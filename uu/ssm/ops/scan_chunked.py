@@ -105,8 +105,11 @@ def _scan(a, x, h0, sub, reverse=False):
     """h_t = a_t h_{t-1} + x_t along dim 0 of (T, ...) from h_{-1} = h0 (reverse: h_t = a_t h_{t+1} + x_t from
     h_T = h0). Returns h (T, ...)."""
     T, rest = x.shape[0], x.shape[1:]
+    # Without autograd (the forward and backward passes of _Scan, inference) the sweeps write each step into
+    # the result with out=, instead of a torch.stack copy of all the steps; with it, plain differentiable ops.
+    direct = not (torch.is_grad_enabled() and any(t.requires_grad for t in (a, x, h0)))
     if T <= sub:
-        return torch.stack(_sweep(a, x, h0, reverse))
+        return _sweep(a, x, h0, reverse, x.new_empty(T, *rest)) if direct else torch.stack(_sweep(a, x, h0, reverse))
     pad = (-T) % sub
     if pad:  # padded steps have decay 1 and no input: the state passes through unchanged
         a, x = torch.cat([a, a.new_ones(pad, *rest)]), torch.cat([x, x.new_zeros(pad, *rest)])
@@ -120,17 +123,26 @@ def _scan(a, x, h0, sub, reverse=False):
     h0 = h0.expand_as(ends[0])
     entering = torch.stack([*carried[1:], h0] if reverse else [h0, *carried[:-1]])
     # 3) each sub-chunk again from its entering state
-    h = torch.stack(_sweep(a5, x5, entering, reverse), dim=1)  # (nc, sub, ...)
+    if direct:
+        h = x.new_empty(nc, sub, *rest)
+        _sweep(a5, x5, entering, reverse, h.transpose(0, 1))
+    else:
+        h = torch.stack(_sweep(a5, x5, entering, reverse), dim=1)  # (nc, sub, ...)
     return h.view(nc * sub, *rest)[:T]
 
 
-def _sweep(a, x, h, reverse):
+def _sweep(a, x, h, reverse, out=None):
     """The states h <- a[i] h + x[i] for i along dim 0 (from the end if `reverse`; h None: zero), in order of i.
-    One small op per step."""
+    One small op per step. `out` (shape of x): written step by step and returned instead of the list."""
     hs = []
     for i in (range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])):
+        if out is not None:
+            h = out[i].copy_(x[i]) if h is None else torch.addcmul(x[i], a[i], h, out=out[i])
+            continue
         h = x[i] if h is None else torch.addcmul(x[i], a[i], h)
         hs.append(h)
+    if out is not None:
+        return out
     return hs[::-1] if reverse else hs
 
 
