@@ -105,8 +105,11 @@ def _scan(a, x, h0, sub, reverse=False):
     """h_t = a_t h_{t-1} + x_t along dim 0 of (T, ...) from h_{-1} = h0 (reverse: h_t = a_t h_{t+1} + x_t from
     h_T = h0). Returns h (T, ...)."""
     T, rest = x.shape[0], x.shape[1:]
+    # Without autograd (the forward and backward passes of _Scan, inference) the sweeps write each step into
+    # the result with out=, instead of a torch.stack copy of all the steps; with it, plain differentiable ops.
+    direct = not (torch.is_grad_enabled() and any(t.requires_grad for t in (a, x, h0)))
     if T <= sub:
-        return torch.stack(_sweep(a, x, h0, reverse))
+        return _sweep(a, x, h0, reverse, x.new_empty(T, *rest)) if direct else torch.stack(_sweep(a, x, h0, reverse))
     pad = (-T) % sub
     if pad:  # padded steps have decay 1 and no input: the state passes through unchanged
         a, x = torch.cat([a, a.new_ones(pad, *rest)]), torch.cat([x, x.new_zeros(pad, *rest)])
@@ -120,17 +123,26 @@ def _scan(a, x, h0, sub, reverse=False):
     h0 = h0.expand_as(ends[0])
     entering = torch.stack([*carried[1:], h0] if reverse else [h0, *carried[:-1]])
     # 3) each sub-chunk again from its entering state
-    h = torch.stack(_sweep(a5, x5, entering, reverse), dim=1)  # (nc, sub, ...)
+    if direct:
+        h = x.new_empty(nc, sub, *rest)
+        _sweep(a5, x5, entering, reverse, h.transpose(0, 1))
+    else:
+        h = torch.stack(_sweep(a5, x5, entering, reverse), dim=1)  # (nc, sub, ...)
     return h.view(nc * sub, *rest)[:T]
 
 
-def _sweep(a, x, h, reverse):
+def _sweep(a, x, h, reverse, out=None):
     """The states h <- a[i] h + x[i] for i along dim 0 (from the end if `reverse`; h None: zero), in order of i.
-    One small op per step."""
+    One small op per step. `out` (shape of x): written step by step and returned instead of the list."""
     hs = []
     for i in (range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])):
+        if out is not None:
+            h = out[i].copy_(x[i]) if h is None else torch.addcmul(x[i], a[i], h, out=out[i])
+            continue
         h = x[i] if h is None else torch.addcmul(x[i], a[i], h)
         hs.append(h)
+    if out is not None:
+        return out
     return hs[::-1] if reverse else hs
 
 
@@ -204,13 +216,20 @@ def _block_grads(u, delta, A, B, C, h0, decay, h, dy, g_state, sub):
     """The adjoint of one block (time-major, shapes of `_states`; h0 the state entering it, dy (K, b, d), g_state
     = dL/d(state after the block) (b, d, n)) -> the gradients of (u, delta, A, B, C) and dL/d h0."""
     dyC = dy[..., None] * (C[:, :, None] if C.dim() == 3 else C)
-    decay_next = torch.cat([decay[1:], torch.ones_like(decay[:1])])  # 1 after the block: g_state enters as is
-    gh = _scan(decay_next, dyC, g_state, sub, reverse=True)  # dL/dh_t
-    g_dA = gh * decay * torch.cat([h0[None], h[:-1]])  # dL/d(delta_t A); not (h_t - x_t): it cancels
+    # The adjoint gh_t = dyC_t + decay_{t+1} gh_{t+1} reads the next step's decay; scanning r_t = decay_t gh_t
+    # instead (r_t = decay_t r_{t+1} + decay_t dyC_t, r_K = g_state) reads the same step's, so no shifted
+    # copy of decay is built, and r is directly the factor of g_dA (no gh * decay product either).
+    r = _scan(decay, decay * dyC, g_state, sub, reverse=True)
+    gh = dyC  # dL/dh_t = dyC_t + r_{t+1}, in place: dyC is not needed any more
+    gh[:-1] += r[1:]
+    gh[-1] += g_state
+    g_dA = torch.empty_like(r)  # dL/d(delta_t A) = r_t h_{t-1}; not (h_t - x_t): it cancels
+    torch.mul(r[1:], h[:-1], out=g_dA[1:])  # slices, not a concatenated copy of the previous states
+    torch.mul(r[0], h0, out=g_dA[0])
     g_du = _contract(gh, B, 3) if B.dim() == 3 else (gh * B).sum(-1)  # dL/d(delta u) (K, b, d)
     gu = g_du * delta
     gdelta = g_du * u + (g_dA * A).sum(-1)
     gA = (g_dA * delta[..., None]).sum((0, 1))
     gB = _contract(gh, delta * u, 2) if B.dim() == 3 else (gh * (delta * u)[..., None]).sum((0, 1))
     gC = _contract(h, dy, 2) if C.dim() == 3 else (h * dy[..., None]).sum((0, 1))
-    return (gu, gdelta, gA, gB, gC), decay[0] * gh[0]
+    return (gu, gdelta, gA, gB, gC), r[0]
