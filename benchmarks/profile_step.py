@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -44,6 +45,15 @@ def kernel_class(name: str) -> str:
         if any(k in low for k in keys):
             return cls
     return "other"
+
+
+def top_kernels(prof, steps: int, k: int = 15) -> list:
+    """The k kernels of most device time: [name (cut to 90 characters), class, ms per step]."""
+    from torch.autograd import DeviceType
+
+    events = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0]
+    events.sort(key=lambda e: -e.self_device_time_total)
+    return [[e.key[:90], kernel_class(e.key), round(e.self_device_time_total / 1e3 / steps, 3)] for e in events[:k]]
 
 
 def kernel_table(prof, steps: int, wall_ms: float) -> dict:
@@ -152,7 +162,9 @@ def main(argv=None):
                    "warmup_s": round(warmup, 1), "profiled_ms_per_step": round(wall, 2),
                    "samples_per_s": round(args.batch / ms * 1e3, 1),
                    "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None,
-                   "kernels_ms": kernel_table(prof, args.profile_steps, wall) if device.type == "cuda" else {}}
+                   "conv1d_impl": os.environ.get("UU_CONV1D", "auto"),
+                   "kernels_ms": kernel_table(prof, args.profile_steps, wall) if device.type == "cuda" else {},
+                   "top_kernels": top_kernels(prof, args.profile_steps) if device.type == "cuda" else []}
             rows.append(row)
             print(f"[profile_step] {args.label} {plan.name} {arch} {optimizer} {mode}: {ms:.1f} ms/step "
                   f"(warm-up {warmup:.0f} s) {row['kernels_ms']}", flush=True)

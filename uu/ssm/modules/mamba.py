@@ -21,6 +21,7 @@ import math
 import torch
 import torch.nn as nn
 
+from ..ops.causal_conv1d import causal_conv1d
 from ..ops.selective_scan import DEFAULT_CHUNK_SIZE, selective_scan
 
 
@@ -29,7 +30,8 @@ class Mamba(nn.Module):
 
     def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_rank="auto", dt_min=0.001,
                  dt_max=0.1, dt_init="random", dt_scale=1.0, dt_init_floor=1e-4, conv_bias=True,
-                 bias=False, backend="auto", chunk_size=DEFAULT_CHUNK_SIZE, device=None, dtype=None):
+                 bias=False, backend="auto", chunk_size=DEFAULT_CHUNK_SIZE, conv_impl="auto", device=None,
+                 dtype=None):
         factory_kwargs = {"device": device, "dtype": dtype}
         super().__init__()
         self.d_model = d_model
@@ -40,6 +42,7 @@ class Mamba(nn.Module):
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
         self.backend = backend
         self.chunk_size = chunk_size
+        self.conv_impl = conv_impl  # uu.ssm.ops.causal_conv1d: "auto" | "conv1d" | "shift" (same function)
 
         self.in_proj = nn.Linear(d_model, self.d_inner * 2, bias=bias, **factory_kwargs)
         self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, kernel_size=d_conv, groups=self.d_inner,
@@ -73,10 +76,9 @@ class Mamba(nn.Module):
 
     def forward(self, hidden_states):
         """hidden_states (B, L, d_model) -> (B, L, d_model)."""
-        batch, seqlen, _ = hidden_states.shape
         xz = self.in_proj(hidden_states).transpose(1, 2)  # (B, 2 * d_inner, L)
         x, z = xz.chunk(2, dim=1)
-        x = self.act(self.conv1d(x)[..., :seqlen])  # causal depthwise conv
+        x = self._conv(x)
         x_dbl = self.x_proj(x.transpose(1, 2))  # (B, L, dt_rank + 2 * d_state)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # (B, d_inner, L); bias goes into the scan
@@ -92,12 +94,11 @@ class Mamba(nn.Module):
         """x (B, d_model, L) -> (B, d_model, L): the same function as forward() on x.transpose(1, 2), computed
         in the channels-first layout that an NCHW / NCDHW feature map flattens to for free. Each projection is a
         matmul W @ x giving (B, out, L), the layout the scan wants, so no transpose is ever copied."""
-        seqlen = x.shape[-1]
         xz = torch.matmul(self.in_proj.weight, x)  # (B, 2 * d_inner, L)
         if self.in_proj.bias is not None:
             xz = xz + self.in_proj.bias[:, None]
         u, z = xz.chunk(2, dim=1)
-        u = self.act(self.conv1d(u)[..., :seqlen])  # causal depthwise conv
+        u = self._conv(u)
         dt, B, C = torch.split(torch.matmul(self.x_proj.weight, u), [self.dt_rank, self.d_state, self.d_state], dim=1)
         dt = torch.matmul(self.dt_proj.weight, dt)  # (B, d_inner, L); the bias goes into the scan
         y = selective_scan(u, dt, -torch.exp(self.A_log.float()), B.contiguous(), C.contiguous(), self.D.float(),
@@ -105,6 +106,10 @@ class Mamba(nn.Module):
                            chunk_size=self.chunk_size, backend=self.backend)
         out = torch.matmul(self.out_proj.weight, y)
         return out if self.out_proj.bias is None else out + self.out_proj.bias[:, None]
+
+    def _conv(self, x):
+        """The causal depthwise conv + SiLU on (B, d_inner, L)."""
+        return causal_conv1d(x, self.conv1d.weight[:, 0], self.conv1d.bias, activation="silu", impl=self.conv_impl)
 
     def extra_repr(self):
         return (f"d_model={self.d_model}, d_inner={self.d_inner}, d_state={self.d_state}, "
