@@ -7,15 +7,19 @@ Writes JSON to --out (default results/bench_scan_<device>.json).
 --tiny2d: instead, the scan at the shapes of the four Mamba layers of the "tiny2d" plan (batch 4, 32 x 32
 patches: d_inner 16..128, L 1024..16), forward and forward + backward, next to the scan_chunked.py of the
 git revision --before if given (the CPU main job's hot spot).
+--cpu-kernel: `_Scan` forward + backward at the tiny2d shapes of batch 8, the C kernel (scan_cpu.c) against the
+PyTorch scan (UU_CPU_SCAN=torch), interleaved.
 
     python benchmarks/bench_scan.py                 # CPU
     python benchmarks/bench_scan.py --device cuda   # + fused kernel, paper stage shapes
     python benchmarks/bench_scan.py --tiny2d --threads 2 --before 26067e7
+    python benchmarks/bench_scan.py --cpu-kernel --threads 1
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -27,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import uu.ssm as ssm
+from uu.ssm.ops import scan_chunked, scan_cpu
 from uu.ssm.ops.selective_scan import selective_scan_torch
 
 
@@ -106,6 +111,41 @@ def tiny2d_rows(dev, before, repeats):
     return rows
 
 
+def cpu_kernel_rows(repeats):
+    """Best-of-`repeats` ms of `_Scan` forward + backward (delta already softplus'ed) per tiny2d stage at batch
+    8, by the C kernel and by the PyTorch scan."""
+    if scan_cpu.load_kernel() is None:
+        raise SystemExit("the C scan kernel did not build")
+    rows = []
+    for s in range(4):
+        d, L = 16 * 2 ** s, (32 // 2 ** s) ** 2
+        x = inputs(8, d, 16, L, "cpu", grad=True)
+        args = [x[k] for k in ("u", "delta", "A", "B", "C")]
+        args[1] = F.softplus(args[1].detach()).requires_grad_()
+
+        def step(mode):
+            os.environ["UU_CPU_SCAN"] = mode
+            y, last = scan_chunked._Scan.apply(*args, scan_chunked.DEFAULT_SUB_CHUNK, scan_chunked.DEFAULT_CHUNK_SIZE)
+            assert scan_cpu.last_cpu_path == ("torch" if mode == "torch" else "c")
+            torch.autograd.backward((y, last), (torch.ones_like(y), torch.zeros_like(last)))
+
+        best = {}
+        for _ in range(repeats + 1):  # the first round warms up
+            for mode in ("torch", "c"):
+                t = time.perf_counter()
+                step(mode)
+                best[mode] = min(best.get(mode, float("inf")), time.perf_counter() - t) if _ else float("inf")
+        os.environ.pop("UU_CPU_SCAN")
+        row = {"shape": [8, d, 16, L], "torch_ms": best["torch"] * 1e3, "c_ms": best["c"] * 1e3,
+               "speedup": best["torch"] / best["c"]}
+        rows.append(row)
+        print(f"(8, {d:3d}, 16, {L:4d}): _Scan torch {row['torch_ms']:7.2f} ms, C {row['c_ms']:7.2f} ms, "
+              f"{row['speedup']:.1f}x")
+    total = {m: sum(r[f"{m}_ms"] for r in rows) for m in ("torch", "c")}
+    print(f"all four: torch {total['torch']:.2f} ms, C {total['c']:.2f} ms, {total['torch'] / total['c']:.1f}x")
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -119,6 +159,7 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
     ap.add_argument("--quick", action="store_true", help="L = 8192 and a short sweep")
     ap.add_argument("--tiny2d", action="store_true", help="the tiny2d plan's layer shapes only")
+    ap.add_argument("--cpu-kernel", action="store_true", help="the C kernel vs the PyTorch scan (tiny2d, batch 8)")
     ap.add_argument("--before", default=None, help="with --tiny2d: also time scan_chunked.py of this git revision")
     ap.add_argument("--repeats", type=int, default=10, help="with --tiny2d: best of this many")
     ap.add_argument("--out", default=None)
@@ -131,6 +172,14 @@ def main():
     res = {"device": dev, "torch": torch.__version__, "threads": torch.get_num_threads(),
            "machine": platform.processor() or platform.machine(),
            "shape": {"batch": b, "d_inner": d, "d_state": n, "L": L}, "rows": []}
+    if args.cpu_kernel:
+        print(f"_Scan forward + backward, C kernel vs PyTorch ({res['threads']} threads)")
+        res["cpu_kernel"] = cpu_kernel_rows(args.repeats)
+        out = Path(args.out or "results/bench_scan_cpu_kernel.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2))
+        print(f"wrote {out}")
+        return
     if args.tiny2d:
         print(f"selective scan at the tiny2d shapes on {dev} ({res['threads']} threads)")
         res["tiny2d"] = tiny2d_rows(dev, args.before, args.repeats)

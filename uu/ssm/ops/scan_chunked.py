@@ -17,6 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import scan_cpu
+
 # Measured at the tiny2d shapes on 2 CPU cores (benchmarks/bench_scan.py --tiny2d): sub-chunks of 16 and 32
 # tie, splitting 16 steps costs more than one sweep; 1024-step blocks keep the forward states of every layer
 # there. On a GPU without mamba-ssm (b 16, d 64, n 16) a block is ~64 MiB per (K, b, d, n) buffer.
@@ -43,6 +45,8 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     inputs = (u, delta, A, B, C, delta_bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
         y, state = _Scan.apply(u32, delta32, A32, B32, C32, sub, block)
+    elif (kernel := scan_cpu.kernel_for(u32, delta32, A32, B32, C32)) is not None:  # the C kernel on CPUs
+        y, state, _ = scan_cpu.forward(kernel, u32, delta32, A32, B32, C32)
     else:
         y, state = _scan_blocks(u32, delta32, A32, B32, C32, sub, block)
     if D is not None:
@@ -155,17 +159,23 @@ def _linear_scan(a, x):
 
 
 class _Scan(torch.autograd.Function):
-    """The scan with its adjoint by hand (under no_grad: no autograd graph, no zero-filled slice gradients)."""
+    """The scan with its adjoint by hand (under no_grad: no autograd graph, no zero-filled slice gradients).
+    On CPUs, by the C kernel of scan_cpu.py where it applies."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, sub, block):
+        ctx.sub, ctx.block = sub, block
+        ctx.kernel = scan_cpu.kernel_for(u, delta, A, B, C)
+        if ctx.kernel is not None:
+            y, last, kept = scan_cpu.forward(ctx.kernel, u, delta, A, B, C)
+            ctx.save_for_backward(u, delta, A, B, C, *kept)
+            return y, last
         keep = []
         y, last = _scan_blocks(u, delta, A, B, C, sub, block, keep=keep)
         if len(keep) == 1:  # one block: keep its states
             ctx.save_for_backward(u, delta, A, B, C, *keep[0])
         else:  # several: keep the state entering each, recompute the blocks in the backward pass
             ctx.save_for_backward(u, delta, A, B, C, torch.stack([k[0] for k in keep]))
-        ctx.sub, ctx.block = sub, block
         return y, last
 
     @staticmethod
@@ -173,6 +183,8 @@ class _Scan(torch.autograd.Function):
         u, delta, A, B, C, *kept = ctx.saved_tensors
         if torch.is_grad_enabled():  # backward with create_graph=True (Hessian-vector products):
             return _Scan._differentiable_backward(ctx, u, delta, A, B, C, dy, dlast)
+        if ctx.kernel is not None:
+            return (*scan_cpu.backward(ctx.kernel, u, delta, A, kept, dy, dlast), None, None)
         sub, block = ctx.sub, ctx.block
         u, delta, B, C, dy = map(_time_major, (u, delta, B, C, dy))
         L = u.shape[0]
