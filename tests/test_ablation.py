@@ -296,3 +296,44 @@ def test_train_side_by_side_names_the_log_of_a_failed_run(runs_dir, monkeypatch)
     monkeypatch.setattr(ablation.subprocess, "run", lambda cmd, **kw: types.SimpleNamespace(returncode=3))
     with pytest.raises(RuntimeError, match=r"umamba_ua_sam/seed0\.log \(exit 3\)"):
         ablation.train_side_by_side([("umamba_ua_sam", 0)], "smoke", "", runs_dir, jobs=2)
+
+
+def test_training_beside_runs_the_pairs_while_the_block_runs_on_one_thread(runs_dir, monkeypatch):
+    import threading
+
+    import torch
+
+    started, release, seen = threading.Event(), threading.Event(), {}
+
+    def fake_run(cmd, stdout=None, stderr=None, env=None):
+        seen.setdefault("threads", []).append(env["OMP_NUM_THREADS"])
+        started.set()
+        release.wait(10)  # the background run lasts until the block is done with it
+        return types.SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(ablation.subprocess, "run", fake_run)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the pairs get 1 thread each all the same
+    torch.set_num_threads(2)
+    with ablation.training_beside([("umamba_ua_sam", 0), ("umamba_ua", 1)], "smoke", "/data", runs_dir):
+        assert started.wait(10)  # the runs are going while the block runs
+        seen["block_threads"] = torch.get_num_threads()
+        release.set()
+    assert seen == {"threads": ["1", "1"], "block_threads": 1} and torch.get_num_threads() == 2
+
+
+def test_training_beside_raises_after_the_block_when_a_run_failed(runs_dir, monkeypatch):
+    monkeypatch.setattr(ablation.subprocess, "run", lambda cmd, **kw: types.SimpleNamespace(returncode=1))
+    done = []
+    with pytest.raises(RuntimeError, match=r"umamba_ua_sam/seed0\.log \(exit 1\)"):
+        with ablation.training_beside([("umamba_ua_sam", 0)], "smoke", "", runs_dir):
+            done.append(True)
+    assert done == [True]
+
+
+def test_training_beside_without_pairs_changes_nothing(runs_dir, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(ablation.subprocess, "run", lambda *a, **k: pytest.fail("nothing should be launched"))
+    before = torch.get_num_threads()
+    with ablation.training_beside([], "smoke", "", runs_dir):
+        assert torch.get_num_threads() == before

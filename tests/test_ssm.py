@@ -1,4 +1,7 @@
-"""uu.ssm: the chunked selective scan against the reference loop, gradients, dispatch, the Mamba block."""
+"""uu.ssm: the chunked PyTorch selective scan against the reference loop, gradients, dispatch, the Mamba block.
+
+Every test here runs the PyTorch scan (UU_CPU_SCAN=torch): on a CPU the C kernel would otherwise take over,
+and its own tests are in test_scan_cpu.py."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,6 +10,11 @@ import uu.ssm as ssm
 from helpers import scan_inputs
 from uu.ssm import Mamba, scan_backend_override, selective_scan, selective_scan_ref, selective_scan_torch
 from uu.ssm.ops import scan_chunked
+
+
+@pytest.fixture(autouse=True)
+def pytorch_scan(monkeypatch):
+    monkeypatch.setenv("UU_CPU_SCAN", "torch")
 
 
 def loop(x, **options):

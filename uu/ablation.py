@@ -6,6 +6,7 @@ code. Runs live in RUNS/<name>/seed<k>/; a run whose eval/summary.json exists is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -92,13 +93,15 @@ def run_all(configs: Iterable[str], seeds: Iterable[int], profile, data_dir="", 
 
 
 def train_side_by_side(pairs: Sequence[tuple[str, int]], profile, data_dir="", runs_dir="runs/ablation",
-                       overrides: Mapping | None = None, jobs: int = 2) -> None:
+                       overrides: Mapping | None = None, jobs: int = 2, threads: int | None = None) -> None:
     """Train the unfinished (config, seed) runs, `jobs` at a time, each in its own ``python -m uu train`` process
     (they share the GPU: time-sliced, or under CUDA MPS when its daemon runs; results/h200/session5 measured
     both). Unless OMP_NUM_THREADS is set, each process gets cores / jobs CPU threads (on 2 cores two 1-thread runs
-    train ~1.4x the samples of one 2-thread run). A process's output goes to RUNS/<config>/seed<k>.log; a failed
-    run raises naming that log."""
+    train ~1.4x the samples of one 2-thread run); `threads` sets it for every process. A process's output goes to
+    RUNS/<config>/seed<k>.log; a failed run raises naming that log."""
     env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, jobs))))
 
     def train(pair):
@@ -118,6 +121,30 @@ def train_side_by_side(pairs: Sequence[tuple[str, int]], profile, data_dir="", r
         failed = [f"{log} (exit {code})" for log, code in pool.map(train, todo) if code]
     if failed:
         raise RuntimeError("runs trained side by side failed; see " + ", ".join(failed))
+
+
+@contextlib.contextmanager
+def training_beside(pairs: Sequence[tuple[str, int]], profile, data_dir="", runs_dir="runs/ablation",
+                    overrides: Mapping | None = None):
+    """Trains the unfinished (config, seed) runs in the background (`train_side_by_side`, all at once, one CPU
+    thread each) while the block runs, with this process's torch on one thread too; waits for them on leaving and
+    raises if one failed. The main job trains ablation rows 1-4 beside notebook 03's row 5 this way: on 2 cores
+    five one-thread runs keep both busy, where row 5 alone on two threads used them ~1.3x. No pairs: nothing."""
+    pairs = list(pairs)
+    if not pairs:
+        yield
+        return
+    import torch  # late: tables of committed runs import this module without torch
+
+    threads = torch.get_num_threads()
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(train_side_by_side, pairs, profile, data_dir, runs_dir, overrides, len(pairs), 1)
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+        pending.result()
 
 
 def collect_runs(runs_dir, configs: Iterable[str] | None = None) -> dict[str, list[Path]]:
