@@ -6,6 +6,13 @@
 #        (bench_concurrency.py), then the eager step rows with the old (nn.Conv1d) and the new (shift) conv
 #   bash results/h200/session6/gpu_s6.sh b   compiled step rows (reduce-overhead: U-Net SGD, U-Mamba Enc SGD
 #        and SAM, 2D plan batch 32) and the compiled 3D SAM row; rebuilds mamba-ssm first if the machine is new
+# Then two inline calls on the same warm machine (after `UU_SKIP_MAMBA_BUILD=1 . scripts/gpu_env.sh`):
+#   c: bench_concurrency.py --runs 5,1 --mps on --seconds 25 --set compile=false; UU_CONV1D=conv1d profile_step.py
+#      --plan 3d --batch 4 --rows umamba_enc:sam --modes reduce-overhead (--steps 10 --warmup 3 --profile-steps 2)
+#   d: the same 3D SAM row with --channels-last (timeout 170 s: did not finish compiling); UU_CONV1D=shift
+#      profile_step.py --plan 3d --batch 4 --rows unet:sgd,umamba_enc:sgd --modes reduce-overhead
+# The import check below first ran without `import torch` (stage a printed "NO KERNEL" although the kernel
+# was built and used); fixed before stage b.
 set -u
 cd "$(dirname "$0")/../../.."
 STAGE=${1:?stage a or b}
@@ -23,7 +30,7 @@ build() {  # in the background, logged to $W/build.log
 wait_build() {
   while ! grep -q "built in\|FAILED\|already" $W/build.log 2>/dev/null; do sleep 2; done
   tail -1 $W/build.log; cp $W/build.log "$OUT/build_$STAGE.log"
-  python3 -c "import selective_scan_cuda, mamba_ssm; print('[s6] mamba_ssm', mamba_ssm.__version__)" || echo "[s6] NO KERNEL"
+  python3 -c "import torch, selective_scan_cuda, mamba_ssm; print('[s6] mamba_ssm', mamba_ssm.__version__)" || echo "[s6] NO KERNEL"
 }
 steps() {  # $1 label (conv impl), $2 modes, $3 rows, $4 plan, $5 batch, $6 timeout, $7 file tag
   UU_CONV1D=$1 timeout $6 python3 benchmarks/profile_step.py --plan $4 --batch $5 --rows $3 --modes $2 \
