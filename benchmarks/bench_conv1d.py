@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,13 +24,11 @@ from uu.ssm.ops.causal_conv1d import causal_conv1d
 
 
 def stage_shapes(plan_name: str, batch: int, patch=None) -> list[tuple[int, int, int]]:
+    """(batch, d_inner, tokens) of every Mamba stage of the plan (patch: another patch size)."""
     plan = get_plan(plan_name)
-    shapes, size = [], list(patch or plan.patch_size)
-    for s, f in enumerate(plan.features):
-        size = [n // st for n, st in zip(size, plan.strides[s])]
-        if s in plan.mamba_stages:
-            shapes.append((batch, 2 * f, math.prod(size)))
-    return shapes
+    plan = replace(plan, patch_size=tuple(patch)) if patch else plan
+    return [(batch, 2 * plan.features[s], math.prod(size)) for s, size in enumerate(plan.feature_map_sizes())
+            if s in plan.mamba_stages]
 
 
 def time_impl(fn, shapes, device, dtype, steps: int, warmup: int) -> float:
