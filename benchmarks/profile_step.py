@@ -79,6 +79,8 @@ def main(argv=None):
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--mamba-fp32", action="store_true", help="the authors' setting (Mamba layers in fp32)")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--norm", default="instance", choices=("instance", "instance_in_layout"),
+                   help="uu.net.NORMS: instance_in_layout keeps a channels-last network channels-last")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--profile-steps", type=int, default=3)
@@ -94,6 +96,7 @@ def main(argv=None):
 
     import uu
     from uu.losses import build_loss
+    import uu.net
     from uu.net import build_network, get_plan
     from uu.sam import SAM
     from uu.step import compile_model, train_step
@@ -102,6 +105,7 @@ def main(argv=None):
     torch.backends.cudnn.benchmark = True
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     plan = get_plan(args.plan)
+    norm = {} if args.norm == "instance" else {"norm": uu.net.NORMS[args.norm]}  # an older --uu-path has no NORMS
     fused = "fused" in SAM.second_step.__code__.co_varnames or hasattr(uu, "loop")  # this checkout's SGD rule
     autocast = torch.bfloat16 if args.precision == "bf16" and device.type == "cuda" else None
     meta = {"uu_path": args.uu_path or str(Path(uu.__file__).parent), "label": args.label,
@@ -121,7 +125,8 @@ def main(argv=None):
             arch, optimizer = spec.split(":")
             if arch not in built:
                 torch.manual_seed(0)
-                model = build_network(plan, arch, mamba_fp32=args.mamba_fp32, channels_last=args.channels_last)
+                model = build_network(plan, arch, mamba_fp32=args.mamba_fp32, channels_last=args.channels_last,
+                                      **norm)
                 model = model.to(device).train()
                 built = {arch: (model, model if mode == "eager" else compile_model(model, mode))}
             model, run = built[arch]
@@ -158,6 +163,7 @@ def main(argv=None):
                 continue
             row = {"label": args.label, "plan": plan.name, "arch": arch, "optimizer": optimizer,
                    "precision": args.precision, "mamba_fp32": args.mamba_fp32, "channels_last": args.channels_last,
+                   "norm_layer": args.norm,
                    "batch": args.batch, "compile": False if mode == "eager" else mode, "ms_per_step": round(ms, 2),
                    "warmup_s": round(warmup, 1), "profiled_ms_per_step": round(wall, 2),
                    "samples_per_s": round(args.batch / ms * 1e3, 1),

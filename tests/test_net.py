@@ -194,6 +194,68 @@ def test_norm_and_activation_are_arguments(arch):
     assert outs[0].shape == (2, 4, 16, 16)
 
 
+@pytest.mark.parametrize("dims,fmt", [(2, torch.channels_last), (3, torch.channels_last_3d), (2, None)])
+def test_instance_norm_in_layout_is_nn_instance_norm(dims, fmt):
+    """Same function and state_dict as nn.InstanceNorm{2,3}d (affine, no running statistics), forward and
+    backward, and the output keeps the input's memory layout (nn.InstanceNorm's comes back NCHW)."""
+    torch.manual_seed(0)
+    ref = net.instance_norm(dims, 6)
+    ours = net.instance_norm_in_layout(dims, 6)
+    with torch.no_grad():
+        ref.weight.uniform_(0.5, 1.5), ref.bias.uniform_(-0.5, 0.5)
+    ours.load_state_dict(ref.state_dict())
+    x = (3 * torch.randn(2, 6, *(5, 7, 4)[:dims]) + 2).to(memory_format=fmt or torch.contiguous_format)
+    xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+    g = torch.randn(x.shape)
+    outs = [m(xi) for m, xi in zip((ref, ours), xs)]
+    for out in outs:
+        out.backward(g)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(xs[1].grad, xs[0].grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
+    if fmt is not None:
+        assert outs[1].is_contiguous(memory_format=fmt) and not outs[1].is_contiguous()
+
+
+def test_instance_norm_in_layout_by_hand_and_dtype():
+    """One channel of (-1, 1, -1, 1): mean 0, biased variance 1, so the output is the input scaled by
+    1 / sqrt(1 + eps), times weight 2 plus bias 1; bf16 in, bf16 out; a wrong channel count is reported."""
+    norm = net.InstanceNormInLayout(2, 1)
+    with torch.no_grad():
+        norm.weight.fill_(2.0), norm.bias.fill_(1.0)
+    x = torch.tensor([-1.0, 1.0, -1.0, 1.0]).reshape(1, 1, 2, 2)
+    expected = 2 * x / (1 + 1e-5) ** 0.5 + 1
+    torch.testing.assert_close(norm(x), expected, rtol=0, atol=1e-6)
+    assert norm(x.bfloat16()).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="expected \\(B, 1"):
+        norm(torch.randn(1, 3, 2, 2))
+
+
+def test_channels_last_network_with_the_in_layout_norm():
+    """U-Mamba Enc, tiny2d, channels-last with instance_norm_in_layout: the same outputs and gradients as the
+    default network from the same state_dict, and every norm's output stays channels-last."""
+    torch.manual_seed(0)
+    plain = build_network("tiny2d", "umamba_enc")
+    fast = build_network("tiny2d", "umamba_enc", channels_last=True, norm=net.instance_norm_in_layout)
+    fast.load_state_dict(plain.state_dict())
+    layouts = []
+    for m in fast.modules():
+        if isinstance(m, net.InstanceNormInLayout):
+            m.register_forward_hook(lambda mod, inp, out: layouts.append(out.is_contiguous(memory_format=torch.channels_last)))
+    x = torch.randn(2, 1, *plain.plan.patch_size)
+    outs, grads = [], []
+    for model in (plain, fast):
+        out = model.train()(x)
+        sum(o.square().mean() for o in out).backward()
+        outs.append(out)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert layouts and all(layouts)
+    for a, b in zip(*outs):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-5)
+
+
 def test_bad_arguments_are_reported():
     with pytest.raises(ValueError, match="unknown arch"):
         build_network("tiny2d", "transformer")

@@ -166,6 +166,17 @@ def test_weight_decay_on_every_network_parameter_never_on_sigma():
     assert opt.param_groups[0]["momentum"] == 0.99 and opt.param_groups[0]["nesterov"]
 
 
+@pytest.mark.parametrize("norm, kind", [("instance", torch.nn.InstanceNorm2d), ("instance_in_layout", None)])
+def test_profile_norm_selects_the_norm_layer(norm, kind):
+    from uu.net import InstanceNormInLayout
+    from uu.runs import build_model
+
+    model = build_model(settings(arch="unet", norm=norm, channels_last=True))
+    kind = kind or InstanceNormInLayout
+    norms = [m for m in model.modules() if isinstance(m, (torch.nn.InstanceNorm2d, InstanceNormInLayout))]
+    assert norms and all(type(m) is kind for m in norms)
+
+
 @pytest.mark.parametrize("base, progress, exponent, expected", [
     (1.0, 0.0, 0.9, 1.0), (1.0, 1.0, 0.9, 0.0), (1.0, 0.5, 0.9, 0.5 ** 0.9), (0.01, 0.75, 1.0, 0.0025),
     (2.0, 1.5, 0.9, 0.0),

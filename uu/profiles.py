@@ -38,6 +38,9 @@ KEYS: dict[str, tuple[tuple, Any, Optional[tuple], str]] = {
                 "torch.compile the network for training (CUDA only; ignored on CPU): true = mode 'default'; "
                 "'reduce-overhead' adds CUDA graphs"),
     "channels_last": ((bool,), False, None, "NHWC / NDHWC memory layout for weights and activations (same results, faster bf16 convs)"),
+    "norm": ((str,), "instance", ("instance", "instance_in_layout"),
+             "instance: nn.InstanceNorm (nnU-Net's); instance_in_layout: the same function computed in the input's "
+             "memory layout (uu.net.InstanceNormInLayout), so that a channels_last network stays channels-last"),
     "cudnn_benchmark": ((bool,), True, None, "let cuDNN time its algorithms for the fixed patch size (CUDA only)"),
     # loss and optimizer
     "loss": ((str,), "ua", ("ce", "dice_ce", "ua", "ua_fixed"), "uu.losses.build_loss name"),

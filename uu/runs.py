@@ -21,7 +21,7 @@ import torch
 from uu.data import NUM_CLASSES, DataError
 from uu.device import resolve_device
 from uu.losses import build_loss
-from uu.net import build_network, get_plan
+from uu.net import NORMS, build_network, get_plan
 from uu.profiles import load_profile
 from uu.sam import SAM
 
@@ -39,7 +39,7 @@ def build_model(profile: dict, plan=None, device="cpu") -> torch.nn.Module:
     plan = resolve_plan(profile) if plan is None else plan
     model = build_network(plan, profile["arch"], in_channels=1, num_classes=NUM_CLASSES,
                           mamba_fp32=profile["mamba_fp32"], checkpoint_mamba=profile["checkpoint_mamba"],
-                          channels_last=profile["channels_last"])
+                          channels_last=profile["channels_last"], norm=NORMS[profile["norm"]])
     return model.to(device)
 
 

@@ -3,18 +3,24 @@
     build_network(plan, arch, in_channels=1, num_classes=4, mamba_fp32=True, checkpoint_mamba=False,
                   mamba_backend="auto", channels_last=False, norm=instance_norm, act=leaky_relu) -> nn.Module
     arch: "umamba_enc", "umamba_bot", "unet" (plain conv nnU-Net), "resunet" (residual, no Mamba)
+    norm: a factory (spatial_dims, channels) -> nn.Module: instance_norm (nn.InstanceNorm) or
+          instance_norm_in_layout (the same function, keeps a channels-last layout)
 """
 import math
 
 import torch
 
-from .blocks import ConvNormAct, MambaLayer, ResidualBlock, instance_norm, leaky_relu
+from .blocks import (ConvNormAct, InstanceNormInLayout, MambaLayer, ResidualBlock, instance_norm, instance_norm_in_layout,
+                     leaky_relu)
 from .plan import PLANS, Plan, get_plan, paper_plan_2d, paper_plan_3d, tiny_plan_2d, tiny_plan_3d
 from .umamba import ARCHS, UMambaNet
 
 __all__ = ["Plan", "get_plan", "paper_plan_3d", "paper_plan_2d", "tiny_plan_2d", "tiny_plan_3d", "PLANS",
-           "build_network", "count_parameters", "count_parameters_fast", "stage_table", "UMambaNet", "ARCHS",
-           "MambaLayer", "ResidualBlock", "ConvNormAct", "instance_norm", "leaky_relu"]
+           "build_network", "NORMS", "count_parameters", "count_parameters_fast", "stage_table", "UMambaNet", "ARCHS",
+           "MambaLayer", "ResidualBlock", "ConvNormAct", "instance_norm", "instance_norm_in_layout",
+           "InstanceNormInLayout", "leaky_relu"]
+
+NORMS = {"instance": instance_norm, "instance_in_layout": instance_norm_in_layout}  # by name, as profiles give them
 
 
 def build_network(plan, arch, in_channels=1, num_classes=4, mamba_fp32=True, checkpoint_mamba=False,

@@ -22,6 +22,38 @@ def instance_norm(spatial_dims, channels):
     return NORM[spatial_dims](channels, eps=1e-5, affine=True)
 
 
+class InstanceNormInLayout(nn.Module):
+    """nn.InstanceNorm{2,3}d(channels, eps, affine=True) computed as a reduction over the spatial dimensions of
+    (B, C, *spatial), so the output keeps the input's memory layout. nn.InstanceNorm runs a batch norm on the
+    input reshaped to (1, B * C, *spatial): for a channels-last tensor that reshape copies (B and C are not
+    adjacent in memory) and the output comes back NCHW / NCDHW, which the next channels-last convolution copies
+    again. Same parameters (weight, bias) and state_dict; statistics in fp32; output in the input's dtype."""
+
+    def __init__(self, spatial_dims, channels, eps=1e-5):
+        super().__init__()
+        self.spatial_dims, self.num_features, self.eps = spatial_dims, channels, eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):
+        if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.num_features:
+            raise ValueError(f"InstanceNormInLayout: expected (B, {self.num_features}, "
+                             f"{self.spatial_dims} spatial dims), got shape {tuple(x.shape)}")
+        x32 = x.float()
+        var, mean = torch.var_mean(x32, dim=tuple(range(2, x.dim())), correction=0, keepdim=True)
+        shape = (1, -1) + (1,) * self.spatial_dims
+        out = (x32 - mean) * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+        return out.to(x.dtype)
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, spatial_dims={self.spatial_dims}"
+
+
+def instance_norm_in_layout(spatial_dims, channels):
+    """A norm factory: InstanceNormInLayout (eps 1e-5, affine), for channels-last networks."""
+    return InstanceNormInLayout(spatial_dims, channels, eps=1e-5)
+
+
 def leaky_relu():
     """The default activation factory: LeakyReLU(0.01, inplace)."""
     return nn.LeakyReLU(0.01, inplace=True)
