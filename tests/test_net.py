@@ -242,7 +242,8 @@ def test_channels_last_network_with_the_in_layout_norm():
     layouts = []
     for m in fast.modules():
         if isinstance(m, net.InstanceNormInLayout):
-            m.register_forward_hook(lambda mod, inp, out: layouts.append(out.is_contiguous(memory_format=torch.channels_last)))
+            m.register_forward_hook(
+                lambda mod, inp, out: layouts.append(out.is_contiguous(memory_format=torch.channels_last)))
     x = torch.randn(2, 1, *plain.plan.patch_size)
     outs, grads = [], []
     for model in (plain, fast):

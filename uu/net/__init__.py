@@ -10,8 +10,8 @@ import math
 
 import torch
 
-from .blocks import (ConvNormAct, InstanceNormInLayout, MambaLayer, ResidualBlock, instance_norm, instance_norm_in_layout,
-                     leaky_relu)
+from .blocks import (ConvNormAct, InstanceNormInLayout, MambaLayer, ResidualBlock, instance_norm,
+                     instance_norm_in_layout, leaky_relu)
 from .plan import PLANS, Plan, get_plan, paper_plan_2d, paper_plan_3d, tiny_plan_2d, tiny_plan_3d
 from .umamba import ARCHS, UMambaNet
 
