@@ -234,16 +234,19 @@ def test_instance_norm_in_layout_by_hand_and_dtype():
 
 def test_channels_last_network_with_the_in_layout_norm():
     """U-Mamba Enc, tiny2d, channels-last with instance_norm_in_layout: the same outputs and gradients as the
-    default network from the same state_dict, and every norm's output stays channels-last."""
+    default network from the same state_dict, and every norm's output and every convolution's input stays
+    channels-last (so no convolution has to convert its input)."""
     torch.manual_seed(0)
     plain = build_network("tiny2d", "umamba_enc")
     fast = build_network("tiny2d", "umamba_enc", channels_last=True, norm=net.instance_norm_in_layout)
     fast.load_state_dict(plain.state_dict())
     layouts = []
+    channels_last = lambda t: t.is_contiguous(memory_format=torch.channels_last)  # noqa: E731
     for m in fast.modules():
         if isinstance(m, net.InstanceNormInLayout):
-            m.register_forward_hook(
-                lambda mod, inp, out: layouts.append(out.is_contiguous(memory_format=torch.channels_last)))
+            m.register_forward_hook(lambda mod, inp, out: layouts.append(channels_last(out)))
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            m.register_forward_pre_hook(lambda mod, inp: layouts.append(channels_last(inp[0])))
     x = torch.randn(2, 1, *plain.plan.patch_size)
     outs, grads = [], []
     for model in (plain, fast):
