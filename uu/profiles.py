@@ -37,7 +37,8 @@ KEYS: dict[str, tuple[tuple, Any, Optional[tuple], str]] = {
     "compile": ((bool, str), False, (False, True, "default", "reduce-overhead", "max-autotune-no-cudagraphs"),
                 "torch.compile the network for training (CUDA only; ignored on CPU): true = mode 'default'; "
                 "'reduce-overhead' adds CUDA graphs"),
-    "channels_last": ((bool,), False, None, "NHWC / NDHWC memory layout for weights and activations (same results, faster bf16 convs)"),
+    "channels_last": ((bool,), False, None, "NHWC / NDHWC memory layout (same results); the activations stay in it "
+                      "only with norm: instance_in_layout (nn.InstanceNorm returns NCHW: benchmarks/layout_audit.py)"),
     "norm": ((str,), "instance", ("instance", "instance_in_layout"),
              "instance: nn.InstanceNorm (nnU-Net's); instance_in_layout: the same function computed in the input's "
              "memory layout (uu.net.InstanceNormInLayout), so that a channels_last network stays channels-last"),

@@ -58,7 +58,9 @@ class UMambaNet(nn.Module):
                 if isinstance(m, ResidualBlock) and getattr(m.conv2.norm, "weight", None) is not None:
                     nn.init.zeros_(m.conv2.norm.weight)
                     nn.init.zeros_(m.conv2.norm.bias)
-        # channels-last: cuDNN's fast bf16 kernels are NHWC / NDHWC; same numbers, another memory layout
+        # channels-last: cuDNN's fast bf16 kernels are NHWC / NDHWC; same numbers, another memory layout. The
+        # activations keep it only with a layout-preserving norm (blocks.InstanceNormInLayout): nn.InstanceNorm
+        # returns NCHW, and each convolution after it converts its input back
         self.memory_format = ((torch.channels_last if dims == 2 else torch.channels_last_3d) if channels_last
                               else torch.contiguous_format)
         if channels_last:
