@@ -9,6 +9,17 @@ from uu.net import MambaLayer, Plan, ResidualBlock, build_network, count_paramet
 ARCHS = ["umamba_enc", "umamba_bot", "unet", "resunet"]
 
 
+def outputs_and_grads(models, x):
+    """Per model: its training outputs on x and the flat gradient of sum(mean(output^2)) over its parameters."""
+    outs, grads = [], []
+    for model in models:
+        out = model.train()(x)
+        sum(o.square().mean() for o in out).backward()
+        outs.append(out)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    return outs, grads
+
+
 def test_paper_plan_3d_is_the_authors_plan():
     plan = net.paper_plan_3d()
     assert plan.patch_size == (20, 256, 224) and plan.features == [32, 64, 128, 256, 320, 320]
@@ -94,11 +105,7 @@ def test_checkpointed_mamba_gives_same_output_and_gradients():
     ckpt.load_state_dict(plain.state_dict())
     assert ckpt.mamba["0"].use_checkpoint and not ckpt.mamba["1"].use_checkpoint
     x = torch.randn(1, 1, 16, 16)
-    grads = []
-    for model in (plain, ckpt):
-        outs = model.train()(x)
-        sum(o.square().mean() for o in outs).backward()
-        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    _, grads = outputs_and_grads((plain, ckpt), x)
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
@@ -114,12 +121,7 @@ def test_channels_last_is_the_same_network(plan_name, arch, fmt):
     conv_weight = next(p for p in fast.parameters() if p.dim() == fmt_dims(fmt) and p.shape[1] > 1)
     assert conv_weight.is_contiguous(memory_format=fmt) and not conv_weight.is_contiguous()
     x = torch.randn(2, 1, *plain.plan.patch_size)
-    grads, outs = [], []
-    for model in (plain, fast):
-        out = model.train()(x)
-        sum(o.square().mean() for o in out).backward()
-        outs.append(out)
-        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    outs, grads = outputs_and_grads((plain, fast), x)
     assert outs[1][0].is_contiguous(memory_format=fmt)
     for a, b in zip(*outs):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
@@ -248,12 +250,7 @@ def test_channels_last_network_with_the_in_layout_norm():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             m.register_forward_pre_hook(lambda mod, inp: layouts.append(channels_last(inp[0])))
     x = torch.randn(2, 1, *plain.plan.patch_size)
-    outs, grads = [], []
-    for model in (plain, fast):
-        out = model.train()(x)
-        sum(o.square().mean() for o in out).backward()
-        outs.append(out)
-        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    outs, grads = outputs_and_grads((plain, fast), x)
     assert layouts and all(layouts)
     for a, b in zip(*outs):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
