@@ -21,6 +21,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 from pathlib import Path
 
 CLASSES = ("convolution", "matmul", "scan", "norm", "copy/cast", "elementwise", "reduction", "optim_step",
@@ -84,13 +85,15 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--profile-steps", type=int, default=3)
-    p.add_argument("--uu-path", default="", help="import uu from this folder (an older checkout: the 'before' rows)")
+    p.add_argument("--uu-path", default="", help="import uu from this folder (an older checkout: the 'before' "
+                   "rows); default: the checkout this script is in")
     p.add_argument("--label", default="", help="written into every row (e.g. before / after)")
     p.add_argument("--max-seconds", type=float, default=1e9, help="skip the remaining rows after this long")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    if args.uu_path:
-        sys.path.insert(0, str(Path(args.uu_path).resolve()))
+    # A checkout always goes first: started from session 8's device pipeline (uu not installed, the repo on
+    # PYTHONPATH), the script imported Python 3.12's standard-library `uu` instead ("'uu' is not a package").
+    sys.path.insert(0, str(Path(args.uu_path or Path(__file__).resolve().parents[1]).resolve()))
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -158,6 +161,7 @@ def main(argv=None):
                 wall = (time.perf_counter() - t0) / args.profile_steps * 1e3
             except Exception as err:  # a mode that fails on this stack is reported, not fatal
                 print(f"[profile_step] {mode} {spec} failed: {type(err).__name__}: {err}", flush=True)
+                traceback.print_exc()  # the whole trace in the log: session 8's inductor error came without one
                 rows.append({"plan": plan.name, "arch": arch, "optimizer": optimizer, "compile": mode,
                              "error": f"{type(err).__name__}: {str(err)[:300]}"})
                 continue
