@@ -12,7 +12,8 @@ from uu.profiles import KEYS, PARAMS_DIR, ProfileError, dump_profile, load_profi
                "poly_exponent": 0.9, "grad_clip": 12.0}),
     ("official_code", {"plan": "3d", "lr": 1e-2, "epochs": 250, "loss": "ua_fixed", "optimizer": "sam"}),
     ("budget", {"plan": "2d", "arch": "umamba_enc", "loss": "ua", "optimizer": "sam", "amp": "bf16",
-                "max_minutes": 8.0, "data_on_gpu": True, "patch_size": [256, 224]}),
+                "max_minutes": 8.0, "data_on_gpu": True, "patch_size": [256, 224],
+                "channels_last": True, "norm": "instance_in_layout"}),  # 11 % faster: results/h200/session8
     ("smoke", {"plan": "tiny2d", "device": "cpu"}),
 ])
 def test_shipped_profiles(name, expected):
