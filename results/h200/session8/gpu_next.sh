@@ -11,9 +11,10 @@
 # The pipeline runs each job alone on the GPU, one after the other:
 #   1. mamba-ssm builds (nice 19, in the background: CPU only) while the U-Net + Dice/CE + SGD race run trains
 #      (budget harness, 8 training minutes, eager, batch 32: sessions 5, 7 and 8's command)  -> mark unet_done
-#   2. compiled 3D step rows, paper plan batch 4, channels-last + instance_in_layout (U-Mamba Enc SAM, SGD),
-#      with inductor's mix-order reduction off: with it on, torch 2.11's inductor stopped at "AssertionError:
-#      32 v.s. 128" (MixOrderReduction.get_numel_rnumel) in session 8                        -> mark rows3d_done
+#   2. tests/test_cuda_paths.py (the fused paths against their references, budget.yaml's compiled layout
+#      among them), then compiled 3D step rows, paper plan batch 4, channels-last + instance_in_layout (U-Mamba
+#      Enc SAM, SGD), with inductor's mix-order reduction off: with it on, torch 2.11's inductor stopped at
+#      "AssertionError: 32 v.s. 128" (MixOrderReduction.get_numel_rnumel) in session 8       -> mark rows3d_done
 #   3. one warm-up run of budget.yaml as committed (channels-last + instance_in_layout since session 8), stopped
 #      after 4 epochs: it fills the inductor cache for the race, as in session 7             -> mark warm_done
 #   4. the UU-Mamba race run: budget.yaml, 8 training minutes                                -> mark uu_done
@@ -61,6 +62,8 @@ pipeline() {
   while ! grep -q "built in\|FAILED\|already" $W/build.log 2>/dev/null; do sleep 2; done; tail -1 $W/build.log
   python3 -c "import torch, selective_scan_cuda, mamba_ssm; print('[s9] mamba_ssm', mamba_ssm.__version__)" \
     || { el "NO KERNEL: stopping"; touch $W/stop; return; }
+  timeout 240 python3 -m pytest -q -s -p no:cacheprovider tests/test_cuda_paths.py > $W/cuda_paths.log 2>&1
+  grep "cuda paths\]\|passed\|failed" $W/cuda_paths.log; el "CUDA path tests done"
   CLI="--channels-last --norm instance_in_layout"
   steps 3d 4 umamba_enc:sam,umamba_enc:sgd 330 3d_cl_inl "$CLI" 0; touch $W/rows3d_done; el "3D rows done"
   warm true instance_in_layout warm_budget; touch $W/warm_done
@@ -78,7 +81,7 @@ pack() {
     cp $W/$r/{log.jsonl,profile.yaml,split.json} $p/$r/ 2>/dev/null
     cp $W/$r/eval/{summary.json,per_case.csv} $p/$r/eval/ 2>/dev/null; cp $W/$r.log $p/$r/ 2>/dev/null
   done
-  cp $W/*.json $W/steps_*.log $W/build.log $W/pipeline.log $p/ 2>/dev/null
+  cp $W/*.json $W/steps_*.log $W/build.log $W/cuda_paths.log $W/pipeline.log $p/ 2>/dev/null
   tar czf "$OUT/s9.tgz" -C $p .
 }
 case "${1:?start or harvest}" in
