@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Session 7 (issue 12) on the lent H200: one background pipeline, harvested by chained device calls.
-#   bash results/h200/session7/gpu_s7.sh start              launch the pipeline (setsid: it outlives the call)
+#   bash results/h200/session7/gpu_s7.sh start              launch the pipeline (scripts/gpu_pipeline.sh)
 #   bash results/h200/session7/gpu_s7.sh harvest S MARK     wait up to S seconds for $W/MARK (or $W/stop), then
 #                                                           pack the small result files into $OUT/s7.tgz
 # The pipeline runs each job alone on the GPU, one after the other:
@@ -15,35 +15,8 @@
 #      (U-Net SGD, U-Mamba Enc SGD, SAM) while time is left                                  -> mark done
 set -u
 cd "$(dirname "$0")/../../.."
-OUT=${OUT:-/tmp/out}; W=/tmp/uu_s7; mkdir -p "$OUT" $W
-DATA=.cache/acdc.uucache.npz
-el() { echo "[s7 t+$(( $(date +%s) - $(cat $W/t0) ))s] $*"; }
-rates() {  # steady-state it/s of a run folder: epochs 2.. of log.jsonl
-  python3 - "$1" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1] + "/log.jsonl")]
-first = rows[0]["train_seconds"] if rows else float("nan")
-steady = rows[1:]
-its = sum(r["iters"] for r in steady) / sum(r["seconds"] - r["val_seconds"] - r["checkpoint_seconds"] for r in steady) if steady else 0.0
-print(f"{its:.3f} {first:.1f} {len(rows)}")
-PY
-}
-warm() {  # $1 channels_last, $2 folder: stopped after 4 epochs (or 240 s)
-  rm -rf $W/$2
-  python3 -m uu train --params budget --data $DATA --out $W/$2 --set channels_last=$1 > $W/$2.log 2>&1 &
-  local pid=$! end=$(( $(date +%s) + 240 ))
-  while kill -0 $pid 2>/dev/null && [ "$(date +%s)" -lt $end ]; do
-    [ "$(cat $W/$2/log.jsonl 2>/dev/null | wc -l)" -ge 4 ] && break; sleep 1
-  done
-  kill $pid 2>/dev/null; pkill -f "out $W/$2 "; sleep 4; pkill -9 -f "out $W/$2 "; wait $pid 2>/dev/null
-  el "warm-up channels_last=$1: it/s, first-epoch s, epochs = $(rates $W/$2 2>/dev/null)"
-}
-steps() {  # $1 plan, $2 batch, $3 rows, $4 timeout, $5 tag
-  TORCH_LOGS=recompiles timeout $4 python3 benchmarks/profile_step.py --plan $1 --batch $2 --rows $3 \
-    --modes reduce-overhead --channels-last --steps 10 --warmup 3 --profile-steps 2 --label cl \
-    --out $W/steps_$5.json > $W/steps_$5.log 2>&1
-  grep "\[profile_step\]\|ecompil" $W/steps_$5.log | cut -c1-240
-}
+TAG=s7 RUNS="unet8 uu8 warm_cl warm_nchw" DATA=.cache/acdc.uucache.npz
+. scripts/gpu_pipeline.sh
 pipeline() {
   nvidia-smi --query-gpu=name,memory.used,utilization.gpu,clocks.max.sm --format=csv,noheader
   setsid nohup nice -n 19 bash scripts/build_mamba.sh > $W/build.log 2>&1 < /dev/null &
@@ -54,40 +27,16 @@ pipeline() {
   while ! grep -q "built in\|FAILED\|already" $W/build.log 2>/dev/null; do sleep 2; done; tail -1 $W/build.log
   python3 -c "import torch, selective_scan_cuda, mamba_ssm; print('[s7] mamba_ssm', mamba_ssm.__version__)" \
     || { el "NO KERNEL: stopping"; touch $W/stop; return; }
-  warm true warm_cl; warm false warm_nchw
+  warm true instance warm_cl; warm false instance warm_nchw  # session 7's norm (budget.yaml's then)
   read cl_its _ < <(rates $W/warm_cl 2>/dev/null || echo 0); read nc_its _ < <(rates $W/warm_nchw 2>/dev/null || echo 0)
   CL=$(python3 -c "print('true' if $cl_its > 1.02 * $nc_its else 'false')")
   echo "channels_last=$CL (it/s: channels-last $cl_its, NCHW $nc_its)" | tee $W/decision.txt; touch $W/warm_done
   el "UU-Mamba race run (8 training minutes, channels_last=$CL)"
   timeout 700 python3 -m uu train --params budget --data $DATA --out $W/uu8 --set max_minutes=8 \
-    --set channels_last=$CL > $W/uu8.log 2>&1
+    --set channels_last=$CL --set norm=instance > $W/uu8.log 2>&1
   tail -2 $W/uu8.log; touch $W/uu_done; el "UU-Mamba run done"
-  steps 3d 4 umamba_enc:sam,umamba_enc:sgd 300 3d_cl; el "3D rows done"
-  steps 2d 32 unet:sgd,umamba_enc:sgd,umamba_enc:sam 280 2d_cl; el "2D rows done"
+  steps 3d 4 umamba_enc:sam,umamba_enc:sgd 300 3d_cl --channels-last cl; el "3D rows done"
+  steps 2d 32 unet:sgd,umamba_enc:sgd,umamba_enc:sam 280 2d_cl --channels-last cl; el "2D rows done"
   touch $W/done
 }
-pack() {
-  local p=$W/pack; rm -rf $p; mkdir -p $p
-  for r in unet8 uu8 warm_cl warm_nchw; do
-    [ -d $W/$r ] || continue; mkdir -p $p/$r/eval
-    cp $W/$r/{log.jsonl,profile.yaml,split.json} $p/$r/ 2>/dev/null
-    cp $W/$r/eval/{summary.json,per_case.csv} $p/$r/eval/ 2>/dev/null; cp $W/$r.log $p/$r/ 2>/dev/null
-  done
-  cp $W/*.json $W/steps_*.log $W/build.log $W/decision.txt $W/pipeline.log $p/ 2>/dev/null
-  tar czf "$OUT/s7.tgz" -C $p .
-}
-case "${1:?start or harvest}" in
-start)
-  date +%s > $W/t0
-  UU_SKIP_MAMBA_BUILD=1 . scripts/gpu_env.sh > $W/gpu_env.log 2>&1; tail -2 $W/gpu_env.log
-  export TORCHINDUCTOR_CACHE_DIR=$W/inductor
-  export -f el rates warm steps pipeline; export W DATA
-  setsid nohup bash -c pipeline > $W/pipeline.log 2>&1 < /dev/null &
-  sleep 5; cat $W/pipeline.log
-  ;;
-harvest)
-  end=$(( $(date +%s) + ${2:?seconds} ))
-  while [ "$(date +%s)" -lt $end ] && [ ! -e $W/${3:?mark} ] && [ ! -e $W/stop ]; do sleep 5; pack; done
-  pack; cat $W/pipeline.log; ls -la $OUT
-  ;;
-esac
+pipeline_main "$@"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Planned for issue 12's next H200 lease (written in session 8, NOT run yet): session 8's pipeline
 # (gpu_s8.sh) with what that lease taught.
-#   bash results/h200/session8/gpu_next.sh start              launch the pipeline (setsid: it outlives the call)
+#   bash results/h200/session8/gpu_next.sh start              launch the pipeline (scripts/gpu_pipeline.sh)
 #   bash results/h200/session8/gpu_next.sh harvest S MARK     wait up to S seconds for $W/MARK (or $W/stop), then
 #                                                             pack the small result files into $OUT/s9.tgz
 # Issue the calls back to back, reading nothing in between: session 8's third call came ~4 minutes late, found a
@@ -22,36 +22,8 @@
 #      then the same in NCHW, while time is left: the ratio targets, best mode of each       -> mark done
 set -u
 cd "$(dirname "$0")/../../.."
-OUT=${OUT:-/tmp/out}; W=/tmp/uu_s9; mkdir -p "$OUT" $W
-DATA=.cache/acdc.uucache.npz
-el() { echo "[s9 t+$(( $(date +%s) - $(cat $W/t0) ))s] $*"; }
-rates() {  # steady-state it/s of a run folder: epochs 2.. of log.jsonl
-  python3 - "$1" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1] + "/log.jsonl")]
-first = rows[0]["train_seconds"] if rows else float("nan")
-steady = rows[1:]
-its = sum(r["iters"] for r in steady) / sum(r["seconds"] - r["val_seconds"] - r["checkpoint_seconds"] for r in steady) if steady else 0.0
-print(f"{its:.3f} {first:.1f} {len(rows)}")
-PY
-}
-warm() {  # $1 channels_last, $2 norm, $3 folder: stopped after 4 epochs (or 240 s)
-  rm -rf $W/$3
-  python3 -m uu train --params budget --data $DATA --out $W/$3 --set channels_last=$1 --set norm=$2 \
-    > $W/$3.log 2>&1 &
-  local pid=$! end=$(( $(date +%s) + 240 ))
-  while kill -0 $pid 2>/dev/null && [ "$(date +%s)" -lt $end ]; do
-    [ "$(cat $W/$3/log.jsonl 2>/dev/null | wc -l)" -ge 4 ] && break; sleep 1
-  done
-  kill $pid 2>/dev/null; pkill -f "out $W/$3 "; sleep 4; pkill -9 -f "out $W/$3 "; wait $pid 2>/dev/null
-  el "warm-up channels_last=$1 norm=$2: it/s, first-epoch s, epochs = $(rates $W/$3 2>/dev/null)"
-}
-steps() {  # $1 plan, $2 batch, $3 rows, $4 timeout, $5 tag, $6 layout flags, $7 mix-order reduction 0|1
-  TORCHINDUCTOR_MIX_ORDER_REDUCTION=$7 TORCH_LOGS=recompiles timeout $4 python3 benchmarks/profile_step.py \
-    --plan $1 --batch $2 --rows $3 --modes reduce-overhead $6 --steps 10 --warmup 3 --profile-steps 2 \
-    --label $5 --out $W/steps_$5.json > $W/steps_$5.log 2>&1
-  grep "\[profile_step\]\|ecompil" $W/steps_$5.log | cut -c1-240
-}
+TAG=s9 RUNS="unet8 uu8 warm_budget" DATA=.cache/acdc.uucache.npz
+. scripts/gpu_pipeline.sh
 pipeline() {
   nvidia-smi --query-gpu=name,memory.used,utilization.gpu,clocks.max.sm --format=csv,noheader
   setsid nohup nice -n 19 bash scripts/build_mamba.sh > $W/build.log 2>&1 < /dev/null &
@@ -65,39 +37,13 @@ pipeline() {
   timeout 240 python3 -m pytest -q -s -p no:cacheprovider tests/test_cuda_paths.py > $W/cuda_paths.log 2>&1
   grep "cuda paths\]\|passed\|failed" $W/cuda_paths.log; el "CUDA path tests done"
   CLI="--channels-last --norm instance_in_layout"
-  steps 3d 4 umamba_enc:sam,umamba_enc:sgd 330 3d_cl_inl "$CLI" 0; touch $W/rows3d_done; el "3D rows done"
+  steps 3d 4 umamba_enc:sam,umamba_enc:sgd 330 3d_cl_inl "$CLI" 3d_cl_inl 0; touch $W/rows3d_done; el "3D rows done"
   warm true instance_in_layout warm_budget; touch $W/warm_done
   el "UU-Mamba race run (8 training minutes, budget.yaml as committed)"
   timeout 700 python3 -m uu train --params budget --data $DATA --out $W/uu8 --set max_minutes=8 > $W/uu8.log 2>&1
   tail -2 $W/uu8.log; touch $W/uu_done; el "UU-Mamba run done"
-  steps 2d 32 unet:sgd,umamba_enc:sgd,umamba_enc:sam 300 2d_cl_inl "$CLI" 1; el "2D channels-last rows done"
-  steps 2d 32 unet:sgd,umamba_enc:sgd,umamba_enc:sam 300 2d_nchw "" 1; el "2D NCHW rows done"
+  steps 2d 32 unet:sgd,umamba_enc:sgd,umamba_enc:sam 300 2d_cl_inl "$CLI" 2d_cl_inl; el "2D channels-last rows done"
+  steps 2d 32 unet:sgd,umamba_enc:sgd,umamba_enc:sam 300 2d_nchw "" 2d_nchw; el "2D NCHW rows done"
   touch $W/done
 }
-pack() {
-  local p=$W/pack; rm -rf $p; mkdir -p $p
-  for r in unet8 uu8 warm_budget; do
-    [ -d $W/$r ] || continue; mkdir -p $p/$r/eval
-    cp $W/$r/{log.jsonl,profile.yaml,split.json} $p/$r/ 2>/dev/null
-    cp $W/$r/eval/{summary.json,per_case.csv} $p/$r/eval/ 2>/dev/null; cp $W/$r.log $p/$r/ 2>/dev/null
-  done
-  cp $W/*.json $W/steps_*.log $W/build.log $W/cuda_paths.log $W/pipeline.log $p/ 2>/dev/null
-  tar czf "$OUT/s9.tgz" -C $p .
-}
-case "${1:?start or harvest}" in
-start)
-  date +%s > $W/t0
-  UU_SKIP_MAMBA_BUILD=1 . scripts/gpu_env.sh > $W/gpu_env.log 2>&1; tail -2 $W/gpu_env.log
-  export TORCHINDUCTOR_CACHE_DIR=$W/inductor
-  export -f el rates warm steps pipeline; export W DATA
-  setsid nohup bash -c pipeline > $W/pipeline.log 2>&1 < /dev/null &
-  sleep 5; cat $W/pipeline.log
-  ;;
-harvest)
-  [ -e $W/t0 ] || { echo "NEW MACHINE: no pipeline here (the lease's machine was given back); nothing to wait for"
-                    exit 3; }
-  end=$(( $(date +%s) + ${2:?seconds} ))
-  while [ "$(date +%s)" -lt $end ] && [ ! -e $W/${3:?mark} ] && [ ! -e $W/stop ]; do sleep 5; pack; done
-  pack; cat $W/pipeline.log; ls -la $OUT
-  ;;
-esac
+pipeline_main "$@"

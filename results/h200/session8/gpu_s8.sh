@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Session 8 (issue 12) on the lent H200: one background pipeline, harvested by chained device calls.
-#   bash results/h200/session8/gpu_s8.sh start              launch the pipeline (setsid: it outlives the call)
+#   bash results/h200/session8/gpu_s8.sh start              launch the pipeline (scripts/gpu_pipeline.sh)
 #   bash results/h200/session8/gpu_s8.sh harvest S MARK     wait up to S seconds for $W/MARK (or $W/stop), then
 #                                                           pack the small result files into $OUT/s8.tgz
 # The pipeline runs each job alone on the GPU, one after the other:
@@ -17,37 +17,8 @@
 #      SAM) while time is left: the ratio targets                                            -> mark done
 set -u
 cd "$(dirname "$0")/../../.."
-OUT=${OUT:-/tmp/out}; W=/tmp/uu_s8; mkdir -p "$OUT" $W
-DATA=.cache/acdc.uucache.npz
-el() { echo "[s8 t+$(( $(date +%s) - $(cat $W/t0) ))s] $*"; }
-rates() {  # steady-state it/s of a run folder: epochs 2.. of log.jsonl
-  python3 - "$1" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1] + "/log.jsonl")]
-first = rows[0]["train_seconds"] if rows else float("nan")
-steady = rows[1:]
-its = sum(r["iters"] for r in steady) / sum(r["seconds"] - r["val_seconds"] - r["checkpoint_seconds"] for r in steady) if steady else 0.0
-print(f"{its:.3f} {first:.1f} {len(rows)}")
-PY
-}
-warm() {  # $1 channels_last, $2 norm, $3 folder: stopped after 4 epochs (or 240 s)
-  rm -rf $W/$3
-  python3 -m uu train --params budget --data $DATA --out $W/$3 --set channels_last=$1 --set norm=$2 \
-    > $W/$3.log 2>&1 &
-  local pid=$! end=$(( $(date +%s) + 240 ))
-  while kill -0 $pid 2>/dev/null && [ "$(date +%s)" -lt $end ]; do
-    [ "$(cat $W/$3/log.jsonl 2>/dev/null | wc -l)" -ge 4 ] && break; sleep 1
-  done
-  kill $pid 2>/dev/null; pkill -f "out $W/$3 "; sleep 4; pkill -9 -f "out $W/$3 "; wait $pid 2>/dev/null
-  el "warm-up channels_last=$1 norm=$2: it/s, first-epoch s, epochs = $(rates $W/$3 2>/dev/null)"
-}
-steps() {  # $1 plan, $2 batch, $3 rows, $4 timeout, $5 tag
-  TORCH_LOGS=recompiles timeout $4 python3 benchmarks/profile_step.py --plan $1 --batch $2 --rows $3 \
-    --modes reduce-overhead --channels-last --norm instance_in_layout --steps 10 --warmup 3 --profile-steps 2 \
-    --label cl_inl \
-    --out $W/steps_$5.json > $W/steps_$5.log 2>&1
-  grep "\[profile_step\]\|ecompil" $W/steps_$5.log | cut -c1-240
-}
+TAG=s8 RUNS="unet8 uu8 warm_cl_inl warm_nchw" DATA=.cache/acdc.uucache.npz
+. scripts/gpu_pipeline.sh
 pipeline() {
   nvidia-smi --query-gpu=name,memory.used,utilization.gpu,clocks.max.sm --format=csv,noheader
   setsid nohup nice -n 19 bash scripts/build_mamba.sh > $W/build.log 2>&1 < /dev/null &
@@ -58,7 +29,8 @@ pipeline() {
   while ! grep -q "built in\|FAILED\|already" $W/build.log 2>/dev/null; do sleep 2; done; tail -1 $W/build.log
   python3 -c "import torch, selective_scan_cuda, mamba_ssm; print('[s8] mamba_ssm', mamba_ssm.__version__)" \
     || { el "NO KERNEL: stopping"; touch $W/stop; return; }
-  steps 3d 4 umamba_enc:sam,umamba_enc:sgd 330 3d_cl_inl; touch $W/rows3d_done; el "3D rows done"
+  CLI="--channels-last --norm instance_in_layout"
+  steps 3d 4 umamba_enc:sam,umamba_enc:sgd 330 3d_cl_inl "$CLI" cl_inl; touch $W/rows3d_done; el "3D rows done"
   warm true instance_in_layout warm_cl_inl; warm false instance warm_nchw
   read cl_its _ < <(rates $W/warm_cl_inl 2>/dev/null || echo 0); read nc_its _ < <(rates $W/warm_nchw 2>/dev/null || echo 0)
   if python3 -c "import sys; sys.exit(0 if $cl_its > 1.02 * $nc_its else 1)"; then CL=true NORM=instance_in_layout
@@ -69,31 +41,7 @@ pipeline() {
   timeout 700 python3 -m uu train --params budget --data $DATA --out $W/uu8 --set max_minutes=8 \
     --set channels_last=$CL --set norm=$NORM > $W/uu8.log 2>&1
   tail -2 $W/uu8.log; touch $W/uu_done; el "UU-Mamba run done"
-  steps 2d 32 unet:sgd,umamba_enc:sgd,umamba_enc:sam 300 2d_cl_inl; el "2D rows done"
+  steps 2d 32 unet:sgd,umamba_enc:sgd,umamba_enc:sam 300 2d_cl_inl "$CLI" cl_inl; el "2D rows done"
   touch $W/done
 }
-pack() {
-  local p=$W/pack; rm -rf $p; mkdir -p $p
-  for r in unet8 uu8 warm_cl_inl warm_nchw; do
-    [ -d $W/$r ] || continue; mkdir -p $p/$r/eval
-    cp $W/$r/{log.jsonl,profile.yaml,split.json} $p/$r/ 2>/dev/null
-    cp $W/$r/eval/{summary.json,per_case.csv} $p/$r/eval/ 2>/dev/null; cp $W/$r.log $p/$r/ 2>/dev/null
-  done
-  cp $W/*.json $W/steps_*.log $W/build.log $W/decision.txt $W/pipeline.log $p/ 2>/dev/null
-  tar czf "$OUT/s8.tgz" -C $p .
-}
-case "${1:?start or harvest}" in
-start)
-  date +%s > $W/t0
-  UU_SKIP_MAMBA_BUILD=1 . scripts/gpu_env.sh > $W/gpu_env.log 2>&1; tail -2 $W/gpu_env.log
-  export TORCHINDUCTOR_CACHE_DIR=$W/inductor
-  export -f el rates warm steps pipeline; export W DATA
-  setsid nohup bash -c pipeline > $W/pipeline.log 2>&1 < /dev/null &
-  sleep 5; cat $W/pipeline.log
-  ;;
-harvest)
-  end=$(( $(date +%s) + ${2:?seconds} ))
-  while [ "$(date +%s)" -lt $end ] && [ ! -e $W/${3:?mark} ] && [ ! -e $W/stop ]; do sleep 5; pack; done
-  pack; cat $W/pipeline.log; ls -la $OUT
-  ;;
-esac
+pipeline_main "$@"
