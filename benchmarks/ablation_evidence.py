@@ -26,7 +26,10 @@ def main(argv=None) -> int:
     p.add_argument("--runs", required=True)
     p.add_argument("--data", default="")
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kind", default="seed", choices=["seed", "fold"], help="runs RUNS/<config>/seed<k> or fold<k>")
+    p.add_argument("--seed", type=int, default=0, help="k of the runs whose landscapes and figures are drawn")
+    p.add_argument("--landscape-only", action="store_true",
+                   help="only landscape.json, sharpness and calibration.json (no tables, no image figures)")
     p.add_argument("--methods", default="umamba_ce,umamba_ua,umamba_ua_sam")
     p.add_argument("--landscape-loss", default="dice_ce")
     p.add_argument("--n-patches", type=int, default=4)
@@ -44,20 +47,11 @@ def main(argv=None) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # small differences matter here
 
-    runs = ablation.collect_runs(args.runs)  # notebook 04
+    runs = ablation.collect_runs(args.runs, kind=args.kind)  # notebook 04
     print("finished runs:", {k: [str(r) for r in v] for k, v in runs.items()}, flush=True)
-    table = tables.ablation_table(runs, ablation.CONFIGS)
-    tables.write_table(table, out / "ablation_numbers", floatfmt=".4f")
-    tables.write_table(tables.format_table(table), out / "ablation_table")
-    tables.write_table(tables.side_by_side(table, args.protocol or f"ours: {args.runs}"), out / "ablation_vs_paper")
-    paired = tables.paired_comparisons(runs, ablation.DEFAULT_PAIRS)
-    if len(paired):
-        tables.write_table(paired, out / "ablation_paired", floatfmt=".4f")
-    print(tables.to_markdown(tables.format_table(table)), flush=True)
-    viz.training_curves({name: read_log(run_list[0]) for name, run_list in runs.items()},
-                        path=out / "training_curves.png")
-
-    chosen = {m: r for m in args.methods.split(",") for r in runs.get(m, []) if tables.run_seed(r) == args.seed}
+    chosen = {m: r for m in args.methods.split(",") for r in runs.get(m, []) if r.name == f"{args.kind}{args.seed}"}
+    if not args.landscape_only:
+        tabulate(runs, chosen, out, args.runs, args.protocol)
     report = landscape.landscape_report(  # notebook 05; a Hessian started in the last minute would overrun
         chosen, loss=args.landscape_loss, n_patches=args.n_patches, rho=args.rho, sam_steps=args.sam_steps,
         hessian_iters=args.hessian_iters, line_points=args.line_points, grid_points=args.grid_points, seed=args.seed,
@@ -75,13 +69,29 @@ def main(argv=None) -> int:
     material = figures.figure_material(chosen, data_dir=args.data or None)
     figures.save_calibration(material, out / "calibration.json")
     viz.reliability_diagram(material["bins"], path=out / "reliability.png")
-    viz.overlay_grid(material["images"], material["ground_truth"], material["predictions"], material["mses"],
-                     row_titles=material["titles"], path=out / "overlays.png")
-    viz.entropy_and_error(material["images"], material["entropy"], material["errors"], path=out / "entropy.png")
     tables.write_table(tables.calibration_table(material["ece"]), out / "calibration", floatfmt=".4f")
+    if not args.landscape_only:  # images of the data: never committed from real data
+        viz.overlay_grid(material["images"], material["ground_truth"], material["predictions"], material["mses"],
+                         row_titles=material["titles"], path=out / "overlays.png")
+        viz.entropy_and_error(material["images"], material["entropy"], material["errors"], path=out / "entropy.png")
     print(f"done in {time.perf_counter() - start:.0f} s", flush=True)
-    (out / "evidence.json").write_text(json.dumps({"seconds": time.perf_counter() - start, "device": device}))
+    (out / "evidence.json").write_text(json.dumps({"seconds": time.perf_counter() - start, "device": device,
+                                                   "runs": {m: str(r) for m, r in chosen.items()}}))
     return 0
+
+
+def tabulate(runs, chosen, out: Path, runs_dir, protocol: str) -> None:
+    """Notebook 04's tables (CSV + Markdown) and the training curves."""
+    table = tables.ablation_table(runs, ablation.CONFIGS)
+    tables.write_table(table, out / "ablation_numbers", floatfmt=".4f")
+    tables.write_table(tables.format_table(table), out / "ablation_table")
+    tables.write_table(tables.side_by_side(table, protocol or f"ours: {runs_dir}"), out / "ablation_vs_paper")
+    paired = tables.paired_comparisons(runs, ablation.DEFAULT_PAIRS)
+    if len(paired):
+        tables.write_table(paired, out / "ablation_paired", floatfmt=".4f")
+    print(tables.to_markdown(tables.format_table(table)), flush=True)
+    viz.training_curves({name: read_log(run_list[0]) for name, run_list in runs.items()},
+                        path=out / "training_curves.png")
 
 
 if __name__ == "__main__":

@@ -23,15 +23,22 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--data", default="", help="ACDC folder; empty: a phantom made in OUT/phantom")
     s.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, metrics)")
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    s.add_argument("--stop-at", type=float, default=None, metavar="UNIX_SECONDS",
+                   help="pause with a checkpoint before an epoch that would end after this time (resume later)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a profile entry, e.g. --set epochs=2 (repeatable)")
 
-    s = sub.add_parser("ablation", help="train the ablation configurations' missing runs (RUNS/<config>/seed<k>)")
+    s = sub.add_parser("ablation", help="train the ablation configurations' missing runs "
+                                        "(RUNS/<config>/seed<k>, or RUNS/<config>/fold<k> with --folds)")
     s.add_argument("--params", required=True, help="profile YAML (uu/params/*.yaml) shared by every configuration")
     s.add_argument("--data", default="", help="ACDC folder; empty: a phantom made in RUNS/phantom")
     s.add_argument("--runs", required=True, help="runs folder (notebook 04's runs_dir)")
     s.add_argument("--configs", default="", help="comma-separated configuration names (default: rows 1-5)")
     s.add_argument("--seeds", default="1", help="seeds: a count N (seeds 0..N-1) or a comma list, e.g. 1,2")
+    s.add_argument("--folds", default="", help="cross-validation instead of seeds: folds as a count N (0..N-1) or "
+                   "a comma list; fold k trains on the other folds with seed k and is evaluated on fold k")
+    s.add_argument("--stop-at", type=float, default=None, metavar="UNIX_SECONDS",
+                   help="start no run after this time and pause the running ones with a checkpoint (resume later)")
     s.add_argument("--jobs", type=int, default=1,
                    help="runs trained side by side, each a `python -m uu train` process (sharing the GPU)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

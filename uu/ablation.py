@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,63 +58,88 @@ def get_config(name: str) -> AblationConfig:
 
 
 # ----------------------------------------------------------------------------- runs
+# A run of a configuration is named "seed<k>" (seed k on the profile's split) or "fold<k>" (cross-validation: fold k
+# of the profile's kfold split is evaluated, the other folds train, with seed k). A bare int means "seed<k>".
 
-def run_dir_for(runs_dir, config: str, seed: int) -> Path:
-    return Path(runs_dir) / config / f"seed{seed}"
+def run_name(run: int | str) -> str:
+    """3 -> "seed3"; "seed3" and "fold2" as they are; anything else is a ValueError."""
+    name = f"seed{int(run)}" if isinstance(run, int) or str(run).isdigit() else str(run)
+    if not (name[:4] in ("seed", "fold") and name[4:].isdigit()):
+        raise ValueError(f"run {run!r}: expected a seed number, 'seed<k>' or 'fold<k>'")
+    return name
+
+
+def run_settings(run: int | str) -> dict:
+    """The profile overrides that make a run: {"seed": k} or {"split": "kfold", "fold": k, "seed": k}."""
+    name = run_name(run)
+    k = int(name[4:])
+    return {"seed": k} if name.startswith("seed") else {"split": "kfold", "fold": k, "seed": k}
+
+
+def run_dir_for(runs_dir, config: str, run: int | str) -> Path:
+    return Path(runs_dir) / config / run_name(run)
 
 
 def is_finished(run_dir) -> bool:
     return (Path(run_dir) / "eval" / "summary.json").is_file()
 
 
-def run_or_load(config: str, profile, seed: int, data_dir="", runs_dir="runs/ablation",
+def _settings(config: str, run, overrides: Mapping | None) -> dict:
+    return {**get_config(config).overrides, **run_settings(run), **dict(overrides or {})}
+
+
+def run_or_load(config: str, profile, run: int | str, data_dir="", runs_dir="runs/ablation",
                 overrides: Mapping | None = None) -> Path:
-    """The run folder of (config, seed): read when finished, else trained from `profile` with the configuration's
-    overrides, the seed, then `overrides` on top."""
-    cfg = get_config(config)
-    run = run_dir_for(runs_dir, config, seed)
-    if is_finished(run):
-        return run
+    """The run folder of (config, run): read when finished, else trained from `profile` with the configuration's
+    overrides, the run's seed (and fold), then `overrides` on top."""
+    path = run_dir_for(runs_dir, config, run)
+    if is_finished(path):
+        return path
     # torch and the training loop only when something must be trained (tables of committed runs need neither)
     from uu.train import train_run  # late: torch and the whole training stack, only when a run must train
 
-    settings = {**cfg.overrides, "seed": int(seed), **dict(overrides or {})}
-    return Path(train_run(profile, data_dir=str(data_dir or ""), out_dir=run, overrides=settings,
-                          resume=(run / "checkpoint.pt").is_file()))
+    return Path(train_run(profile, data_dir=str(data_dir or ""), out_dir=path, overrides=_settings(config, run, overrides),
+                          resume=(path / "checkpoint.pt").is_file()))
 
 
-def run_all(configs: Iterable[str], seeds: Iterable[int], profile, data_dir="", runs_dir="runs/ablation",
+def run_all(configs: Iterable[str], runs: Iterable[int | str], profile, data_dir="", runs_dir="runs/ablation",
             overrides: Mapping | None = None, jobs: int = 1) -> dict[str, list[Path]]:
-    """{config: [run_or_load(config, seed) for each seed]}: one run after the other, or with jobs > 1 that many
-    side by side (`train_side_by_side`) first."""
-    configs, seeds = list(configs), list(seeds)
+    """{config: [run_or_load(config, run) for each run]}: one run after the other, or with jobs > 1 that many
+    side by side (`train_side_by_side`) first. `runs`: seeds (ints) or run names ("fold0", ...)."""
+    configs, runs = list(configs), list(runs)
     if jobs > 1:
-        train_side_by_side([(c, s) for c in configs for s in seeds], profile, data_dir, runs_dir, overrides, jobs)
-    return {c: [run_or_load(c, profile, s, data_dir, runs_dir, overrides) for s in seeds] for c in configs}
+        train_side_by_side([(c, r) for c in configs for r in runs], profile, data_dir, runs_dir, overrides, jobs)
+    return {c: [run_or_load(c, profile, r, data_dir, runs_dir, overrides) for r in runs] for c in configs}
 
 
-def train_side_by_side(pairs: Sequence[tuple[str, int]], profile, data_dir="", runs_dir="runs/ablation",
-                       overrides: Mapping | None = None, jobs: int = 2, threads: int | None = None) -> None:
-    """Train the unfinished (config, seed) runs, `jobs` at a time, each in its own ``python -m uu train`` process
-    (they share the GPU: time-sliced, or under CUDA MPS when its daemon runs; results/h200/session5 measured
-    both). Unless OMP_NUM_THREADS is set, each process gets cores / jobs CPU threads (on 2 cores two 1-thread runs
-    train ~1.4x the samples of one 2-thread run); `threads` sets it for every process. A process's output goes to
-    RUNS/<config>/seed<k>.log; a failed run raises naming that log."""
+def train_side_by_side(pairs: Sequence[tuple[str, int | str]], profile, data_dir="", runs_dir="runs/ablation",
+                       overrides: Mapping | None = None, jobs: int = 2, threads: int | None = None,
+                       stop_at: float | None = None, min_start_s: float = 120.0) -> list:
+    """Train the unfinished (config, run) pairs in the order given, `jobs` at a time, each in its own
+    ``python -m uu train`` process (they share the GPU: time-sliced, or under CUDA MPS when its daemon runs). Unless
+    OMP_NUM_THREADS is set, each process gets cores / jobs CPU threads (on 2 cores two 1-thread runs train ~1.4x
+    the samples of one 2-thread run); `threads` sets it for every process. A process's output goes to
+    RUNS/<config>/<run>.log; a failed run raises naming that log. `stop_at` (Unix seconds): no run starts within
+    `min_start_s` of it, and running ones pause there with a checkpoint (a later call resumes them). Returns the
+    (config, run) pairs left unfinished."""
     env = dict(os.environ)
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, jobs))))
 
     def train(pair):
-        config, seed = pair
-        run = run_dir_for(runs_dir, config, seed)
-        settings = {**get_config(config).overrides, "seed": int(seed), **dict(overrides or {})}
+        config, run = pair
+        path = run_dir_for(runs_dir, config, run)
+        if stop_at is not None and time.time() > stop_at - min_start_s:
+            return None, 0
         cmd = [sys.executable, "-m", "uu", "train", "--params", str(profile), "--data", str(data_dir or ""),
-               "--out", str(run)] + [a for k, v in settings.items() for a in ("--set", f"{k}={json.dumps(v)}")]
-        cmd += ["--resume"] if (run / "checkpoint.pt").is_file() else []
-        run.parent.mkdir(parents=True, exist_ok=True)
-        log = run.parent / f"{run.name}.log"
-        with open(log, "w") as out:
+               "--out", str(path)] + [a for k, v in _settings(config, run, overrides).items()
+                                      for a in ("--set", f"{k}={json.dumps(v)}")]
+        cmd += ["--resume"] if (path / "checkpoint.pt").is_file() else []
+        cmd += [] if stop_at is None else ["--stop-at", repr(float(stop_at))]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        log = path.parent / f"{path.name}.log"
+        with open(log, "a") as out:
             return log, subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
 
     todo = [p for p in pairs if not is_finished(run_dir_for(runs_dir, *p))]
@@ -121,6 +147,7 @@ def train_side_by_side(pairs: Sequence[tuple[str, int]], profile, data_dir="", r
         failed = [f"{log} (exit {code})" for log, code in pool.map(train, todo) if code]
     if failed:
         raise RuntimeError("runs trained side by side failed; see " + ", ".join(failed))
+    return [p for p in todo if not is_finished(run_dir_for(runs_dir, *p))]
 
 
 @contextlib.contextmanager
@@ -147,11 +174,13 @@ def training_beside(pairs: Sequence[tuple[str, int]], profile, data_dir="", runs
         pending.result()
 
 
-def collect_runs(runs_dir, configs: Iterable[str] | None = None) -> dict[str, list[Path]]:
-    """{config: [finished run folders, by seed]} found under runs_dir (configs without runs left out)."""
+def collect_runs(runs_dir, configs: Iterable[str] | None = None, kind: str = "seed") -> dict[str, list[Path]]:
+    """{config: [finished run folders, by seed or fold]} found under runs_dir (configs without runs left out);
+    kind "seed" finds RUNS/<config>/seed<k>, "fold" RUNS/<config>/fold<k>."""
     runs_dir = Path(runs_dir)
     names = list(configs) if configs is not None else [p.name for p in sorted(runs_dir.iterdir()) if p.is_dir()]
-    found = {name: sorted((p for p in (runs_dir / name).glob("seed*") if is_finished(p)), key=run_seed)
+    found = {name: sorted((p for p in (runs_dir / name).glob(f"{kind}*") if p.is_dir() and is_finished(p)),
+                          key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else run_seed(p))
              for name in names}
     return {name: runs for name, runs in found.items() if runs}
 
@@ -193,17 +222,32 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def cli_ablation(args) -> int:
-    """``python -m uu ablation --params P --runs RUNS [--data D] [--configs a,b] [--seeds N] [--jobs J] [--set k=v]``:
-    trains every unfinished (configuration, seed), J at a time (resuming), then prints the table."""
+    """``python -m uu ablation --params P --runs RUNS [--data D] [--configs a,b] [--seeds N | --folds N] [--jobs J]
+    [--stop-at T] [--set k=v]``: trains every unfinished (configuration, run), J at a time (resuming), fold by fold
+    (or seed by seed) in the order of --configs, then prints the table of the finished runs."""
     configs = [get_config(c.strip()).name for c in args.configs.split(",") if c.strip()] or DEFAULT_CONFIGS
-    seeds = parse_seeds(args.seeds)  # unknown names above, and bad seeds or keys here, fail before anything trains
-    if not seeds:
-        raise ValueError(f"--seeds {args.seeds!r}: no seed to run (give a count >= 1 or a list such as 0,1)")
+    kind, numbers = ("fold", parse_seeds(args.folds)) if getattr(args, "folds", "") else ("seed", parse_seeds(args.seeds))
+    if not numbers:  # unknown names above, and bad numbers or keys here, fail before anything trains
+        raise ValueError(f"--{kind}s: nothing to run (give a count >= 1 or a list such as 0,1)")
     overrides = parse_overrides(args.set)
     profile = load_profile(args.params, overrides)
+    if kind == "fold" and max(numbers) >= profile["n_folds"]:
+        raise ValueError(f"--folds {args.folds!r}: the profile has n_folds {profile['n_folds']} (folds 0.."
+                         f"{profile['n_folds'] - 1})")
     data_dir = args.data or ensure_phantom(Path(args.runs) / "phantom", profile["phantom_patients"])
     if args.jobs < 1:
         raise ValueError(f"--jobs {args.jobs}: give the number of runs to train side by side (>= 1)")
-    runs = run_all(configs, seeds, args.params, data_dir, args.runs, overrides, jobs=args.jobs)
-    print(to_markdown(format_table(ablation_table(runs, CONFIGS))))
+    pairs = [(c, f"{kind}{k}") for k in numbers for c in configs]
+    stop_at = getattr(args, "stop_at", None)
+    if args.jobs == 1 and stop_at is None:  # in this process, one after the other
+        left = [p for p in pairs if not is_finished(run_or_load(p[0], args.params, p[1], data_dir, args.runs,
+                                                                overrides))]
+    else:
+        left = train_side_by_side(pairs, args.params, data_dir, args.runs, overrides, args.jobs, stop_at=stop_at)
+    if left:
+        print(f"{len(left)} run(s) left for a later call (--stop-at came first): "
+              + ", ".join(f"{c}/{r}" for c, r in left))
+    runs = collect_runs(args.runs, configs, kind)
+    if runs:
+        print(to_markdown(format_table(ablation_table(runs, CONFIGS))))
     return 0

@@ -59,7 +59,7 @@ def poly_lr(base_lr: float, progress: float, exponent: float = 0.9) -> float:
 class FitResult:
     steps: int
     epochs: int
-    stopped_by: str  # "epochs" | "time"
+    stopped_by: str  # "epochs" | "time" | "paused" (stop_at came first: resume to finish)
     train_seconds: float  # training steps only, all sessions (what max_minutes counts)
     wall_seconds: float  # fit's wall-clock, all sessions, validations and checkpoints included
     it_per_s: float  # this session's iterations per training second
@@ -109,10 +109,11 @@ class _EpochSums:
 
 def fit(model, loss, optimizer, batches, profile: dict, *, run_dir=None, device="cpu",
         validate: Optional[Callable] = None, resume: bool = False, clock: Callable[[], float] = time.perf_counter,
-        progress: Optional[bool] = None) -> FitResult:
+        progress: Optional[bool] = None, stop_at: Optional[float] = None) -> FitResult:
     """Train ``model`` with ``loss`` and ``optimizer`` on ``batches`` as the profile says (see the module
     docstring). run_dir None writes nothing. Returns FitResult; writes RUN/log.jsonl, checkpoint.pt, init.pt,
-    final.pt when run_dir is given."""
+    final.pt when run_dir is given. ``stop_at`` (Unix seconds): pause before an epoch that would end after it,
+    with a checkpoint to resume from (stopped_by "paused", no final.pt): a run can span machine leases."""
     device = resolve_device(device)
     rank, n_ranks = world()
     autocast_dtype, use_scaler = resolve_amp(profile["amp"], device)
@@ -195,7 +196,7 @@ def fit(model, loss, optimizer, batches, profile: dict, *, run_dir=None, device=
     last_val_at, last_ckpt_at = state["val_at"], clock()
     sums, lr = _EpochSums(device), profile["lr"]
     try:
-        while epoch < epochs and stopped_by != "time":
+        while epoch < epochs and stopped_by not in ("time", "paused"):
             epoch_start = clock()
             iters = 0
             for _ in range(per_epoch):
@@ -226,6 +227,8 @@ def fit(model, loss, optimizer, batches, profile: dict, *, run_dir=None, device=
                     f"stopped at step {step}: {streak} consecutive non-finite steps; the last good checkpoint is "
                     f"{ckpt_path}. Try amp=bf16 or off, a lower lr or a smaller rho.")
             finished = epoch >= epochs or stopped_by == "time"
+            if not finished and stop_at is not None and time.time() + (clock() - epoch_start) >= stop_at:
+                stopped_by = "paused"
             if profile["val_minutes"]:
                 due = train_seconds - last_val_at >= 60.0 * profile["val_minutes"]
             else:
@@ -238,7 +241,8 @@ def fit(model, loss, optimizer, batches, profile: dict, *, run_dir=None, device=
                 base_model.train()
                 last_val, last_val_at, val_seconds = val, train_seconds, clock() - t0
             ckpt_seconds = 0.0
-            if writer and (finished or clock() - last_ckpt_at >= 60.0 * profile["checkpoint_minutes"]):
+            if writer and (finished or stopped_by == "paused"
+                           or clock() - last_ckpt_at >= 60.0 * profile["checkpoint_minutes"]):
                 t0 = clock()
                 checkpoint(finished)
                 last_ckpt_at, ckpt_seconds = clock(), clock() - t0
@@ -259,7 +263,7 @@ def fit(model, loss, optimizer, batches, profile: dict, *, run_dir=None, device=
     finally:  # an interrupted run still finishes the checkpoint being written (atomic either way)
         bar.close()
         saver.wait()
-    if writer:
+    if writer and stopped_by != "paused":
         atomic_save({"model": base_model.state_dict(), "loss": loss.state_dict(), "epoch": epoch, "step": step},
                     run_dir / "final.pt")
     peak, kind = _peak_memory(device)

@@ -79,6 +79,8 @@ KEYS: dict[str, tuple[tuple, Any, Optional[tuple], str]] = {
               "patient split; auto = nnformer when its validation patients are present, else kfold"),
     "fold": ((int,), 0, None, "fold for the kfold split"),
     "n_folds": ((int,), 5, None, "number of folds for the kfold split"),
+    "split_seed": ((int,), None, None, "seed of the kfold split's shuffle; null: the run's seed. Cross-validation "
+                   "fixes it, so that runs of different seeds share one partition of the patients"),
     "phantom_patients": ((int,), 10, None, "patients in the phantom made when no data folder is given"),
     # run
     "seed": ((int,), 0, None, "seed for everything (python, numpy, torch, sampling, augmentation)"),

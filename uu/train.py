@@ -52,9 +52,11 @@ def validation_dice(model, cases, plan, device, profile: dict) -> dict:
     return out
 
 
-def train_run(profile, data_dir="", out_dir="runs/run", overrides=None, resume: bool = False) -> Path:
+def train_run(profile, data_dir="", out_dir="runs/run", overrides=None, resume: bool = False,
+              stop_at: float | None = None) -> Path:
     """Everything for one run (see the module docstring). ``profile``: a name ("smoke"), a YAML path or a dict;
-    ``overrides``: dict or ["key=value", ...]. Returns the run folder."""
+    ``overrides``: dict or ["key=value", ...]; ``stop_at`` (Unix seconds): pause with a checkpoint before an
+    epoch that would end after it (no evaluation then; ``resume=True`` finishes the run). Returns the run folder."""
     profile = load_profile(profile, overrides)
     run_dir = Path(out_dir)
     device, initialised_here = setup_distributed(profile["device"])
@@ -71,7 +73,8 @@ def train_run(profile, data_dir="", out_dir="runs/run", overrides=None, resume: 
                 ensure_phantom(data_dir, profile["phantom_patients"])
             barrier()
         cases = load_acdc(data_dir, lazy=True)
-        scheme, split = choose_split(cases, profile["split"], profile["fold"], profile["n_folds"], profile["seed"])
+        split_seed = profile["seed"] if profile["split_seed"] is None else profile["split_seed"]
+        scheme, split = choose_split(cases, profile["split"], profile["fold"], profile["n_folds"], split_seed)
         seed_everything(profile["seed"])
         resolved = dict(profile, split=scheme, data_dir=str(Path(data_dir).resolve()), world_size=n_ranks,
                         uu_version=uu.__version__)
@@ -93,8 +96,8 @@ def train_run(profile, data_dir="", out_dir="runs/run", overrides=None, resume: 
                                           seed=profile["seed"] + 1000 * rank)
         shown = val_cases[:profile["max_val_cases"]] if profile["max_val_cases"] else val_cases
         result = fit(model, loss, optimizer, batches, profile, run_dir=run_dir, device=device, resume=resume,
-                     validate=lambda m: validation_dice(m, shown, plan, device, profile))
-        if rank == 0:
+                     validate=lambda m: validation_dice(m, shown, plan, device, profile), stop_at=stop_at)
+        if rank == 0 and result.stopped_by != "paused":
             evaluate_run(run_dir, model, plan, val_cases, profile, device, result, scheme)
         barrier()
     finally:
@@ -124,7 +127,11 @@ def evaluate_run(run_dir, model, plan, val_cases, profile, device, result: FitRe
 
 def cli_train(args) -> int:
     """``python -m uu train --params P [--data D] --out RUN [--resume] [--set key=value ...]``."""
-    run_dir = train_run(args.params, data_dir=args.data, out_dir=args.out, overrides=args.set, resume=args.resume)
+    run_dir = train_run(args.params, data_dir=args.data, out_dir=args.out, overrides=args.set, resume=args.resume,
+                        stop_at=args.stop_at)
+    if not (run_dir / "eval" / "summary.json").is_file():
+        print(f"run folder: {run_dir}: paused before --stop-at with a checkpoint; add --resume to finish it")
+        return 0
     if int(os.environ.get("RANK", "0")) == 0:  # the process group is gone by now
         summary = json.loads((run_dir / "eval" / "summary.json").read_text())
         t = summary["training"]
