@@ -1,14 +1,15 @@
-"""Aggregate training throughput of N budget runs sharing one GPU, time-sliced or under CUDA MPS (issue 12).
+"""Aggregate training throughput of N budget runs sharing one GPU, time-sliced or under CUDA MPS.
 
-    python benchmarks/bench_concurrency.py --data .cache/acdc.uucache.npz --runs 3,5 --mps both \
-        --seconds 40 --out results/h200/session4/concurrency.json
+    python benchmarks/bench_concurrency.py --data .cache/acdc.uucache.npz --runs 1,3,5 --runs-mps 3,5 --mps both \
+        --seconds 25 --set compile=false --out runs/bench/concurrency.json
 
 For each N and each mode (plain time-slicing; MPS: ``nvidia-cuda-mps-control -d`` started for the phase and
 stopped after it, the card's settings untouched) ``python -m uu ablation --jobs N`` trains N runs of the budget
 profile's UU-Mamba (row 5, seeds 0..N-1, ``--set`` extras) side by side, each ``--seconds`` of training steps.
 The aggregate samples/s counts only the window in which all N train (`overlap_throughput`, from the epoch end
-times in each log.jsonl). Prints a line per phase, writes JSON after each.
+times in each log.jsonl). Prints a line per phase, writes JSON after each (``env``: device, versions, commit).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,6 +20,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_env beside this file, also when loaded by path
+from bench_env import environment  # noqa: E402
 
 
 def run_phase(n: int, mps: bool, args, root: Path) -> dict:
@@ -35,10 +39,33 @@ def run_phase(n: int, mps: bool, args, root: Path) -> dict:
             return {"runs": n, "mps": True, "error": f"nvidia-cuda-mps-control -d: {daemon.stderr.strip()}"}
     runs = root / f"{'mps' if mps else 'ts'}{n}"
     shutil.rmtree(runs, ignore_errors=True)
-    sets = [f"max_minutes={args.seconds / 60}", "iters_per_epoch=5", "val_every=0", "val_minutes=null",
-            "checkpoint_minutes=1000", "eval_mirror=false", "progress=false"] + args.set
-    cmd = [sys.executable, "-m", "uu", "ablation", "--params", args.params, "--data", args.data, "--runs", str(runs),
-           "--configs", "umamba_ua_sam", "--seeds", str(n), "--jobs", str(n)] + [a for kv in sets for a in ("--set", kv)]
+    sets = [
+        f"max_minutes={args.seconds / 60}",
+        "iters_per_epoch=5",
+        "val_every=0",
+        "val_minutes=null",
+        "checkpoint_minutes=1000",
+        "eval_mirror=false",
+        "progress=false",
+    ] + args.set
+    cmd = [
+        sys.executable,
+        "-m",
+        "uu",
+        "ablation",
+        "--params",
+        args.params,
+        "--data",
+        args.data,
+        "--runs",
+        str(runs),
+        "--configs",
+        "umamba_ua_sam",
+        "--seeds",
+        str(n),
+        "--jobs",
+        str(n),
+    ] + [a for kv in sets for a in ("--set", kv)]
     try:
         with open(root / f"{runs.name}.log", "w") as log:
             code = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
@@ -48,7 +75,12 @@ def run_phase(n: int, mps: bool, args, root: Path) -> dict:
     if code != 0:
         return {"runs": n, "mps": mps, "exit": code, "error": f"see {root / runs.name}.log"}
     logs = [_read_log(runs / "umamba_ua_sam" / f"seed{k}") for k in range(n)]
-    return {"runs": n, "mps": mps, "exit": code, **overlap_throughput(logs, _profile_batch(runs / "umamba_ua_sam" / "seed0"))}
+    return {
+        "runs": n,
+        "mps": mps,
+        "exit": code,
+        **overlap_throughput(logs, _profile_batch(runs / "umamba_ua_sam" / "seed0")),
+    }
 
 
 def overlap_throughput(logs: list[list[dict]], batch: int) -> dict:
@@ -65,8 +97,11 @@ def overlap_throughput(logs: list[list[dict]], batch: int) -> dict:
             return {"error": "the runs did not overlap long enough: raise --seconds"}
         t0 = lines[inside[0] - 1]["time"]
         rates.append(batch * sum(lines[i]["iters"] for i in inside) / (lines[inside[-1]]["time"] - t0))
-    return {"aggregate_samples_per_s": round(sum(rates), 1), "per_run_samples_per_s": [round(r, 1) for r in rates],
-            "window_s": round(end - start, 1)}
+    return {
+        "aggregate_samples_per_s": round(sum(rates), 1),
+        "per_run_samples_per_s": [round(r, 1) for r in rates],
+        "window_s": round(end - start, 1),
+    }
 
 
 def _read_log(run_dir: Path) -> list[dict]:
@@ -76,6 +111,7 @@ def _read_log(run_dir: Path) -> list[dict]:
 
 def _profile_batch(run_dir: Path) -> int:
     import yaml
+
     return int((yaml.safe_load((run_dir / "profile.yaml").read_text()) or {}).get("batch_size", 0))
 
 
@@ -94,17 +130,25 @@ def main(argv=None):
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.mps]
-    results = []
+    results, env = [], environment()
     for mps in modes:
         for n in [int(v) for v in ((mps and args.runs_mps) or args.runs).split(",")]:
             t0 = time.perf_counter()
             row = run_phase(n, mps, args, root)
             row["phase_seconds"] = round(time.perf_counter() - t0, 1)
             results.append(row)
-            print(f"[concurrency] {n} runs, {'MPS' if mps else 'time-slicing'}: {row.get('aggregate_samples_per_s')} "
-                  f"samples/s aggregate {row.get('error', '')} ({row['phase_seconds']} s)", flush=True)
-            Path(args.out).write_text(json.dumps({"params": args.params, "set": args.set, "seconds": args.seconds,
-                                                  "phases": results}, indent=1))
+            print(
+                f"[concurrency] {n} runs, {'MPS' if mps else 'time-slicing'}: {row.get('aggregate_samples_per_s')} "
+                f"samples/s aggregate {row.get('error', '')} ({row['phase_seconds']} s)",
+                flush=True,
+            )
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(
+                json.dumps(
+                    {"params": args.params, "set": args.set, "seconds": args.seconds, "env": env, "phases": results},
+                    indent=1,
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -1,18 +1,20 @@
-"""Mamba's causal depthwise conv1d (kernel 4) + SiLU, forward + backward, at a plan's Mamba-layer shapes (issue 12).
+"""Mamba's causal depthwise conv1d (kernel 4) + SiLU, forward + backward, at a plan's Mamba-layer shapes.
 
-    python benchmarks/bench_conv1d.py --plan 2d --batch 16 --device cuda --out results/h200/session6/conv1d.json
+    python benchmarks/bench_conv1d.py --plan 2d --batch 16 --device cuda --out runs/bench/conv1d_2d_b16.json
 
 Compares the implementations `uu.ssm.ops.causal_conv1d` dispatches between: "conv1d" (nn.functional.conv1d with
 groups = channels, padding k - 1, the output cut to L: cuDNN / oneDNN), "shift" (the sum of k shifted slices,
 pure elementwise) and, on CUDA, both under torch.compile. Input (B, 2 * features[s], prod(patch / strides))
 for every Mamba stage s, dtype bf16 on CUDA (the budget profile's autocast) or fp32. Prints ms per call summed
-over the stages; writes JSON.
+over the stages; writes JSON: {"env": device, versions, commit; "rows": [...]}.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,13 +24,19 @@ import torch
 from uu.net.plan import get_plan
 from uu.ssm.ops.causal_conv1d import causal_conv1d
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_env beside this file, also when loaded by path
+from bench_env import environment  # noqa: E402
+
 
 def stage_shapes(plan_name: str, batch: int, patch=None) -> list[tuple[int, int, int]]:
     """(batch, d_inner, tokens) of every Mamba stage of the plan (patch: another patch size)."""
     plan = get_plan(plan_name)
     plan = replace(plan, patch_size=tuple(patch)) if patch else plan
-    return [(batch, 2 * plan.features[s], math.prod(size)) for s, size in enumerate(plan.feature_map_sizes())
-            if s in plan.mamba_stages]
+    return [
+        (batch, 2 * plan.features[s], math.prod(size))
+        for s, size in enumerate(plan.feature_map_sizes())
+        if s in plan.mamba_stages
+    ]
 
 
 def time_impl(fn, shapes, device, dtype, steps: int, warmup: int) -> float:
@@ -64,24 +72,39 @@ def main(argv=None):
     args = p.parse_args(argv)
     device = torch.device(args.device)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
-    shapes = stage_shapes(args.plan, args.batch, [int(v) for v in args.patch.split(',')] if args.patch else None)
-    impls = {name: (lambda x, w, b, name=name: causal_conv1d(x, w, b, activation="silu", impl=name))
-             for name in ("conv1d", "shift")}
+    shapes = stage_shapes(args.plan, args.batch, [int(v) for v in args.patch.split(",")] if args.patch else None)
+    impls = {
+        name: (lambda x, w, b, name=name: causal_conv1d(x, w, b, activation="silu", impl=name))
+        for name in ("conv1d", "shift")
+    }
     if device.type == "cuda":  # the budget profile trains compiled
         for name in ("conv1d", "shift"):
             impls[f"{name}_compiled"] = torch.compile(
-                lambda x, w, b, name=name: causal_conv1d(x, w, b, activation="silu", impl=name), dynamic=False)
+                lambda x, w, b, name=name: causal_conv1d(x, w, b, activation="silu", impl=name), dynamic=False
+            )
     rows = []
     for name, fn in impls.items():
         ms = time_impl(fn, shapes, device, dtype, args.steps, args.warmup)
-        rows.append({"impl": name, "plan": args.plan, "batch": args.batch, "dtype": str(dtype).split(".")[-1],
-                     "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                     "threads": torch.get_num_threads(), "shapes": shapes, "ms_fwd_bwd": round(ms, 3)})
-        print(f"[conv1d] {name:15s} {ms:8.3f} ms fwd+bwd over {len(shapes)} Mamba stages "
-              f"(plan {args.plan}, batch {args.batch}, {rows[-1]['dtype']}, {device.type})", flush=True)
+        rows.append(
+            {
+                "impl": name,
+                "plan": args.plan,
+                "batch": args.batch,
+                "dtype": str(dtype).split(".")[-1],
+                "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                "threads": torch.get_num_threads(),
+                "shapes": shapes,
+                "ms_fwd_bwd": round(ms, 3),
+            }
+        )
+        print(
+            f"[conv1d] {name:15s} {ms:8.3f} ms fwd+bwd over {len(shapes)} Mamba stages "
+            f"(plan {args.plan}, batch {args.batch}, {rows[-1]['dtype']}, {device.type})",
+            flush=True,
+        )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+        Path(args.out).write_text(json.dumps({"env": environment(device), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -3,16 +3,18 @@
 CUDA (default plans "3d" at batch 4 and "2d" at batch 32, bf16 autocast, Mamba layers in fp32 as the
 authors ran them): iterations/s, peak memory, ratios to "unet". --quick: fewer iterations.
 CPU mode (--device cpu) runs the tiny plans so the script can be checked anywhere.
-Writes JSON to --out (default results/bench_network_<device>.json).
+Writes JSON to --out (default runs/bench/bench_network_<device>.json); ``env`` records device, versions, commit.
 
     python benchmarks/bench_network.py --device cuda [--quick]
     python benchmarks/bench_network.py --device cpu
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +22,9 @@ import torch
 
 import uu.ssm as ssm
 from uu.net import build_network, count_parameters, get_plan
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_env beside this file, also when loaded by path
+from bench_env import environment  # noqa: E402
 
 ARCHS = ["unet", "umamba_bot", "umamba_enc"]
 
@@ -51,12 +56,24 @@ def bench(plan_name, arch, batch, device, amp, iters, warmup, checkpoint_mamba=F
     if device == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - t) / iters
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"plan": plan_name, "arch": arch, "batch": batch, "patch": list(plan.patch_size), "amp_bf16": amp,
-            "checkpoint_mamba": checkpoint_mamba, "params": count_parameters(model), "s_per_iter": seconds,
-            "it_per_s": 1 / seconds, "peak_bytes": peak,
-            "scan_backend": ssm.last_backend() if len(model.mamba) else None}
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if device == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    return {
+        "plan": plan_name,
+        "arch": arch,
+        "batch": batch,
+        "patch": list(plan.patch_size),
+        "amp_bf16": amp,
+        "checkpoint_mamba": checkpoint_mamba,
+        "params": count_parameters(model),
+        "s_per_iter": seconds,
+        "it_per_s": 1 / seconds,
+        "peak_bytes": peak,
+        "scan_backend": ssm.last_backend() if len(model.mamba) else None,
+    }
 
 
 def main():
@@ -80,17 +97,25 @@ def main():
         for arch in args.archs.split(","):
             r = bench(plan_name, arch, batch, args.device, amp, iters, warmup, args.checkpoint_mamba)
             rows.append(r)
-            print(f"{plan_name:6s} {arch:11s} batch {batch:2d}: {r['it_per_s']:7.2f} it/s, "
-                  f"{r['params'] / 1e6:6.2f} M params, peak {r['peak_bytes'] / 2**30:.2f} GiB, scan {r['scan_backend']}")
+            print(
+                f"{plan_name:6s} {arch:11s} batch {batch:2d}: {r['it_per_s']:7.2f} it/s, "
+                f"{r['params'] / 1e6:6.2f} M params, peak {r['peak_bytes'] / 2**30:.2f} GiB, scan {r['scan_backend']}"
+            )
     for r in rows:  # ratios to the plain U-Net of the same plan
         base = next((q for q in rows if q["plan"] == r["plan"] and q["arch"] == "unet"), None)
         if base:
             r["time_ratio_vs_unet"] = r["s_per_iter"] / base["s_per_iter"]
             r["memory_ratio_vs_unet"] = r["peak_bytes"] / base["peak_bytes"]
-    res = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
-           "note": "forward + backward + SGD step; CPU peak is the process max RSS", "rows": rows}
-    out = Path(args.out or f"results/bench_network_{args.device}.json")
+    res = {
+        "device": args.device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+        "note": "forward + backward + SGD step; CPU peak is the process max RSS",
+        "env": environment(args.device),
+        "rows": rows,
+    }
+    out = Path(args.out or f"runs/bench/bench_network_{args.device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     print(f"wrote {out}")

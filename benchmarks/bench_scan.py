@@ -3,7 +3,7 @@
 CPU default: batch 1, d_inner 64, d_state 16, L = 57,344 (one 256 x 224 slice at stage 0 of the 2D
 plan). The naive loop is timed on a prefix of --naive-prefix steps and extrapolated linearly to L
 (its cost per step does not depend on L); the JSON says so. Also sweeps chunk sizes.
-Writes JSON to --out (default results/bench_scan_<device>.json).
+Writes JSON to --out (default runs/bench/bench_scan_<device>.json); ``env`` records device, versions, commit.
 --tiny2d: instead, the scan at the shapes of the four Mamba layers of the "tiny2d" plan (batch 4, 32 x 32
 patches: d_inner 16..128, L 1024..16), forward and forward + backward, next to the scan_chunked.py of the
 git revision --before if given (the CPU main job's hot spot).
@@ -15,6 +15,7 @@ PyTorch scan (UU_CPU_SCAN=torch), interleaved.
     python benchmarks/bench_scan.py --tiny2d --threads 2 --before 26067e7
     python benchmarks/bench_scan.py --cpu-kernel --threads 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,7 @@ import os
 import platform
 import resource
 import subprocess
+import sys
 import time
 import types
 from pathlib import Path
@@ -33,6 +35,9 @@ import torch.nn.functional as F
 import uu.ssm as ssm
 from uu.ssm.ops import scan_chunked, scan_cpu
 from uu.ssm.ops.selective_scan import selective_scan_torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_env beside this file, also when loaded by path
+from bench_env import environment  # noqa: E402
 
 
 def naive_loop(u, delta, A, B, C, D, z, delta_bias):
@@ -50,10 +55,16 @@ def naive_loop(u, delta, A, B, C, D, z, delta_bias):
 def inputs(b, d, n, L, device, dtype=torch.float32, grad=False):
     g = torch.Generator(device=device).manual_seed(0)
     r = lambda *s: torch.randn(*s, device=device, generator=g)
-    x = dict(u=r(b, d, L).to(dtype), delta=(0.5 * r(b, d, L) - 3).to(dtype),
-             A=-torch.arange(1, n + 1.0, device=device).repeat(d, 1),
-             B=r(b, n, L).to(dtype), C=r(b, n, L).to(dtype), D=torch.ones(d, device=device),
-             z=r(b, d, L).to(dtype), delta_bias=0.1 * r(d))
+    x = dict(
+        u=r(b, d, L).to(dtype),
+        delta=(0.5 * r(b, d, L) - 3).to(dtype),
+        A=-torch.arange(1, n + 1.0, device=device).repeat(d, 1),
+        B=r(b, n, L).to(dtype),
+        C=r(b, n, L).to(dtype),
+        D=torch.ones(d, device=device),
+        z=r(b, d, L).to(dtype),
+        delta_bias=0.1 * r(d),
+    )
     if grad:
         x = {k: v.requires_grad_() for k, v in x.items()}
     return x
@@ -73,15 +84,23 @@ def timed(fn, device, repeats=1, backward=False):
         if device == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if device == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
     return best, peak
 
 
 def scan_at(rev):
     """selective_scan_torch of uu/ssm/ops/scan_chunked.py as it was at git revision `rev`."""
-    src = subprocess.run(["git", "show", f"{rev}:uu/ssm/ops/scan_chunked.py"], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).parent).stdout
+    src = subprocess.run(
+        ["git", "show", f"{rev}:uu/ssm/ops/scan_chunked.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent,
+    ).stdout
     module = types.ModuleType(f"scan_chunked_{rev}")
     exec(compile(src, f"{rev}:scan_chunked.py", "exec"), module.__dict__)
     return module.selective_scan_torch
@@ -92,7 +111,7 @@ def tiny2d_rows(dev, before, repeats):
     impls = {"now": selective_scan_torch, **({f"at {before}": scan_at(before)} if before else {})}
     rows = []
     for s, feats in enumerate([8, 16, 32, 64]):
-        d, L = 2 * feats, (32 // 2 ** s) ** 2
+        d, L = 2 * feats, (32 // 2**s) ** 2
         x, xg = inputs(4, d, 16, L, dev), inputs(4, d, 16, L, dev, grad=True)
         calls = {}
         for name, scan in impls.items():
@@ -103,11 +122,18 @@ def tiny2d_rows(dev, before, repeats):
             for k, f in calls.items():
                 best[k] = min(best[k], timed(f, dev)[0])
         for name in impls:
-            row = {"stage": s, "d_inner": d, "L": L, "impl": name,
-                   **{m: best[(name, m)] * 1e3 for m in ("forward_ms", "fwd_bwd_ms")}}
+            row = {
+                "stage": s,
+                "d_inner": d,
+                "L": L,
+                "impl": name,
+                **{m: best[(name, m)] * 1e3 for m in ("forward_ms", "fwd_bwd_ms")},
+            }
             rows.append(row)
-            print(f"stage {s} d {d:3d} L {L:4d} {name:>14}: fwd {row['forward_ms']:7.2f} ms, "
-                  f"fwd+bwd {row['fwd_bwd_ms']:7.2f} ms")
+            print(
+                f"stage {s} d {d:3d} L {L:4d} {name:>14}: fwd {row['forward_ms']:7.2f} ms, "
+                f"fwd+bwd {row['fwd_bwd_ms']:7.2f} ms"
+            )
     return rows
 
 
@@ -118,7 +144,7 @@ def cpu_kernel_rows(repeats):
         raise SystemExit("the C scan kernel did not build")
     rows = []
     for s in range(4):
-        d, L = 16 * 2 ** s, (32 // 2 ** s) ** 2
+        d, L = 16 * 2**s, (32 // 2**s) ** 2
         x = inputs(8, d, 16, L, "cpu", grad=True)
         args = [x[k] for k in ("u", "delta", "A", "B", "C")]
         args[1] = F.softplus(args[1].detach()).requires_grad_()
@@ -136,11 +162,17 @@ def cpu_kernel_rows(repeats):
                 step(mode)
                 best[mode] = min(best.get(mode, float("inf")), time.perf_counter() - t) if _ else float("inf")
         os.environ.pop("UU_CPU_SCAN")
-        row = {"shape": [8, d, 16, L], "torch_ms": best["torch"] * 1e3, "c_ms": best["c"] * 1e3,
-               "speedup": best["torch"] / best["c"]}
+        row = {
+            "shape": [8, d, 16, L],
+            "torch_ms": best["torch"] * 1e3,
+            "c_ms": best["c"] * 1e3,
+            "speedup": best["torch"] / best["c"],
+        }
         rows.append(row)
-        print(f"(8, {d:3d}, 16, {L:4d}): _Scan torch {row['torch_ms']:7.2f} ms, C {row['c_ms']:7.2f} ms, "
-              f"{row['speedup']:.1f}x")
+        print(
+            f"(8, {d:3d}, 16, {L:4d}): _Scan torch {row['torch_ms']:7.2f} ms, C {row['c_ms']:7.2f} ms, "
+            f"{row['speedup']:.1f}x"
+        )
     total = {m: sum(r[f"{m}_ms"] for r in rows) for m in ("torch", "c")}
     print(f"all four: torch {total['torch']:.2f} ms, C {total['c']:.2f} ms, {total['torch'] / total['c']:.1f}x")
     return rows
@@ -154,8 +186,9 @@ def main():
     ap.add_argument("--d-state", type=int, default=16)
     ap.add_argument("--length", type=int, default=57_344)
     ap.add_argument("--naive-prefix", type=int, default=2048)
-    ap.add_argument("--chunks", default="64:16,128:16,256:16,256:32,512:32,1024:32",
-                    help="chunk_size:sub_chunk pairs to sweep")
+    ap.add_argument(
+        "--chunks", default="64:16,128:16,256:16,256:32,512:32,1024:32", help="chunk_size:sub_chunk pairs to sweep"
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
     ap.add_argument("--quick", action="store_true", help="L = 8192 and a short sweep")
     ap.add_argument("--tiny2d", action="store_true", help="the tiny2d plan's layer shapes only")
@@ -169,13 +202,19 @@ def main():
     if args.quick:
         args.length, args.chunks, args.naive_prefix = 8192, "128:16,256:16", 512
     dev, b, d, n, L = args.device, args.batch, args.d_inner, args.d_state, args.length
-    res = {"device": dev, "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "machine": platform.processor() or platform.machine(),
-           "shape": {"batch": b, "d_inner": d, "d_state": n, "L": L}, "rows": []}
+    res = {
+        "device": dev,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "shape": {"batch": b, "d_inner": d, "d_state": n, "L": L},
+        "env": environment(dev),
+        "rows": [],
+    }
     if args.cpu_kernel:
         print(f"_Scan forward + backward, C kernel vs PyTorch ({res['threads']} threads)")
         res["cpu_kernel"] = cpu_kernel_rows(args.repeats)
-        out = Path(args.out or "results/bench_scan_cpu_kernel.json")
+        out = Path(args.out or "runs/bench/bench_scan_cpu_kernel.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2))
         print(f"wrote {out}")
@@ -183,7 +222,7 @@ def main():
     if args.tiny2d:
         print(f"selective scan at the tiny2d shapes on {dev} ({res['threads']} threads)")
         res["tiny2d"] = tiny2d_rows(dev, args.before, args.repeats)
-        out = Path(args.out or f"results/bench_scan_tiny2d_{dev}.json")
+        out = Path(args.out or f"runs/bench/bench_scan_tiny2d_{dev}.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2))
         print(f"wrote {out}")
@@ -205,16 +244,28 @@ def main():
     for pair in args.chunks.split(","):
         cs, sub = (int(v) for v in pair.split(":"))
         with torch.no_grad():
-            fwd, peak_f = timed(lambda: selective_scan_torch(**x, delta_softplus=True, chunk_size=cs,
-                                                             sub_chunk=sub), dev)
+            fwd, peak_f = timed(
+                lambda: selective_scan_torch(**x, delta_softplus=True, chunk_size=cs, sub_chunk=sub), dev
+            )
         xg = inputs(b, d, n, L, dev, grad=True)
-        fb, peak_b = timed(lambda: selective_scan_torch(**xg, delta_softplus=True, chunk_size=cs,
-                                                        sub_chunk=sub), dev, backward=True)
-        row = {"impl": "torch", "chunk_size": cs, "sub_chunk": sub, "forward_s": fwd, "fwd_bwd_s": fb,
-               "peak_bytes_fwd": peak_f, "peak_bytes_fwd_bwd": peak_b, "speedup_vs_naive_fwd": naive_s / fwd}
+        fb, peak_b = timed(
+            lambda: selective_scan_torch(**xg, delta_softplus=True, chunk_size=cs, sub_chunk=sub), dev, backward=True
+        )
+        row = {
+            "impl": "torch",
+            "chunk_size": cs,
+            "sub_chunk": sub,
+            "forward_s": fwd,
+            "fwd_bwd_s": fb,
+            "peak_bytes_fwd": peak_f,
+            "peak_bytes_fwd_bwd": peak_b,
+            "speedup_vs_naive_fwd": naive_s / fwd,
+        }
         res["rows"].append(row)
-        print(f"torch chunk {cs:5d} sub {sub:3d}: fwd {fwd:.3f} s, fwd+bwd {fb:.3f} s, "
-              f"{naive_s / fwd:.1f}x naive, peak {peak_b / 2**20:.0f} MiB")
+        print(
+            f"torch chunk {cs:5d} sub {sub:3d}: fwd {fwd:.3f} s, fwd+bwd {fb:.3f} s, "
+            f"{naive_s / fwd:.1f}x naive, peak {peak_b / 2**20:.0f} MiB"
+        )
 
     if dev == "cuda" and ssm.has_mamba_ssm():
         for dtype in (torch.float32, torch.bfloat16):
@@ -227,7 +278,7 @@ def main():
     best = min((r for r in res["rows"] if r["impl"] == "torch"), key=lambda r: r["fwd_bwd_s"])
     res["best_torch"] = best
     print(f"best torch setting: chunk {best['chunk_size']} sub {best['sub_chunk']}")
-    out = Path(args.out or f"results/bench_scan_{dev}.json")
+    out = Path(args.out or f"runs/bench/bench_scan_{dev}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     print(f"wrote {out}")

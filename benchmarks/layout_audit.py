@@ -7,9 +7,11 @@ Two counts for one forward + backward of the tiny2d plan:
 - eager: convolutions (and transposed ones) whose input is not channels-last, out of all of them;
 - torch.compile's AOT graphs (aot_eager backend, CPU): convolutions whose input, and convolution backwards whose
   gradient, is not channels-last, and the copy ops (clone / _to_copy / copy) the graphs hold.
-A mismatch makes cuDNN convert the tensor inside the convolution (the ATen copy kernel of results/h200/session7).
+A mismatch makes cuDNN convert the tensor inside the convolution: on an H200 that copy cost 50 ms of a compiled 3D
+SAM step (results/performance/h200/step_profiles/compiled_channels_last/).
 On the CPU the PyTorch scan breaks the compiled graph, so for U-Mamba the AOT counts cover the parts between breaks.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +27,11 @@ def _channels_last(t) -> bool:
 
 def eager_counts(model, x) -> dict:
     seen = []
-    hooks = [m.register_forward_pre_hook(lambda mod, inp: seen.append(_channels_last(inp[0])))
-             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, inp: seen.append(_channels_last(inp[0])))
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
+    ]
     sum(o.square().mean() for o in model.train()(x)).backward()
     for h in hooks:
         h.remove()
@@ -51,8 +56,9 @@ def aot_counts(model, x) -> dict:
                 counts[f"{graph}_not_channels_last"] += not _channels_last(node.args[0].meta["val"])
         return make_boxed_func(gm.forward)
 
-    backend = aot_autograd(fw_compiler=lambda gm, _: audit(gm, "forward"),
-                           bw_compiler=lambda gm, _: audit(gm, "backward"))
+    backend = aot_autograd(
+        fw_compiler=lambda gm, _: audit(gm, "forward"), bw_compiler=lambda gm, _: audit(gm, "backward")
+    )
     torch._dynamo.reset()
     sum(o.square().mean() for o in torch.compile(model, backend=backend).train()(x)).backward()
     return counts

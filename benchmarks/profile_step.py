@@ -1,7 +1,8 @@
-"""Where a training step's time goes, by kernel class, for the rows issue 12 compares; one JSON, one table.
+"""Where a training step's time goes, by kernel class: U-Net against U-Mamba Enc, SGD against SAM, eager against
+compiled; one JSON, one table.
 
     python benchmarks/profile_step.py --plan 2d --batch 32 --rows unet:sgd,umamba_enc:sgd,umamba_enc:sam \
-        --modes eager,reduce-overhead --out results/h200/session4/steps_after.json
+        --modes eager,reduce-overhead --out runs/bench/steps_2d_b32.json
     python benchmarks/profile_step.py --uu-path .old ...       # the same rows through an older checkout of uu
     python benchmarks/profile_step.py --plan tiny2d --batch 2 --steps 2 --modes eager --out /tmp/p.json  # CPU
 
@@ -10,9 +11,12 @@ warm-up (torch.compile's included, reported as warmup_s), then profiles ``--prof
 torch.profiler and sums the device time of every kernel into classes: convolution, matmul, scan, norm,
 copy/cast, elementwise, reduction, optimizer, compiled (Triton kernels torch.compile fused), other; idle is the
 step's wall time the device spent on nothing (launch overhead, host synchronisation). Random batches: the data
-pipeline is timed elsewhere (bench_train.py). Rows of one arch and mode share one compiled network. Nothing here
-is a test: it prints and writes numbers, rewriting the JSON after every row.
+pipeline is timed elsewhere (bench_train.py). Rows of one arch and mode share one compiled network. The JSON's
+``meta.env`` records the device, versions and commit (benchmarks/bench_env.py); each row its layout (channels_last,
+norm_layer), compile mode and conv1d implementation. Nothing here is a test: it prints and writes numbers,
+rewriting the JSON after every row.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,10 +26,21 @@ import platform
 import sys
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
-CLASSES = ("convolution", "matmul", "scan", "norm", "copy/cast", "elementwise", "reduction", "optim_step",
-           "compiled", "other")
+CLASSES = (
+    "convolution",
+    "matmul",
+    "scan",
+    "norm",
+    "copy/cast",
+    "elementwise",
+    "reduction",
+    "optim_step",
+    "compiled",
+    "other",
+)
 RULES = [  # (class, substrings of the lower-cased kernel name), first match wins
     ("scan", ("selective_scan",)),
     ("optim_step", ("multi_tensor_apply", "foreach", "fused_sgd", "_amp_")),
@@ -35,8 +50,26 @@ RULES = [  # (class, substrings of the lower-cased kernel name), first match win
     ("norm", ("norm", "welford")),
     ("copy/cast", ("copy", "memcpy", "cat", "transpose", "permute")),
     ("reduction", ("reduce", "sum_kernel", "argmax")),
-    ("elementwise", ("elementwise", "vectorized", "pointwise", "fill", "memset", "leaky", "silu", "softmax",
-                     "where", "index", "scatter", "gather", "grid_sampler", "pool", "upsample")),
+    (
+        "elementwise",
+        (
+            "elementwise",
+            "vectorized",
+            "pointwise",
+            "fill",
+            "memset",
+            "leaky",
+            "silu",
+            "softmax",
+            "where",
+            "index",
+            "scatter",
+            "gather",
+            "grid_sampler",
+            "pool",
+            "upsample",
+        ),
+    ),
 ]
 
 
@@ -76,30 +109,42 @@ def main(argv=None):
     p.add_argument("--plan", default="2d")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--rows", default="unet:sgd,umamba_enc:sgd,umamba_enc:sam", help="arch:optimizer,...")
-    p.add_argument("--modes", default="eager,reduce-overhead", help="eager | default | reduce-overhead, comma-separated")
+    p.add_argument(
+        "--modes", default="eager,reduce-overhead", help="eager | default | reduce-overhead, comma-separated"
+    )
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--mamba-fp32", action="store_true", help="the authors' setting (Mamba layers in fp32)")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--norm", default="instance", choices=("instance", "instance_in_layout"),
-                   help="uu.net.NORMS: instance_in_layout keeps a channels-last network channels-last")
+    p.add_argument(
+        "--norm",
+        default="instance",
+        choices=("instance", "instance_in_layout"),
+        help="uu.net.NORMS: instance_in_layout keeps a channels-last network channels-last",
+    )
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--profile-steps", type=int, default=3)
-    p.add_argument("--uu-path", default="", help="import uu from this folder (an older checkout: the 'before' "
-                   "rows); default: the checkout this script is in")
+    p.add_argument(
+        "--uu-path",
+        default="",
+        help="import uu from this folder (an older checkout: the 'before' "
+        "rows); default: the checkout this script is in",
+    )
     p.add_argument("--label", default="", help="written into every row (e.g. before / after)")
     p.add_argument("--max-seconds", type=float, default=1e9, help="skip the remaining rows after this long")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    # A checkout always goes first: started from session 8's device pipeline (uu not installed, the repo on
-    # PYTHONPATH), the script imported Python 3.12's standard-library `uu` instead ("'uu' is not a package").
+    # A checkout always goes first: started from a shell script with the repository on PYTHONPATH (uu not
+    # installed), Python 3.12 once imported its standard-library `uu` module instead ("'uu' is not a package").
     sys.path.insert(0, str(Path(args.uu_path or Path(__file__).resolve().parents[1]).resolve()))
+    sys.path.insert(1, str(Path(__file__).resolve().parent))  # bench_env beside this file
     import torch
+    from bench_env import environment
     from torch.profiler import ProfilerActivity, profile
 
     import uu
-    from uu.losses import build_loss
     import uu.net
+    from uu.losses import build_loss
     from uu.net import build_network, get_plan
     from uu.sam import SAM
     from uu.step import compile_model, train_step
@@ -111,9 +156,14 @@ def main(argv=None):
     norm = {} if args.norm == "instance" else {"norm": uu.net.NORMS[args.norm]}  # an older --uu-path has no NORMS
     fused = "fused" in SAM.second_step.__code__.co_varnames or hasattr(uu, "loop")  # this checkout's SGD rule
     autocast = torch.bfloat16 if args.precision == "bf16" and device.type == "cuda" else None
-    meta = {"uu_path": args.uu_path or str(Path(uu.__file__).parent), "label": args.label,
-            "torch": torch.__version__, "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
-            "fused_sgd": fused}
+    meta = {
+        "uu_path": args.uu_path or str(Path(uu.__file__).parent),
+        "label": args.label,
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
+        "fused_sgd": fused,
+        "env": environment(device),
+    }
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     rows, start = [], time.perf_counter()
@@ -128,17 +178,20 @@ def main(argv=None):
             arch, optimizer = spec.split(":")
             if arch not in built:
                 torch.manual_seed(0)
-                model = build_network(plan, arch, mamba_fp32=args.mamba_fp32, channels_last=args.channels_last,
-                                      **norm)
+                model = build_network(plan, arch, mamba_fp32=args.mamba_fp32, channels_last=args.channels_last, **norm)
                 model = model.to(device).train()
                 built = {arch: (model, model if mode == "eager" else compile_model(model, mode))}
             model, run = built[arch]
             loss_fn = build_loss("dice_ce" if arch == "unet" else "ua").to(device)
-            groups = [{"params": list(model.parameters()), "weight_decay": 3e-5},
-                      {"params": list(loss_fn.parameters()), "weight_decay": 0.0}]
-            kw = dict(lr=1e-3, momentum=0.99, nesterov=True, **({"fused": True} if fused and device.type == "cuda" else {}))
+            groups = [
+                {"params": list(model.parameters()), "weight_decay": 3e-5},
+                {"params": list(loss_fn.parameters()), "weight_decay": 0.0},
+            ]
+            kw = dict(
+                lr=1e-3, momentum=0.99, nesterov=True, **({"fused": True} if fused and device.type == "cuda" else {})
+            )
             opt = SAM(groups, torch.optim.SGD, rho=0.05, **kw) if optimizer == "sam" else torch.optim.SGD(groups, **kw)
-            step = lambda: train_step(run, loss_fn, opt, x, y, autocast_dtype=autocast)  # noqa: E731
+            step = partial(train_step, run, loss_fn, opt, x, y, autocast_dtype=autocast)
             try:
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats()
@@ -161,23 +214,43 @@ def main(argv=None):
                 wall = (time.perf_counter() - t0) / args.profile_steps * 1e3
             except Exception as err:  # a mode that fails on this stack is reported, not fatal
                 print(f"[profile_step] {mode} {spec} failed: {type(err).__name__}: {err}", flush=True)
-                traceback.print_exc()  # the whole trace in the log: session 8's inductor error came without one
-                rows.append({"plan": plan.name, "arch": arch, "optimizer": optimizer, "compile": mode,
-                             "error": f"{type(err).__name__}: {str(err)[:300]}"})
+                traceback.print_exc()  # the whole trace in the log: an inductor error's message alone names no cause
+                rows.append(
+                    {
+                        "plan": plan.name,
+                        "arch": arch,
+                        "optimizer": optimizer,
+                        "compile": mode,
+                        "error": f"{type(err).__name__}: {str(err)[:300]}",
+                    }
+                )
                 continue
-            row = {"label": args.label, "plan": plan.name, "arch": arch, "optimizer": optimizer,
-                   "precision": args.precision, "mamba_fp32": args.mamba_fp32, "channels_last": args.channels_last,
-                   "norm_layer": args.norm,
-                   "batch": args.batch, "compile": False if mode == "eager" else mode, "ms_per_step": round(ms, 2),
-                   "warmup_s": round(warmup, 1), "profiled_ms_per_step": round(wall, 2),
-                   "samples_per_s": round(args.batch / ms * 1e3, 1),
-                   "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None,
-                   "conv1d_impl": os.environ.get("UU_CONV1D", "auto"),
-                   "kernels_ms": kernel_table(prof, args.profile_steps, wall) if device.type == "cuda" else {},
-                   "top_kernels": top_kernels(prof, args.profile_steps) if device.type == "cuda" else []}
+            row = {
+                "label": args.label,
+                "plan": plan.name,
+                "arch": arch,
+                "optimizer": optimizer,
+                "precision": args.precision,
+                "mamba_fp32": args.mamba_fp32,
+                "channels_last": args.channels_last,
+                "norm_layer": args.norm,
+                "batch": args.batch,
+                "compile": False if mode == "eager" else mode,
+                "ms_per_step": round(ms, 2),
+                "warmup_s": round(warmup, 1),
+                "profiled_ms_per_step": round(wall, 2),
+                "samples_per_s": round(args.batch / ms * 1e3, 1),
+                "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None,
+                "conv1d_impl": os.environ.get("UU_CONV1D", "auto"),
+                "kernels_ms": kernel_table(prof, args.profile_steps, wall) if device.type == "cuda" else {},
+                "top_kernels": top_kernels(prof, args.profile_steps) if device.type == "cuda" else [],
+            }
             rows.append(row)
-            print(f"[profile_step] {args.label} {plan.name} {arch} {optimizer} {mode}: {ms:.1f} ms/step "
-                  f"(warm-up {warmup:.0f} s) {row['kernels_ms']}", flush=True)
+            print(
+                f"[profile_step] {args.label} {plan.name} {arch} {optimizer} {mode}: {ms:.1f} ms/step "
+                f"(warm-up {warmup:.0f} s) {row['kernels_ms']}",
+                flush=True,
+            )
             out_path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
             del opt, loss_fn
         del built
@@ -190,8 +263,10 @@ def main(argv=None):
 def markdown(rows) -> str:
     """The kernel-class table: one line per row, device ms per step per class."""
     head = ["label", "plan", "arch", "optimizer", "compile", "batch", "ms_per_step", *CLASSES, "idle_ms"]
-    rows = [dict(r, idle_ms=round(max(r["ms_per_step"] - r["kernels_ms"]["busy_ms"], 0.0), 2)) if r.get("kernels_ms")
-            else r for r in rows]
+    rows = [
+        dict(r, idle_ms=round(max(r["ms_per_step"] - r["kernels_ms"]["busy_ms"], 0.0), 2)) if r.get("kernels_ms") else r
+        for r in rows
+    ]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for r in rows:
         if "error" in r:

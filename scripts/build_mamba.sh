@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Build mamba-ssm's CUDA extension for sm_90 only from the carried source archive into /tmp/site (device tool).
-# Run in the background while the GPU does other work: setsid nohup nice -n 19 bash scripts/build_mamba.sh &
+# Build mamba-ssm's CUDA extension for sm_90 (H100, H200) only from the source archive in .src/ into /tmp/site:
+# setup.py's list of about eight architectures is cut to one, which divides the build time accordingly.
+# The build uses the CPU only: run it in the background while the GPU trains something else, e.g.
+#   setsid nohup nice -n 19 bash scripts/build_mamba.sh > build.log 2>&1 &
 set -u
 [ -d /tmp/site/mamba_ssm ] && { echo "[build_mamba] already built"; exit 0; }
 t0=$(date +%s)

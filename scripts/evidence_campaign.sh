@@ -3,45 +3,56 @@
 # device call at a time. Run it in the foreground of each call, from the repository root:
 #   bash scripts/evidence_campaign.sh SECONDS FOLDS [LANDSCAPE_FOLD]
 #     SECONDS         what this call may take (the call's limit less a minute for start-up and transfers)
-#     FOLDS           the folds to work on, in order, e.g. 0 or 0,1
-#     LANDSCAPE_FOLD  when umamba_ua and umamba_ua_sam of this fold finish on this machine with time left, their
-#                     loss landscapes, sharpness and calibration are computed there (the weights never leave it)
+#     FOLDS           the folds to work on, in order, as a list: 0, or 0,1 (a bare number N means folds 0..N-1)
+#     LANDSCAPE_FOLD  when umamba_ua and umamba_ua_sam of this fold are trained on this machine and time is left,
+#                     their loss landscapes, sharpness and calibration are computed here (the weights never leave)
 # Needs (carried, ignored by git): .cache/acdc.uucache.npz (python -m uu.data ACDC .cache/acdc.uucache.npz --lzma),
-# .whl/ (nibabel, monai), .src/mamba_ssm-2.3.2.post1.tar.gz (built for sm_90 while the first U-Net trains).
+# .whl/ (nibabel, monai wheels), .src/mamba_ssm-2.3.2.post1.tar.gz (built for sm_90 while the first U-Net trains).
 # What it does:
 #   - copies the runs already committed under results/evidence/acdc2d_cv5 into the runs folder: a finished run is
 #     read, never retrained;
-#   - trains the missing runs fold by fold, UU_JOBS (default 2) at a time under CUDA MPS; the runs pause with a
-#     checkpoint before the call's end and the next call (on the same machine) resumes them; on a new machine an
-#     unfinished run starts again;
+#   - trains the missing runs fold by fold, one at a time, starting a run only when its expected time (RUN_SECONDS,
+#     measured on an H100: compile, 5,000 iterations, evaluation) fits in what is left of the call, so that each run
+#     finishes inside one call. A run that still meets the call's end pauses with a checkpoint; the next call resumes
+#     it if it lands on the same machine, else trains it again. UU_JOBS=2 trains two at a time under CUDA MPS
+#     instead: measured 1.10x the throughput of one (results/performance/h100/concurrency_mps), not worth a run that
+#     spans calls;
 #   - packs every finished run's small files (profile, split, log, per-case table, summary), the logs and the
-#     software versions into $OUT/evidence.tgz, to be unpacked into results/evidence/acdc2d_cv5.
+#     software versions into $OUT/evidence.tgz every 30 s, to be unpacked into results/evidence/acdc2d_cv5.
+# A 30-minute lease holds about one fold: call 1 builds mamba-ssm while the U-Net trains, then umamba_ua; call 2
+# umamba_ua_sam; call 3 umamba_ce and umamba_dice_ce. Issue each call the moment the last one returns.
 set -u
-BUDGET=${1:?seconds for this call}; FOLDS=${2:?folds, e.g. 0}; LANDSCAPE_FOLD=${3:-}
-JOBS=${UU_JOBS:-2}; PROFILE=${UU_PROFILE:-acdc2d_cv5}; DATA=${UU_DATA:-.cache/acdc.uucache.npz}
+BUDGET=${1:?seconds for this call}; FOLDS=${2:?folds, e.g. 0,}; LANDSCAPE_FOLD=${3:-}
+case $FOLDS in *,*) ;; *) FOLDS=$(seq -s, 0 $(( FOLDS - 1 ))),;; esac
+JOBS=${UU_JOBS:-1}; PROFILE=${UU_PROFILE:-acdc2d_cv5}; DATA=${UU_DATA:-.cache/acdc.uucache.npz}
 RUNS=${UU_RUNS:-/tmp/uu_cv5}; RESULTS=results/evidence/$PROFILE; OUT=${OUT:-/tmp/out}
-T0=$(date +%s); STOP_AT=$(( T0 + BUDGET - 60 ))  # a minute for the last evaluation and the packing
+ORDER=${UU_ORDER:-umamba_ua_sam umamba_ua umamba_ce umamba_dice_ce unet_dice_ce}
+declare -A RUN_SECONDS=([unet_dice_ce]=260 [umamba_ce]=300 [umamba_dice_ce]=300 [umamba_ua]=320 [umamba_ua_sam]=540)
+T0=$(date +%s); STOP_AT=$(( T0 + BUDGET - 40 ))  # time for the packing after the last run
 mkdir -p "$RUNS" "$OUT"
 log() { echo "[campaign t+$(( $(date +%s) - T0 ))s] $*" | tee -a "$RUNS/campaign.log"; }
+left() { echo $(( STOP_AT - $(date +%s) )); }
 lf=$RUNS/landscape_fold$LANDSCAPE_FOLD
+
 pack() {  # the small files of the finished runs, the logs of unfinished ones, versions: $OUT/evidence.tgz
-  local pack=/tmp/uu_pack run rel; rm -rf $pack; mkdir -p $pack
+  local dir=/tmp/uu_pack run rel; rm -rf $dir; mkdir -p $dir
   for run in "$RUNS"/*/fold*/; do
     run=${run%/}; rel=${run#"$RUNS"/}
     if [ -e "$run/eval/summary.json" ]; then
-      mkdir -p "$pack/$rel/eval"
-      cp "$run"/{profile.yaml,split.json,log.jsonl} "$pack/$rel/" 2>/dev/null
-      cp "$run"/eval/{per_case.csv,summary.json} "$pack/$rel/eval/" 2>/dev/null
-      cp "$run.log" "$pack/$rel/train.log" 2>/dev/null
+      mkdir -p "$dir/$rel/eval"
+      cp "$run"/{profile.yaml,split.json,log.jsonl} "$dir/$rel/" 2>/dev/null
+      cp "$run"/eval/{per_case.csv,summary.json} "$dir/$rel/eval/" 2>/dev/null
+      cp "$run.log" "$dir/$rel/train.log" 2>/dev/null
     else
-      mkdir -p "$pack/unfinished/$rel"; cp "$run/log.jsonl" "$run.log" "$pack/unfinished/$rel/" 2>/dev/null
+      mkdir -p "$dir/unfinished/$rel"; cp "$run/log.jsonl" "$run.log" "$dir/unfinished/$rel/" 2>/dev/null
     fi
   done
-  [ -d "$lf" ] && cp -r "$lf" "$lf.log" "$pack/" 2>/dev/null
-  cp "$RUNS"/{campaign.log,versions.txt,build.log,gpu_env.log} "$pack/" 2>/dev/null
-  tar czf "$OUT/.evidence.tgz" -C $pack . && mv "$OUT/.evidence.tgz" "$OUT/evidence.tgz"
+  [ -d "$lf" ] && cp -r "$lf" "$lf.log" "$dir/" 2>/dev/null
+  cp "$RUNS"/{campaign.log,versions.txt,build.log,gpu_env.log} "$dir/" 2>/dev/null
+  tar czf "$OUT/.evidence.tgz" -C $dir . && mv "$OUT/.evidence.tgz" "$OUT/evidence.tgz"
+  find $dir -name summary.json | wc -l
 }
-( while sleep 30; do pack; done ) &  # a call cut at its limit still brings back what finished
+( while sleep 30; do pack > /dev/null; done ) &  # a call cut at its limit still brings back what finished
 packer=$!
 
 for done in "$RESULTS"/*/fold*/eval/summary.json; do  # committed runs: read, never retrained
@@ -60,34 +71,42 @@ if [ "$JOBS" -gt 1 ] && command -v nvidia-cuda-mps-control > /dev/null; then
 fi
 
 kernel() { python3 -c "import torch, selective_scan_cuda, mamba_ssm; print('mamba_ssm', mamba_ssm.__version__)"; }
-ablation() {  # $1 configs, $2 jobs
-  python3 -m uu ablation --params "$PROFILE" --data "$DATA" --runs "$RUNS" --folds "$FOLDS" --configs "$1" \
-    --jobs "$2" --stop-at "$STOP_AT" 2>&1 | tail -12
+train() {  # $1 configs, $2 folds, $3 jobs
+  python3 -m uu ablation --params "$PROFILE" --data "$DATA" --runs "$RUNS" --folds "$2" --configs "$1" \
+    --jobs "$3" --stop-at "$STOP_AT" --min-start 60 2>&1 | grep -v "^|" | tail -3
 }
+finished() { [ -e "$RUNS/$1/fold$2/eval/summary.json" ]; }
 if ! kernel > /dev/null 2>&1; then  # build mamba-ssm (CPU only) while the U-Net of the first fold trains
   log "building mamba-ssm; meanwhile the U-Net row"
   nice -n 19 bash scripts/build_mamba.sh > "$RUNS/build.log" 2>&1 &
   build=$!
-  FOLDS=${FOLDS%%,*} ablation unet_dice_ce 1
+  train unet_dice_ce "${FOLDS%%,*}," 1
   wait $build; tail -1 "$RUNS/build.log"
 fi
-kernel >> "$RUNS/versions.txt" 2>&1 || { log "NO mamba-ssm KERNEL: stopping"; }
-if kernel > /dev/null 2>&1; then
-  log "training folds $FOLDS, $JOBS at a time"
-  ablation umamba_ua_sam,umamba_ua,umamba_ce,umamba_dice_ce,unet_dice_ce "$JOBS"
+kernel >> "$RUNS/versions.txt" 2>&1 || log "NO mamba-ssm KERNEL: the U-Mamba rows cannot train"
+if [ "$JOBS" -gt 1 ]; then
+  kernel > /dev/null 2>&1 && train "${ORDER// /,}" "$FOLDS" "$JOBS"
+else
+  for fold in ${FOLDS//,/ }; do
+    for config in $ORDER; do
+      finished $config $fold && continue
+      { [ $config = unet_dice_ce ] || kernel > /dev/null 2>&1; } || continue
+      if [ "$(left)" -lt "${RUN_SECONDS[$config]}" ] && [ ! -e "$RUNS/$config/fold$fold/checkpoint.pt" ]; then
+        log "$config fold $fold: expects ${RUN_SECONDS[$config]} s, $(left) s left: not started"; continue
+      fi
+      log "$config fold $fold"; train $config "$fold," 1
+    done
+  done
 fi
 log "training done for this call"
 
-if [ -n "$LANDSCAPE_FOLD" ] && [ ! -e "$lf/landscape.json" ] \
-   && [ -e "$RUNS/umamba_ua/fold$LANDSCAPE_FOLD/final.pt" ] && [ -e "$RUNS/umamba_ua_sam/fold$LANDSCAPE_FOLD/final.pt" ] \
-   && [ $(( T0 + BUDGET - $(date +%s) )) -gt 150 ]; then
+if [ -n "$LANDSCAPE_FOLD" ] && [ ! -e "$lf/landscape.json" ] && [ "$(left)" -gt 150 ] \
+   && [ -e "$RUNS/umamba_ua/fold$LANDSCAPE_FOLD/final.pt" ] && [ -e "$RUNS/umamba_ua_sam/fold$LANDSCAPE_FOLD/final.pt" ]; then
   log "landscapes of fold $LANDSCAPE_FOLD"
-  timeout $(( T0 + BUDGET - $(date +%s) - 20 )) python3 benchmarks/ablation_evidence.py --runs "$RUNS" --data "$DATA" \
-    --kind fold --seed "$LANDSCAPE_FOLD" --methods umamba_ua,umamba_ua_sam --landscape-only --out "$lf" \
-    --budget-s $(( T0 + BUDGET - $(date +%s) - 40 )) > "$lf.log" 2>&1; tail -4 "$lf.log"
+  timeout $(( $(left) + 20 )) python3 benchmarks/ablation_evidence.py --runs "$RUNS" --data "$DATA" --kind fold \
+    --seed "$LANDSCAPE_FOLD" --methods umamba_ua,umamba_ua_sam --landscape-only --out "$lf" \
+    --budget-s $(( $(left) - 20 )) > "$lf.log" 2>&1; tail -4 "$lf.log"
 fi
 [ "$JOBS" -gt 1 ] && echo quit | nvidia-cuda-mps-control 2>/dev/null
 kill $packer 2>/dev/null
-
-pack
-log "packed $(find $pack -name summary.json | wc -l) finished runs into \$OUT/evidence.tgz"
+log "packed $(pack) finished runs into \$OUT/evidence.tgz"

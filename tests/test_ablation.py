@@ -15,10 +15,20 @@ from uu.runs import read_log
 def fake_run(runs_dir, config, seed, rv, myo, lv, mse, patients=(1, 2)):
     run = ablation.run_dir_for(runs_dir, config, seed)
     (run / "eval").mkdir(parents=True)
-    pd.DataFrame({"patient": list(patients), "phase": ["ED"] * len(patients), "dice_RV": rv, "dice_Myo": myo,
-                  "dice_LV": lv, "mse": mse}).to_csv(run / "eval" / "per_case.csv", index=False)
+    pd.DataFrame(
+        {
+            "patient": list(patients),
+            "phase": ["ED"] * len(patients),
+            "dice_RV": rv,
+            "dice_Myo": myo,
+            "dice_LV": lv,
+            "mse": mse,
+        }
+    ).to_csv(run / "eval" / "per_case.csv", index=False)
     (run / "eval" / "summary.json").write_text(json.dumps({"dice_mean": 0.0}))
-    (run / "log.jsonl").write_text(json.dumps({"epoch": 0, "loss": 1.5}) + "\n" + json.dumps({"epoch": 1, "loss": 1.0}) + "\n")
+    (run / "log.jsonl").write_text(
+        json.dumps({"epoch": 0, "loss": 1.5}) + "\n" + json.dumps({"epoch": 1, "loss": 1.0}) + "\n"
+    )
     return run
 
 
@@ -43,7 +53,7 @@ def test_collect_runs_finds_finished_runs_only(runs_dir):
 def test_ablation_table_mean_and_std_over_seeds(runs_dir):
     table = tables.ablation_table(ablation.collect_runs(runs_dir), ablation.CONFIGS).set_index("config")
     ce = table.loc["umamba_ce"]
-    assert ce["row"] == 3 and ce["n_seeds"] == 2 and ce["n_volumes"] == 2
+    assert ce["row"] == 3 and ce["n_runs"] == 2 and ce["kind"] == "seeds" and ce["n_volumes"] == 2
     assert ce["dice_RV_mean"] == pytest.approx(87.5)
     assert ce["dice_RV_std"] == pytest.approx(math.sqrt(2 * 2.5**2))  # sample std of 85, 90
     assert ce["dice_avg_mean"] == pytest.approx(87.5)
@@ -52,40 +62,35 @@ def test_ablation_table_mean_and_std_over_seeds(runs_dir):
     assert ua["dice_avg_mean"] == pytest.approx(86.0) and math.isnan(ua["dice_avg_std"])
 
     text = tables.format_table(table.reset_index())
-    assert list(text.columns) == ["row", "configuration", "RV Dice (%)", "Myo Dice (%)", "LV Dice (%)",
-                                  "avg Dice (%)", "MSE x100", "seeds", "volumes"]
+    assert list(text.columns) == [
+        "row",
+        "configuration",
+        "RV Dice (%)",
+        "Myo Dice (%)",
+        "LV Dice (%)",
+        "avg Dice (%)",
+        "MSE x100",
+        "runs",
+        "volumes",
+    ]
     assert text.loc[0, "avg Dice (%)"] == "87.50 ± 3.54" and text.loc[1, "avg Dice (%)"] == "86.00"
+    assert text["runs"].tolist() == ["2 seeds", "1 seed"]
     assert text.loc[0, "MSE x100"] == "2.0000 ± 0.0000"
 
 
-def test_paired_comparison_uses_common_seeds(runs_dir):
-    runs = ablation.collect_runs(runs_dir)
-    cmp = tables.paired_comparisons(runs, pairs=[("umamba_ce", "umamba_ua"), ("umamba_ua", "umamba_ua_sam")],
-                                    n_boot=200)
-    assert len(cmp) == 1  # the pair with the unfinished configuration is left out
-    row = cmp.iloc[0]
-    # seed 0 only (umamba_ua has no seed 1): +1 Dice point and -0.5 MSE x100 on both volumes
-    assert row["avg Dice diff (Dice points)"] == pytest.approx(1.0)
-    assert row["avg Dice 95% CI low (Dice points)"] == pytest.approx(1.0)
-    assert row["avg Dice 95% CI high (Dice points)"] == pytest.approx(1.0)
-    assert row["MSE diff (MSE x100)"] == pytest.approx(-0.5) and row["MSE 95% CI high (MSE x100)"] == pytest.approx(-0.5)
-    assert row["seeds"] == 1 and row["volumes"] == 2
-    assert row["note"] == "only 2 volumes: the intervals mean little"
-    one = tables.paired_comparison(runs["umamba_ce"], runs["umamba_ua"], "dice_RV", n_boot=200)
-    assert one["mean_diff"] == pytest.approx(1.0) and one["excludes_zero"] and one["n_seeds"] == 1
-
-
-def test_side_by_side_labels_every_line_with_its_protocol(runs_dir):
-    table = tables.ablation_table(ablation.collect_runs(runs_dir), ablation.CONFIGS)
-    both = tables.side_by_side(table, "ours: test")
-    assert both["protocol"].str.len().min() > 0
-    ours_ce = both[(both["source"] == "ours") & (both["row"] == 3)].iloc[0]
-    assert ours_ce["protocol"] == "ours: test; 2 seed(s), 2 volumes"
-    paper_ce = both[(both["source"] == "paper Table I") & (both["row"] == 3)].iloc[0]
-    assert paper_ce["avg Dice (%)"] == "92.26" and paper_ce["MSE x100"] == "0.3843"
-    assert ours_ce["avg Dice (%)"] == "87.50 ± 3.54"
-    assert paper_ce["RV Dice (%)"] == ""  # Table I gives the average only
-    assert both["source"].tolist() == ["ours", "paper Table I", "ours", "paper Table I"]  # no Table II line for 3, 4
+def test_cross_validation_runs_are_named_by_fold_and_set_split_fold_and_seed(tmp_path):
+    assert ablation.run_name(3) == "seed3" and ablation.run_name("fold2") == "fold2"
+    assert ablation.run_settings("fold2") == {"split": "kfold", "fold": 2, "seed": 2}
+    assert ablation.run_settings(1) == {"seed": 1}
+    with pytest.raises(ValueError, match="fold<k>"):
+        ablation.run_name("trial1")
+    fake_run(tmp_path, "umamba_ce", "fold1", [0.8], [0.8], [0.8], [0.01], patients=(3,))
+    fake_run(tmp_path, "umamba_ce", "fold0", [0.9], [0.9], [0.9], [0.01], patients=(1,))
+    found = ablation.collect_runs(tmp_path, kind="fold")
+    assert [p.name for p in found["umamba_ce"]] == ["fold0", "fold1"] and ablation.collect_runs(tmp_path) == {}
+    table = tables.ablation_table(found, ablation.CONFIGS)  # folds: the volumes of every fold count
+    assert table.loc[0, "n_runs"] == 2 and table.loc[0, "kind"] == "folds" and table.loc[0, "n_volumes"] == 2
+    assert tables.format_table(table).loc[0, "runs"] == "2 folds"
 
 
 def test_write_table_csv_and_markdown(tmp_path):
@@ -107,8 +112,9 @@ def test_run_or_load_reads_finished_and_trains_missing(runs_dir, monkeypatch):
     assert calls == []
     out = ablation.run_or_load("umamba_ua_sam", "smoke", 0, "/data", runs_dir, overrides={"epochs": 1})
     assert out == runs_dir / "umamba_ua_sam" / "seed0"
-    assert calls == [("smoke", "/data", out, {"arch": "umamba_enc", "loss": "ua", "optimizer": "sam", "seed": 0,
-                                              "epochs": 1}, False)]
+    assert calls == [
+        ("smoke", "/data", out, {"arch": "umamba_enc", "loss": "ua", "optimizer": "sam", "seed": 0, "epochs": 1}, False)
+    ]
 
 
 def test_unknown_configuration_is_an_error():
@@ -118,8 +124,10 @@ def test_unknown_configuration_is_an_error():
 
 def test_figures_are_written_with_one_panel_per_method(tmp_path, runs_dir):
     import matplotlib
+
     matplotlib.use("Agg")
     import numpy as np
+
     from uu import stats, viz
 
     image, gt = np.random.default_rng(0).normal(size=(8, 8)), np.zeros((8, 8), int)
@@ -139,8 +147,16 @@ def test_figures_are_written_with_one_panel_per_method(tmp_path, runs_dir):
     fig = viz.landscape_2d({"a": ([-1, 0, 1], [-1, -0.3, 0.3, 1], grid)}, path=tmp_path / "s2.png")
     assert len(fig.axes) == 2
     viz.entropy_and_error([image], {"a": [stats.predictive_entropy(probs)]}, {"a": [gt > 0]}, path=tmp_path / "h.png")
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["c.png", "e.png", "h.png", "l.png", "o.png", "r.png",
-                                                              "s.png", "s2.png"]
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        "c.png",
+        "e.png",
+        "h.png",
+        "l.png",
+        "o.png",
+        "r.png",
+        "s.png",
+        "s2.png",
+    ]
     matplotlib.pyplot.close("all")
 
 
@@ -162,14 +178,17 @@ def prediction_run(tmp_path, name, data_dir, cases, make_probs):
 
 def test_figure_material_perfect_and_uniform_predictions(tmp_path):
     import numpy as np
+
     from uu.data import load_acdc, make_phantom
 
     data = make_phantom(tmp_path / "data", n_patients=1)
     cases = load_acdc(data)
     one_hot = lambda label: np.eye(4)[label].transpose(3, 0, 1, 2)
     uniform = lambda label: np.full((4, *label.shape), 0.25)
-    runs = {"perfect": prediction_run(tmp_path, "perfect", data, cases, one_hot),
-            "uniform": prediction_run(tmp_path, "uniform", data, cases, uniform)}
+    runs = {
+        "perfect": prediction_run(tmp_path, "perfect", data, cases, one_hot),
+        "uniform": prediction_run(tmp_path, "uniform", data, cases, uniform),
+    }
     m = figures.figure_material(runs, n_slices=2)
 
     assert m["titles"][0].startswith("patient001_ED z") and len(m["images"]) == 2
@@ -191,11 +210,14 @@ def test_parse_seeds(text, expected):
     assert ablation.parse_seeds(text) == expected
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--configs", "nope"], "unknown ablation configuration 'nope'"),
-    (["--seeds", "0"], "no seed to run"),
-    (["--set", "epoch=1"], "unknown key 'epoch'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--configs", "nope"], "unknown ablation configuration 'nope'"),
+        (["--seeds", "0"], "--seeds: nothing to run"),
+        (["--set", "epoch=1"], "unknown key 'epoch'"),
+    ],
+)
 def test_ablation_cli_rejects_bad_input_before_training(tmp_path, capsys, argv, message):
     from uu.__main__ import main
 
@@ -207,8 +229,24 @@ def test_ablation_cli_rejects_bad_input_before_training(tmp_path, capsys, argv, 
 def test_ablation_cli_reads_finished_runs_and_prints_the_table(runs_dir, capsys):
     from uu.__main__ import main
 
-    assert main(["ablation", "--params", "smoke", "--runs", str(runs_dir), "--configs", "umamba_ce,umamba_ua",
-                 "--seeds", "0,", "--data", str(runs_dir)]) == 0
+    assert (
+        main(
+            [
+                "ablation",
+                "--params",
+                "smoke",
+                "--runs",
+                str(runs_dir),
+                "--configs",
+                "umamba_ce,umamba_ua",
+                "--seeds",
+                "0,",
+                "--data",
+                str(runs_dir),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| 3 | U-Mamba Enc + CE + SGD (Table I: CE) | 85.00 | 75.00 | 95.00 | 85.00 |" in out  # seed 0 alone
     assert "| 4 | U-Mamba Enc + UA + SGD (Table I: UA) |" in out
@@ -217,8 +255,11 @@ def test_ablation_cli_reads_finished_runs_and_prints_the_table(runs_dir, capsys)
 def test_time_to_accuracy_plots_validation_dice_against_wall_seconds(tmp_path):
     from uu import viz
 
-    log = [{"epoch": 1, "wall": 10.0, "val": None}, {"epoch": 2, "wall": 21.5, "val": {"mean": 0.5}},
-           {"epoch": 3, "wall": 30.0, "val": {"mean": 0.75}}]
+    log = [
+        {"epoch": 1, "wall": 10.0, "val": None},
+        {"epoch": 2, "wall": 21.5, "val": {"mean": 0.5}},
+        {"epoch": 3, "wall": 30.0, "val": {"mean": 0.75}},
+    ]
     fig = viz.time_to_accuracy({"a": log, "b": log[:2]}, path=tmp_path / "t.png")
     first, second = fig.axes[0].lines
     assert list(first.get_xdata()) == [21.5, 30.0] and list(first.get_ydata()) == [50.0, 75.0]
@@ -237,17 +278,15 @@ def test_prepare_makes_one_phantom_only_when_a_run_must_train(runs_dir, tmp_path
     results = tmp_path / "results"
     ws = ablation.prepare("smoke", ["umamba_ce", "umamba_ua"], [0], runs_dir=runs_dir, results_dir=results)
     assert ws.to_train == [] and ws.data_dir == "" and made == [] and results.is_dir()
-    assert ws.protocol == "ours: profile smoke, the data recorded in the runs, validation split"
 
     ws = ablation.prepare("smoke", ["umamba_ce", "umamba_ua"], range(2), runs_dir=runs_dir, results_dir=results)
     assert ws.to_train == [("umamba_ua", 1)]
     assert made == [(runs_dir / "phantom", 5)] and ws.data_dir == str(runs_dir / "phantom")  # smoke: 5 patients
-    assert ws.protocol == "ours: profile smoke, phantom, validation split"
     ablation.prepare("smoke", ["umamba_ua"], [1], runs_dir=runs_dir, results_dir=results)
     assert made == [(runs_dir / "phantom", 5)] * 2  # the same phantom asked for again (reused, not remade)
 
     ws = ablation.prepare("smoke", ["umamba_ua"], [1], data_dir="/data", runs_dir=runs_dir, results_dir=results)
-    assert ws.data_dir == "/data" and len(made) == 2 and ws.protocol.startswith("ours: profile smoke, data /data,")
+    assert ws.data_dir == "/data" and len(made) == 2
     with pytest.raises(ValueError, match="unknown ablation configuration"):
         ablation.prepare("smoke", ["nope"], [0], runs_dir=runs_dir, results_dir=results)
 

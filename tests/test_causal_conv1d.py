@@ -1,5 +1,6 @@
 """uu.ssm.ops.causal_conv1d: the shift-sum implementation against nn.Conv1d's (the reference), values and
 gradients, and one hand-computed case."""
+
 import pytest
 import torch
 

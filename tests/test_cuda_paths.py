@@ -1,4 +1,4 @@
-"""The GPU paths of issue 12 against their references, on a CUDA machine (skipped elsewhere): the channels-first
+"""The fast GPU paths against their references, on a CUDA machine (skipped elsewhere): the channels-first
 Mamba layer through mamba-ssm's kernel against the token path, the device-side skip of fused SGD, and a
 compiled (CUDA graphs) SAM step against the eager one."""
 
@@ -47,10 +47,11 @@ def test_fused_sgd_skips_on_the_device():
     assert not all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
 
 
-@pytest.mark.parametrize("channels_last, norm", [(False, "instance"), (True, "instance_in_layout")],
-                         ids=["nchw", "channels_last_in_layout"])
+@pytest.mark.parametrize(
+    "channels_last, norm", [(False, "instance"), (True, "instance_in_layout")], ids=["nchw", "channels_last_in_layout"]
+)
 def test_compiled_sam_step_with_cuda_graphs_matches_eager(channels_last, norm):
-    """The compiled run in this layout (the second: budget.yaml's since session 8) against the eager NCHW one."""
+    """The compiled run in this layout (the second: budget.yaml's) against the eager NCHW one."""
     from uu.losses import build_loss
     from uu.net import NORMS, build_network
     from uu.sam import SAM
@@ -62,8 +63,15 @@ def test_compiled_sam_step_with_cuda_graphs_matches_eager(channels_last, norm):
         layout = dict(channels_last=channels_last, norm=NORMS[norm]) if mode else {}
         model = build_network("tiny2d", "umamba_enc", mamba_fp32=False, **layout).cuda().train()
         loss = build_loss("ua").cuda()
-        opt = SAM([{"params": list(model.parameters())}, {"params": list(loss.parameters()), "weight_decay": 0.0}],
-                  torch.optim.SGD, rho=0.05, lr=1e-2, momentum=0.99, nesterov=True, fused=True)
+        opt = SAM(
+            [{"params": list(model.parameters())}, {"params": list(loss.parameters()), "weight_decay": 0.0}],
+            torch.optim.SGD,
+            rho=0.05,
+            lr=1e-2,
+            momentum=0.99,
+            nesterov=True,
+            fused=True,
+        )
         run = compile_model(model, mode) if mode else model
         g = torch.Generator(device="cuda").manual_seed(1)
         for _ in range(3):
@@ -72,6 +80,8 @@ def test_compiled_sam_step_with_cuda_graphs_matches_eager(channels_last, norm):
             out = train_step(run, loss, opt, x, y, autocast_dtype=torch.bfloat16)
         results.append((float(out.loss), torch.cat([p.detach().flatten() for p in model.parameters()])))
     (l_e, w_e), (l_c, w_c) = results
-    print(f"[cuda paths] compiled SAM step ({norm}, channels_last={channels_last}): loss {l_c:.6f} vs eager "
-          f"{l_e:.6f}, weights rel err {rel_err(w_c, w_e):.2e}")
+    print(
+        f"[cuda paths] compiled SAM step ({norm}, channels_last={channels_last}): loss {l_c:.6f} vs eager "
+        f"{l_e:.6f}, weights rel err {rel_err(w_c, w_e):.2e}"
+    )
     assert abs(l_c - l_e) < 2e-2 * abs(l_e) and rel_err(w_c, w_e) < 2e-2

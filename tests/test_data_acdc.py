@@ -1,4 +1,5 @@
-"""Real ACDC data (UU_ACDC_DIR, e.g. ../shared/acdc in the HDF5 layout); skipped without it."""
+"""Real ACDC data (UU_ACDC_DIR: an official folder, or the HDF5 layout of the 80 non-test training patients);
+skipped without it."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def acdc_cases(acdc_dir):
 def test_all_volumes_load(acdc_cases, acdc_dir):
     layout = detect_layout(acdc_dir)
     patients = sorted({c.patient for c in acdc_cases})
-    if layout == "hdf5":      # ../shared/acdc: the 80 non-test training patients
+    if layout == "hdf5":  # the development copy: the 80 training patients outside nnFormer's test split
         assert len(patients) == 80 and len(acdc_cases) == 160
         assert not set(patients) & set(NNFORMER_TEST)
     for case in acdc_cases:

@@ -26,7 +26,12 @@ def test_info_max_cases(phantom_dir, capsys):
 
 
 def test_module_entry_point(phantom_dir, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "uu", "info", str(phantom_dir), "--max-cases", "1"],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "uu", "info", str(phantom_dir), "--max-cases", "1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "6 patients, 12 volumes" in result.stdout

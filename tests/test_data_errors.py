@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import write_h5, write_nifti, write_patient
+
 from uu.data import DataError, load_acdc
 
 
@@ -43,7 +43,7 @@ def _truncated_h5(root):
 def _shape_mismatch(root):
     write_patient(root, 1, 1, 12)
     bad = root / "patient001" / "patient001_frame01_gt.nii.gz"
-    write_nifti(bad, np.zeros((5, 4, 2), np.uint8))           # 2 slices instead of 3
+    write_nifti(bad, np.zeros((5, 4, 2), np.uint8))  # 2 slices instead of 3
     return bad
 
 
@@ -111,7 +111,7 @@ def _missing_h5_label(root):
 
 def _missing_frame(root):
     folder = write_patient(root, 1, 1, 12)
-    (folder / "Info.cfg").write_text("ED: 1\nES: 13\n")     # frame13 does not exist
+    (folder / "Info.cfg").write_text("ED: 1\nES: 13\n")  # frame13 does not exist
     return folder / "patient001_frame13.nii.gz"
 
 
@@ -162,7 +162,7 @@ def test_bad_input_names_the_file(tmp_path, make_bad_input, message, lazy):
     bad_path = make_bad_input(tmp_path)
     with pytest.raises(DataError) as info:
         cases = load_acdc(tmp_path if bad_path != tmp_path / "does_not_exist" else bad_path, lazy=lazy)
-        for case in cases:        # lazy: problems inside a volume surface on first access
+        for case in cases:  # lazy: problems inside a volume surface on first access
             case.image
     text = str(info.value)
     assert str(bad_path) in text, text
@@ -177,7 +177,12 @@ def test_missing_ground_truth_allowed_when_not_required(tmp_path):
 
 
 def test_cli_reports_data_error_and_exits_2(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "uu", "info", str(tmp_path / "nope")],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "uu", "info", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert str(tmp_path / "nope") in result.stderr and "no such folder" in result.stderr

@@ -1,11 +1,11 @@
-"""The HDF5 layout of ../shared/acdc and our compact cache."""
+"""The preprocessed HDF5 layout (data/patientNNN_frameXX.h5) and our compact cache."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from helpers import write_h5
+
 from uu.data import Case, DataError, detect_layout, load_acdc, read_list, write_cache
 
 
@@ -25,8 +25,13 @@ def test_hdf5_layout(h5_dir):
     assert detect_layout(h5_dir) == "hdf5"
     cases = load_acdc(h5_dir)
     assert [(c.patient, c.phase, c.group) for c in cases] == [
-        (21, "ED", "HCM"), (21, "ES", "HCM"), (85, "ED", "RV"), (85, "ES", "RV"), (101, "ED", None)]
-    assert cases[1].source.name == "patient021_frame02.h5"    # frame02 is ES
+        (21, "ED", "HCM"),
+        (21, "ES", "HCM"),
+        (85, "ED", "RV"),
+        (85, "ES", "RV"),
+        (101, "ED", None),
+    ]
+    assert cases[1].source.name == "patient021_frame02.h5"  # frame02 is ES
     assert all(c.spacing is None for c in cases)
     assert cases[0].image.dtype == np.float32 and cases[0].image.shape == (3, 8, 7)
     assert cases[0].label.dtype == np.uint8 and cases[0].label[0, 1, 0] == 7 % 4
@@ -43,8 +48,9 @@ def test_cache_round_trip(h5_dir, tmp_path_factory):
     path = write_cache(cases, tmp_path_factory.mktemp("c") / "small.uucache.npz")
     assert detect_layout(path) == "cache"
     back = load_acdc(path)
-    assert [(c.patient, c.phase, c.group, c.spacing) for c in back] == \
-        [(c.patient, c.phase, c.group, c.spacing) for c in cases]
+    assert [(c.patient, c.phase, c.group, c.spacing) for c in back] == [
+        (c.patient, c.phase, c.group, c.spacing) for c in cases
+    ]
     for a, b in zip(cases, back):
         assert b.image.dtype == np.float32 and b.image.shape == a.image.shape
         assert b.image.min() == 0.0 and b.image.max() == 1.0
@@ -72,7 +78,7 @@ def test_cache_lazy_and_bad_names(phantom_dir, tmp_path):
     with pytest.raises(DataError, match="must end in '.uucache.npz'"):
         write_cache(cases, tmp_path / "x.npz")
     path = write_cache(cases, tmp_path / "p.uucache.npz")
-    assert not any(c.is_loaded for c in cases)               # write_cache released them again
+    assert not any(c.is_loaded for c in cases)  # write_cache released them again
     lazy = load_acdc(path, lazy=True)
     assert not lazy[3].is_loaded and lazy[3].label.shape == lazy[3].image.shape
     (tmp_path / "broken.uucache.npz").write_bytes(path.read_bytes()[:1000])

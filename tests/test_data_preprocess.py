@@ -27,7 +27,7 @@ def test_normalize_intensity_by_hand():
 def test_normalize_constant_image_and_outlier():
     assert not normalize_intensity(np.full((2, 3, 4), 7.0)).any()
     image = np.zeros((10, 10, 10), np.float32)
-    image[0, 0, 0] = 1e6                                   # one hot pixel is clipped away
+    image[0, 0, 0] = 1e6  # one hot pixel is clipped away
     assert normalize_intensity(image).max() == 0.0
 
 
@@ -37,16 +37,19 @@ def test_to_uint8():
     assert out[100] == round((100 - 0.995) / (198.005 - 0.995) * 255)
 
 
-ARRAY = np.arange(2 * 4 * 5).reshape(2, 4, 5)               # e.g. (channels, Y, X)
+ARRAY = np.arange(2 * 4 * 5).reshape(2, 4, 5)  # e.g. (channels, Y, X)
 
 
-@pytest.mark.parametrize("start, size, expected", [
-    ((1, 2), (2, 2), [[7, 8], [12, 13]]),                     # inside
-    ((-1, -1), (2, 2), [[-1, -1], [-1, 0]]),                  # before the start: padded
-    ((3, 4), (2, 2), [[19, -1], [-1, -1]]),                   # past the end: padded
-    ((0, 7), (1, 2), [[-1, -1]]),                             # no overlap at all
-    ((0, 0), (4, 5), ARRAY[0].tolist()),                      # the whole plane
-])
+@pytest.mark.parametrize(
+    "start, size, expected",
+    [
+        ((1, 2), (2, 2), [[7, 8], [12, 13]]),  # inside
+        ((-1, -1), (2, 2), [[-1, -1], [-1, 0]]),  # before the start: padded
+        ((3, 4), (2, 2), [[19, -1], [-1, -1]]),  # past the end: padded
+        ((0, 7), (1, 2), [[-1, -1]]),  # no overlap at all
+        ((0, 0), (4, 5), ARRAY[0].tolist()),  # the whole plane
+    ],
+)
 def test_extract_patch_last_axes(start, size, expected):
     patch = extract_patch(ARRAY, start, size, pad_value=-1)
     assert patch.shape == (2,) + size
@@ -71,7 +74,7 @@ def test_resample():
     assert out.shape == (4, 2, 2) and out.dtype == np.float32
     lab = resample(label, (10.0, 1.0, 1.0), (10.0, 0.5, 0.5), order=0)
     assert lab.shape == (2, 8, 8) and lab.dtype == np.uint8
-    np.testing.assert_array_equal(lab[:, ::2, ::2], label)   # nearest neighbour keeps labels
+    np.testing.assert_array_equal(lab[:, ::2, ::2], label)  # nearest neighbour keeps labels
     np.testing.assert_array_equal(resample(image, (10.0, 1.0, 1.0), (10.0, 1.0, 1.0)), image)
     with pytest.raises(DataError, match="no voxel spacing"):
         resample(image, None, (10.0, 1.0, 1.0))

@@ -25,7 +25,7 @@ def test_nnformer_on_all_and_on_present_patients():
     full = split_patients(list(range(1, 101)) * 2, "nnformer")
     assert (len(full["train"]), len(full["val"]), len(full["test"])) == (70, 10, 20)
     assert full["val"] == ACDC_VAL and full["test"] == ACDC_TEST
-    # ../shared/acdc holds the 80 non-test patients: 70 / 10 / 0
+    # a copy holding only the 80 patients outside the test split: 70 / 10 / 0
     present = [p for p in range(1, 101) if p not in ACDC_TEST]
     split = split_patients(present, "nnformer")
     assert (len(split["train"]), len(split["val"]), split["test"]) == (70, 10, [])
@@ -35,8 +35,11 @@ def test_nnformer_on_all_and_on_present_patients():
 
 
 def test_kfold_partitions_patients_and_stratifies():
-    cases = [Case(p, ph, ["DCM", "HCM", "MINF", "NOR", "RV"][(p - 1) // 4], None, None, None, "x")
-             for p in range(1, 21) for ph in ("ED", "ES")]           # 4 patients per group
+    cases = [
+        Case(p, ph, ["DCM", "HCM", "MINF", "NOR", "RV"][(p - 1) // 4], None, None, None, "x")
+        for p in range(1, 21)
+        for ph in ("ED", "ES")
+    ]  # 4 patients per group
     vals = []
     for fold in range(4):
         split = split_patients(cases, "kfold", fold=fold, n_folds=4, seed=3)
@@ -46,11 +49,15 @@ def test_kfold_partitions_patients_and_stratifies():
         # 4 patients per group dealt over 4 folds: each fold has exactly one patient of each group
         assert sorted((p - 1) // 4 for p in split["val"]) == [0, 1, 2, 3, 4]
         vals += split["val"]
-    assert sorted(vals) == list(range(1, 21))                           # folds cover everyone once
-    assert split_patients(cases, "kfold", fold=1, n_folds=4, seed=3) == \
-        split_patients(cases, "kfold", fold=1, n_folds=4, seed=3)
-    assert any(split_patients(cases, "kfold", fold=0, n_folds=4, seed=s)["val"] !=
-               split_patients(cases, "kfold", fold=0, n_folds=4, seed=0)["val"] for s in range(1, 5))
+    assert sorted(vals) == list(range(1, 21))  # folds cover everyone once
+    assert split_patients(cases, "kfold", fold=1, n_folds=4, seed=3) == split_patients(
+        cases, "kfold", fold=1, n_folds=4, seed=3
+    )
+    assert any(
+        split_patients(cases, "kfold", fold=0, n_folds=4, seed=s)["val"]
+        != split_patients(cases, "kfold", fold=0, n_folds=4, seed=0)["val"]
+        for s in range(1, 5)
+    )
 
 
 def test_kfold_sizes_differ_by_at_most_one_and_fold_all():
@@ -70,24 +77,31 @@ def test_official_scheme():
     assert split_patients(range(1, 103), "official", fold="all")["val"] == []
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(scheme="random"), "unknown scheme"),
-    (dict(scheme="kfold", fold=5, n_folds=5), "fold=5"),
-    (dict(scheme="kfold", n_folds=1), "n_folds=1"),
-    (dict(scheme="kfold", n_folds=11), "cannot fill"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(scheme="random"), "unknown scheme"),
+        (dict(scheme="kfold", fold=5, n_folds=5), "fold=5"),
+        (dict(scheme="kfold", n_folds=1), "n_folds=1"),
+        (dict(scheme="kfold", n_folds=11), "cannot fill"),
+    ],
+)
 def test_bad_split_arguments(kwargs, message):
     with pytest.raises(DataError, match=message):
         split_patients(range(1, 11), **kwargs)
 
 
-@pytest.mark.parametrize("patients, scheme, fold, expected_scheme, expected_val", [
-    (range(1, 101), "auto", 0, "nnformer", ACDC_VAL),                      # nnFormer's validation patients present
-    ([p for p in range(1, 101) if p != 89], "auto", 0, "kfold", None),    # one missing: k-fold
-    ([1, 2, 89], "nnformer", 0, "nnformer", [89]),                        # an explicit scheme is kept
-])
-def test_choose_split_auto_picks_nnformer_only_with_its_validation_patients(patients, scheme, fold,
-                                                                            expected_scheme, expected_val):
+@pytest.mark.parametrize(
+    "patients, scheme, fold, expected_scheme, expected_val",
+    [
+        (range(1, 101), "auto", 0, "nnformer", ACDC_VAL),  # nnFormer's validation patients present
+        ([p for p in range(1, 101) if p != 89], "auto", 0, "kfold", None),  # one missing: k-fold
+        ([1, 2, 89], "nnformer", 0, "nnformer", [89]),  # an explicit scheme is kept
+    ],
+)
+def test_choose_split_auto_picks_nnformer_only_with_its_validation_patients(
+    patients, scheme, fold, expected_scheme, expected_val
+):
     used, split = choose_split(list(patients), scheme, fold=fold, n_folds=5, seed=0)
     assert used == expected_scheme
     if expected_val is None:  # the kfold split itself, same arguments
@@ -96,10 +110,13 @@ def test_choose_split_auto_picks_nnformer_only_with_its_validation_patients(pati
         assert split["val"] == expected_val
 
 
-@pytest.mark.parametrize("patients, scheme, fold", [
-    ([1, 2, 3], "nnformer", 0),      # none of nnFormer's validation patients: val empty
-    (range(1, 11), "kfold", "all"),  # everyone in train: val empty
-])
+@pytest.mark.parametrize(
+    "patients, scheme, fold",
+    [
+        ([1, 2, 3], "nnformer", 0),  # none of nnFormer's validation patients: val empty
+        (range(1, 11), "kfold", "all"),  # everyone in train: val empty
+    ],
+)
 def test_choose_split_refuses_an_empty_side(patients, scheme, fold):
     with pytest.raises(DataError, match="both must be non-empty"):
         choose_split(list(patients), scheme, fold=fold)

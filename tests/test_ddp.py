@@ -23,6 +23,7 @@ def _worker(rank, world, port, out_dir):
     import os
 
     from helpers import batches, make_parts, settings, tiny_cases, validator
+
     from uu.loop import fit
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -32,8 +33,15 @@ def _worker(rank, world, port, out_dir):
         model, loss, opt = make_parts(seed=rank)  # different initial weights: DDP broadcasts rank 0's
         cases = tiny_cases(4, seed=0)
         profile = settings(epochs=1, iters_per_epoch=2)
-        fit(model, loss, opt, batches(cases[:3], seed=1000 * rank), profile, run_dir=out_dir / "run",
-            validate=validator(cases[3:], profile))
+        fit(
+            model,
+            loss,
+            opt,
+            batches(cases[:3], seed=1000 * rank),
+            profile,
+            run_dir=out_dir / "run",
+            validate=validator(cases[3:], profile),
+        )
         torch.save({"model": model.state_dict(), "loss": loss.state_dict()}, out_dir / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -48,6 +56,7 @@ def test_two_gloo_processes_keep_identical_weights(tmp_path):
     assert not torch.equal(a["loss"]["base.sigma"], torch.ones(3))  # sigma did train
 
     from helpers import make_parts
+
     from uu.runs import load_checkpoint, read_log
 
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")  # plain keys (no "module."): loads in one process

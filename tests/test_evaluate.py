@@ -10,8 +10,15 @@ import pytest
 
 from uu.clinical import NO_SPACING
 from uu.data import DataError
-from uu.evaluate import (CSV_COLUMNS, evaluate_predictions, format_summary, load_probs, prediction_entries,
-                         readable_per_case, score_case)
+from uu.evaluate import (
+    CSV_COLUMNS,
+    evaluate_predictions,
+    format_summary,
+    load_probs,
+    prediction_entries,
+    readable_per_case,
+    score_case,
+)
 from uu.infer import save_label_map
 from uu.metrics import clinical_indices
 
@@ -57,8 +64,20 @@ def test_scores_and_clinical_report_by_hand(perfect_ed_empty_es):
     assert empty["mse"] == pytest.approx(2 * (es.label > 0).sum() / (4 * es.label.size))
     assert np.isnan(empty["hd95_RV"]) and np.isnan(empty["msd_LV"]) and perfect["hd95_unit"] == "mm"
 
-    assert set(summary) == {"dice", "dice_mean", "mse", "mse_pct", "hd95", "msd", "hd95_unit", "n_cases",
-                            "per_phase", "clinical", "profile", "training"}
+    assert set(summary) == {
+        "dice",
+        "dice_mean",
+        "mse",
+        "mse_pct",
+        "hd95",
+        "msd",
+        "hd95_unit",
+        "n_cases",
+        "per_phase",
+        "clinical",
+        "profile",
+        "training",
+    }
     assert summary["dice"]["RV"] == pytest.approx(0.5) and summary["per_phase"]["ED"]["dice_mean"] == 1.0
     assert summary["hd95"]["LV"] == 0.0 and summary["per_phase"]["overall"]["hd95_undefined"]["LV"] == 1
     assert json.loads((tmp / "eval" / "summary.json").read_text()) == json.loads(json.dumps(summary))
@@ -134,7 +153,7 @@ def test_committed_run_summaries_still_read(path):
 
 
 def test_real_hdf5_layout_has_no_clinical_report(acdc_dir, tmp_path):
-    """The HDF5 layout of ../shared/acdc stores no spacing: the summary says why instead of guessing mm."""
+    """The HDF5 layout stores no spacing: the summary says why instead of guessing mm."""
     from uu.data import load_acdc
 
     every = load_acdc(acdc_dir, lazy=True)

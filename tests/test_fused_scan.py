@@ -1,6 +1,7 @@
 """uu::selective_scan_fwd / _bwd (the fused kernel as custom operators), checked on the CPU implementation.
 
 The CUDA implementation (mamba-ssm's kernel) is compared with this one in tests/test_ssm_cuda.py."""
+
 import importlib
 import os
 import subprocess
@@ -8,8 +9,8 @@ import sys
 
 import pytest
 import torch
-
 from helpers import scan_inputs
+
 from uu.net.blocks import MambaLayer
 from uu.ssm import selective_scan, selective_scan_ref, selective_scan_torch
 from uu.ssm.ops import fused_scan
@@ -44,8 +45,11 @@ def test_forward_outputs_match_the_loop(L):
     dt = torch.nn.functional.softplus(x["delta"].double() + x["delta_bias"].double()[:, None])
     for c in range(n_chunks):  # at each chunk end: decay product since step 0 (even), state (odd)
         end = min((c + 1) * KERNEL_CHUNK, L)
-        _, h = selective_scan_ref(**x64({k: v[..., :end] if v.dim() == 3 else v for k, v in x.items()}),
-                                  delta_softplus=True, return_last_state=True)
+        _, h = selective_scan_ref(
+            **x64({k: v[..., :end] if v.dim() == 3 else v for k, v in x.items()}),
+            delta_softplus=True,
+            return_last_state=True,
+        )
         torch.testing.assert_close(chunks[:, :, c, 1::2].double(), h, rtol=1e-4, atol=1e-5)
         decay = torch.exp(x["A"].double()[None] * dt[..., :end].sum(-1)[..., None])
         torch.testing.assert_close(chunks[:, :, c, 0::2].double(), decay, rtol=1e-4, atol=1e-30)
@@ -71,8 +75,9 @@ def test_opcheck(softplus):
     torch.library.opcheck(torch.ops.uu.selective_scan_fwd.default, op_args(leaves, softplus))
     out_z, chunks, out = torch.ops.uu.selective_scan_fwd(*op_args(x, softplus))
     dout = torch.randn_like(out_z)
-    torch.library.opcheck(torch.ops.uu.selective_scan_bwd.default,
-                          tuple(x[k] for k in ARGS) + (dout, chunks, out, softplus))
+    torch.library.opcheck(
+        torch.ops.uu.selective_scan_bwd.default, tuple(x[k] for k in ARGS) + (dout, chunks, out, softplus)
+    )
 
 
 def test_compiles_without_graph_break():
@@ -113,8 +118,9 @@ DISPATCH = [  # on a GPU: mamba-ssm imported, its extension module found, UU_FUS
 
 
 @pytest.mark.parametrize("mamba_ssm,kernel,fused_call,last_state,expected", DISPATCH)
-def test_gpu_dispatch_picks_the_fused_operator_when_present(monkeypatch, mamba_ssm, kernel, fused_call,
-                                                            last_state, expected):
+def test_gpu_dispatch_picks_the_fused_operator_when_present(
+    monkeypatch, mamba_ssm, kernel, fused_call, last_state, expected
+):
     """CPU tensors, with the device check answering "cuda" and mamba-ssm's pieces replaced by recording
     stand-ins (the operator itself runs its CPU implementation): selective_scan calls exactly one of them."""
     calls = []
@@ -124,8 +130,9 @@ def test_gpu_dispatch_picks_the_fused_operator_when_present(monkeypatch, mamba_s
 
     real_backend = dispatch.scan_backend
     monkeypatch.setattr(dispatch, "scan_backend", lambda device, backend="auto": real_backend("cuda", backend))
-    monkeypatch.setattr(dispatch, "_cuda_selective_scan_fn",
-                        recording("mamba_ssm", selective_scan_torch) if mamba_ssm else None)
+    monkeypatch.setattr(
+        dispatch, "_cuda_selective_scan_fn", recording("mamba_ssm", selective_scan_torch) if mamba_ssm else None
+    )
     monkeypatch.setattr(dispatch, "has_kernel", lambda: kernel)
     monkeypatch.setattr(dispatch, "FUSED_CALL", fused_call)
     monkeypatch.setattr(dispatch, "fused_selective_scan", recording("operator", fused_selective_scan))

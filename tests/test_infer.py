@@ -81,8 +81,10 @@ def test_predict_volume_restores_training_mode():
 
 # --------------------------------------------------------------------------------------------- writing and scoring
 
+
 def test_predict_cases_writes_label_maps_with_the_source_affine(phantom_dir, tmp_path):
     import nibabel as nib
+
     from uu.data import load_acdc
 
     cases = load_acdc(phantom_dir)[:2]
@@ -92,7 +94,8 @@ def test_predict_cases_writes_label_maps_with_the_source_affine(phantom_dir, tmp
     for case in cases:
         label = load_label_map(out / f"{case.name}.nii.gz")
         assert label.shape == case.image.shape and label.dtype == np.uint8
-        np.testing.assert_array_equal(nib.load(str(out / f"{case.name}.nii.gz")).affine,
-                                      nib.load(str(case.source)).affine)
+        np.testing.assert_array_equal(
+            nib.load(str(out / f"{case.name}.nii.gz")).affine, nib.load(str(case.source)).affine
+        )
         with np.load(out / f"{case.name}_probs.npz") as f:
             assert f["probs"].dtype == np.float16 and f["probs"].shape == (4,) + case.image.shape

@@ -11,15 +11,23 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PROBE = ("import json, uu, uu.data, sys; print(json.dumps({'file': uu.__file__, "
-         "'path': list(getattr(uu, '__path__', [])), 'data': uu.data.__file__, "
-         "'torch': 'torch' in sys.modules}))")
+PROBE = (
+    "import json, uu, uu.data, sys; print(json.dumps({'file': uu.__file__, "
+    "'path': list(getattr(uu, '__path__', [])), 'data': uu.data.__file__, "
+    "'torch': 'torch' in sys.modules}))"
+)
 
 
 def run_probe(cwd: Path) -> dict:
     # -I would drop site-packages; -P is 3.11+. A plain run from cwd is what a user does.
-    result = subprocess.run([sys.executable, "-c", PROBE], cwd=cwd, capture_output=True,
-                            text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 

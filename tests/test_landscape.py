@@ -39,13 +39,17 @@ def rotated(eigenvalues, seed=0):
 
 # ----------------------------------------------------------------------------- Hessian eigenvalue
 
+
 @pytest.mark.parametrize("method", ["double_backprop", "finite_difference"])
-@pytest.mark.parametrize("eigenvalues, expected", [
-    ([5.0, 2.0, -1.0, 0.5], 5.0),
-    ([3.0, 1.0], 3.0),
-    ([-6.0, 2.0, 1.0], 2.0),    # dominant (largest magnitude) -6, then the shifted run finds 2
-    ([0.25] * 3, 0.25),         # every vector is an eigenvector: exact after one product
-])
+@pytest.mark.parametrize(
+    "eigenvalues, expected",
+    [
+        ([5.0, 2.0, -1.0, 0.5], 5.0),
+        ([3.0, 1.0], 3.0),
+        ([-6.0, 2.0, 1.0], 2.0),  # dominant (largest magnitude) -6, then the shifted run finds 2
+        ([0.25] * 3, 0.25),  # every vector is an eigenvector: exact after one product
+    ],
+)
 def test_top_hessian_eigenvalue_of_a_quadratic(eigenvalues, expected, method):
     H, _ = rotated(eigenvalues)
     model = Quadratic(np.ones(len(eigenvalues)))
@@ -65,14 +69,15 @@ def test_top_hessian_eigenvalue_stops_at_iters():
 
 # ----------------------------------------------------------------------------- SAM sharpness
 
+
 def test_sam_sharpness_exact_when_w_is_the_top_eigenvector():
     # w = c q1: the best e is rho q1, and max e^T H w + 0.5 e^T H e = rho*lambda1*c + 0.5 rho^2 lambda1.
     H, Q = rotated([4.0, 1.0, 0.5], seed=3)
     c, rho = 2.0, 0.1
     model = Quadratic(c * Q[:, 0])
     out = sh.sam_sharpness(model, quadratic_closure(model, H), rho=rho, steps=1)
-    assert out["loss"] == pytest.approx(0.5 * 4.0 * c * c)                           # 8
-    assert out["sharpness"] == pytest.approx(rho * 4.0 * c + 0.5 * rho**2 * 4.0)      # 0.82
+    assert out["loss"] == pytest.approx(0.5 * 4.0 * c * c)  # 8
+    assert out["sharpness"] == pytest.approx(rho * 4.0 * c + 0.5 * rho**2 * 4.0)  # 0.82
 
 
 def test_sam_sharpness_one_step_is_sams_perturbation():
@@ -109,12 +114,17 @@ def test_sam_sharpness_converges_to_the_ball_maximum(rho):
 
 # ----------------------------------------------------------------------------- 1D and 2D landscapes
 
+
 def test_loss_along_line_of_a_quadratic():
     # H = diag(2, 1), from (1, 1) to (0, 0): L(a) = 0.5 (1 - a)^2 (2 + 1) = 1.5 (1 - a)^2
     model = Quadratic([5.0, 5.0])
-    losses = ls.loss_along_line(model, quadratic_closure(model, np.diag([2.0, 1.0])),
-                                [torch.tensor([1.0, 1.0], dtype=torch.float64)],
-                                [torch.tensor([0.0, 0.0], dtype=torch.float64)], [0.0, 0.5, 1.0, 1.5])
+    losses = ls.loss_along_line(
+        model,
+        quadratic_closure(model, np.diag([2.0, 1.0])),
+        [torch.tensor([1.0, 1.0], dtype=torch.float64)],
+        [torch.tensor([0.0, 0.0], dtype=torch.float64)],
+        [0.0, 0.5, 1.0, 1.5],
+    )
     np.testing.assert_allclose(losses, [1.5, 0.375, 0.0, 0.375])
     assert model.w.tolist() == [5.0, 5.0]
 
@@ -124,12 +134,14 @@ def test_loss_surface_2d_of_a_quadratic():
     model = Quadratic([0.0, 0.0])
     d1 = [torch.tensor([1.0, 0.0], dtype=torch.float64)]
     d2 = [torch.tensor([0.0, 1.0], dtype=torch.float64)]
-    surface = ls.loss_surface_2d(model, quadratic_closure(model, np.diag([2.0, 1.0])), d1, d2,
-                                 alphas=[-1.0, 0.0, 2.0], betas=[0.0, 2.0])
+    surface = ls.loss_surface_2d(
+        model, quadratic_closure(model, np.diag([2.0, 1.0])), d1, d2, alphas=[-1.0, 0.0, 2.0], betas=[0.0, 2.0]
+    )
     np.testing.assert_allclose(surface, [[1.0, 3.0], [0.0, 2.0], [4.0, 6.0]])
 
 
 # ----------------------------------------------------------------------------- directions and restoring
+
 
 class TinyNet(nn.Module):
     def __init__(self):
@@ -190,7 +202,7 @@ def test_weights_restored_when_the_closure_fails():
         calls.append(1)
         if len(calls) > 1:
             raise RuntimeError("boom")
-        return (net.w ** 2).sum()
+        return (net.w**2).sum()
 
     with pytest.raises(RuntimeError, match="boom"):
         sh.sam_sharpness(net, closure, rho=0.5, steps=2)
@@ -200,10 +212,11 @@ def test_weights_restored_when_the_closure_fails():
 def test_sam_sharpness_rejects_bad_arguments():
     net = Quadratic([1.0])
     with pytest.raises(ValueError, match="rho"):
-        sh.sam_sharpness(net, lambda: (net.w ** 2).sum(), rho=0.0)
+        sh.sam_sharpness(net, lambda: (net.w**2).sum(), rho=0.0)
 
 
 # ----------------------------------------------------------------------------- fixed patches
+
 
 def test_fixed_patches_shapes_padding_and_foreground():
     label = np.zeros((3, 6, 6), np.uint8)
@@ -256,11 +269,21 @@ def test_double_backprop_and_finite_differences_agree_on_a_network():
 
 def test_report_saved_as_json_reads_back_and_tabulates(tmp_path):
     H, _ = rotated([3.0, 1.0])
-    report = {"a": {"line": (np.linspace(-0.25, 1.25, 3), [1.0, 0.5, 0.25]),
-                    "surface": (np.array([-1.0, 1.0]), np.array([-1.0, 1.0]), np.array([[1.0, 2.0], [3.0, 4.0]])),
-                    "sam": {"loss": 0.5, "max_loss": 0.75, "sharpness": 0.25, "rho": 0.05, "steps": 2, "trace": [0.7]},
-                    "hessian": {"eigenvalue": 3.0, "dominant": 3.0, "iterations": 4, "converged": True,
-                                "trace": [2.0, 3.0], "method": "double_backprop"}}}
+    report = {
+        "a": {
+            "line": (np.linspace(-0.25, 1.25, 3), [1.0, 0.5, 0.25]),
+            "surface": (np.array([-1.0, 1.0]), np.array([-1.0, 1.0]), np.array([[1.0, 2.0], [3.0, 4.0]])),
+            "sam": {"loss": 0.5, "max_loss": 0.75, "sharpness": 0.25, "rho": 0.05, "steps": 2, "trace": [0.7]},
+            "hessian": {
+                "eigenvalue": 3.0,
+                "dominant": 3.0,
+                "iterations": 4,
+                "converged": True,
+                "trace": [2.0, 3.0],
+                "method": "double_backprop",
+            },
+        }
+    }
     report["b"] = dict(report["a"], hessian=None)  # not computed (hessian_iters 0)
     path = ls.save_report(report, tmp_path / "r" / "landscape.json", loss="dice_ce", n_patches=4)
     back = ls.load_report(path)

@@ -5,8 +5,17 @@ import math
 import pytest
 import torch
 
-from uu.losses import (CrossEntropyLoss, DeepSupervisionLoss, DiceCELoss, FocalLoss, SoftDiceLoss,
-                       UncertaintyAwareLoss, build_loss, deep_supervision_weights, downsample_target)
+from uu.losses import (
+    CrossEntropyLoss,
+    DeepSupervisionLoss,
+    DiceCELoss,
+    FocalLoss,
+    SoftDiceLoss,
+    UncertaintyAwareLoss,
+    build_loss,
+    deep_supervision_weights,
+    downsample_target,
+)
 
 LN3 = math.log(3.0)
 S = 1e-5  # Dice smoothing
@@ -23,17 +32,22 @@ DICE_FG_1x3 = 1 - (2 * 1.25 + S) / (1.5 + 2 + S)
 DICE_ALL_1x3 = 1 - ((2 * 1.25 + S) / (3.5 + S) + (2 * 0.75 + S) / (2.5 + S)) / 2
 
 
-@pytest.mark.parametrize("loss, expected", [
-    (SoftDiceLoss(), DICE_FG_1x3),
-    (SoftDiceLoss(include_background=True), DICE_ALL_1x3),
-    (CrossEntropyLoss(), CE_1x3),
-    (FocalLoss(gamma=2.0), FOCAL_1x3),
-    # alpha per class (0.25, 1): voxel weights alpha[target] = 1, 1, 0.25
-    (FocalLoss(gamma=2.0, alpha=[0.25, 1.0]),
-     -(0.25**2 * math.log(0.75) + 0.5**2 * math.log(0.5) + 0.25 * 0.25**2 * math.log(0.75)) / 3),
-    (FocalLoss(gamma=2.0, alpha=0.5), 0.5 * FOCAL_1x3),
-    (DiceCELoss(), DICE_FG_1x3 + CE_1x3),
-])
+@pytest.mark.parametrize(
+    "loss, expected",
+    [
+        (SoftDiceLoss(), DICE_FG_1x3),
+        (SoftDiceLoss(include_background=True), DICE_ALL_1x3),
+        (CrossEntropyLoss(), CE_1x3),
+        (FocalLoss(gamma=2.0), FOCAL_1x3),
+        # alpha per class (0.25, 1): voxel weights alpha[target] = 1, 1, 0.25
+        (
+            FocalLoss(gamma=2.0, alpha=[0.25, 1.0]),
+            -(0.25**2 * math.log(0.75) + 0.5**2 * math.log(0.5) + 0.25 * 0.25**2 * math.log(0.75)) / 3,
+        ),
+        (FocalLoss(gamma=2.0, alpha=0.5), 0.5 * FOCAL_1x3),
+        (DiceCELoss(), DICE_FG_1x3 + CE_1x3),
+    ],
+)
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_hand_computed_1x3(loss, expected, spatial_dims):
     logits, target = LOGITS_1x3, TARGET_1x3
@@ -72,11 +86,14 @@ def test_focal_single_softmax():
 
 # Eq. 8 with components (0.3, 1.2, 0.6) and sigma (1, 2, 0.5):
 # 0.3/2 + ln 2 + 1.2/8 + ln 5 + 0.6/0.5 + ln 1.25 = 1.5 + ln 12.5
-@pytest.mark.parametrize("values, sigma, expected", [
-    ([0.3, 1.2, 0.6], [1.0, 2.0, 0.5], 1.5 + math.log(12.5)),
-    ([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], 1.5 + 3 * math.log(2.0)),
-    ([2.0], [1.0], 1.0 + math.log(2.0)),
-])
+@pytest.mark.parametrize(
+    "values, sigma, expected",
+    [
+        ([0.3, 1.2, 0.6], [1.0, 2.0, 0.5], 1.5 + math.log(12.5)),
+        ([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], 1.5 + 3 * math.log(2.0)),
+        ([2.0], [1.0], 1.0 + math.log(2.0)),
+    ],
+)
 def test_eq8_combine(values, sigma, expected):
     terms = {f"t{i}": CrossEntropyLoss() for i in range(len(values))}
     ua = UncertaintyAwareLoss(terms)
@@ -117,19 +134,25 @@ def test_ua_forward_components_and_total():
     ua = UncertaintyAwareLoss()  # dice, ce, focal; sigma = 1
     total = ua(logits, target)
     c = ua.last_components
-    parts = {"dice": SoftDiceLoss()(logits, target), "ce": CrossEntropyLoss()(logits, target),
-             "focal": FocalLoss()(logits, target)}
+    parts = {
+        "dice": SoftDiceLoss()(logits, target),
+        "ce": CrossEntropyLoss()(logits, target),
+        "focal": FocalLoss()(logits, target),
+    }
     for k, v in parts.items():
         assert c[k] == pytest.approx(v.item(), rel=1e-6)
     assert total.item() == pytest.approx(0.5 * sum(c.values()) + 3 * math.log(2), rel=1e-6)
     assert ua.sigmas() == {"dice": 1.0, "ce": 1.0, "focal": 1.0}
 
 
-@pytest.mark.parametrize("n, expected", [
-    (5, [8 / 15, 4 / 15, 2 / 15, 1 / 15, 0.0]),  # 0.533, 0.267, 0.133, 0.067, 0
-    (3, [2 / 3, 1 / 3, 0.0]),
-    (1, [1.0]),
-])
+@pytest.mark.parametrize(
+    "n, expected",
+    [
+        (5, [8 / 15, 4 / 15, 2 / 15, 1 / 15, 0.0]),  # 0.533, 0.267, 0.133, 0.067, 0
+        (3, [2 / 3, 1 / 3, 0.0]),
+        (1, [1.0]),
+    ],
+)
 def test_deep_supervision_weights(n, expected):
     assert deep_supervision_weights(n) == pytest.approx(expected)
 
@@ -173,8 +196,15 @@ def test_deep_supervision_ua_components_reproduce_total():
     assert [n for n, _ in loss_fn.named_parameters()] == ["base.sigma"]
 
 
-@pytest.mark.parametrize("name, components", [("ce", {"ce"}), ("dice_ce", {"dice", "ce"}),
-                                              ("ua", {"dice", "ce", "focal"}), ("ua_fixed", {"dice", "ce", "focal"})])
+@pytest.mark.parametrize(
+    "name, components",
+    [
+        ("ce", {"ce"}),
+        ("dice_ce", {"dice", "ce"}),
+        ("ua", {"dice", "ce", "focal"}),
+        ("ua_fixed", {"dice", "ce", "focal"}),
+    ],
+)
 def test_build_loss(name, components):
     torch.manual_seed(4)
     loss_fn = build_loss(name)
@@ -198,7 +228,9 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="integer"):
         SoftDiceLoss()(torch.randn(1, 4, 4, 4), torch.zeros(1, 4, 4))
     with pytest.raises(ValueError, match="5 outputs"):
-        build_loss("ce", deep_supervision_outputs=3)([torch.randn(1, 4, 4, 4)] * 5, torch.zeros(1, 4, 4, dtype=torch.long))
+        build_loss("ce", deep_supervision_outputs=3)(
+            [torch.randn(1, 4, 4, 4)] * 5, torch.zeros(1, 4, 4, dtype=torch.long)
+        )
     with pytest.raises(ValueError, match="DeepSupervisionLoss"):
         CrossEntropyLoss()([torch.randn(1, 4, 4, 4)] * 2, torch.zeros(1, 4, 4, dtype=torch.long))
 

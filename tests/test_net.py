@@ -1,4 +1,5 @@
 """uu.net: plans, parameter counts (paper figures), output shapes, train/eval structure, options."""
+
 import pytest
 import torch
 import torch.nn as nn
@@ -24,8 +25,14 @@ def test_paper_plan_3d_is_the_authors_plan():
     plan = net.paper_plan_3d()
     assert plan.patch_size == (20, 256, 224) and plan.features == [32, 64, 128, 256, 320, 320]
     # ANCHORS.md: [20,256,224] -> [20,128,112] -> [10,64,56] -> [5,32,28] -> [5,16,14] -> [5,8,7]
-    assert plan.feature_map_sizes() == [(20, 256, 224), (20, 128, 112), (10, 64, 56), (5, 32, 28),
-                                        (5, 16, 14), (5, 8, 7)]
+    assert plan.feature_map_sizes() == [
+        (20, 256, 224),
+        (20, 128, 112),
+        (10, 64, 56),
+        (5, 32, 28),
+        (5, 16, 14),
+        (5, 8, 7),
+    ]
     assert plan.kernel_sizes[0] == [1, 3, 3] and all(k == [3, 3, 3] for k in plan.kernel_sizes[1:])
     assert plan.n_blocks_encoder == [2] * 6 and plan.n_blocks_decoder == [2] * 5
 
@@ -59,6 +66,24 @@ def test_arch_differences_are_only_the_mamba_layers():
     assert count_parameters(enc) - res == sum(count_parameters(m) for m in enc.mamba.values())
     assert count_parameters(bot) - res == count_parameters(MambaLayer(320))
     assert list(bot.mamba) == ["5"] and list(enc.mamba) == [str(i) for i in range(6)]
+
+
+def test_stage_table_counts_are_integers_and_its_total_sums_parameters_only():
+    """Notebook 02's table: integer counts (never 8.0), a total row of the parameters and blanks, never NaN."""
+    import pandas as pd
+
+    plan = get_plan("tiny2d")
+    rows = net.stage_table(plan, "umamba_enc", total=True)
+    assert [r["stage"] for r in rows] == [0, 1, 2, 3, "total"]
+    assert [r["channels"] for r in rows[:-1]] == list(plan.features) and rows[0]["mamba_tokens"] == 64 * 64
+    assert rows[-1]["params_total"] == count_parameters(build_network(plan, "umamba_enc"))
+    assert rows[-1]["params_mamba"] == sum(r["params_mamba"] for r in rows[:-1])
+    assert {rows[-1][k] for k in ("feature_map", "channels", "stride", "mamba_tokens")} == {""}
+    table = pd.DataFrame(rows).set_index("stage")  # as notebook 02 shows it
+    shown = table.to_string()
+    assert not table.isna().any().any() and "NaN" not in shown and ".0" not in shown
+    assert (table.filter(like="params_").dtypes == "int64").all()
+    assert net.stage_table(plan, "umamba_enc")[-1]["stage"] == 3  # the total row only when asked for
 
 
 @pytest.mark.parametrize("plan_name", ["tiny2d", "tiny3d"])
@@ -109,9 +134,14 @@ def test_checkpointed_mamba_gives_same_output_and_gradients():
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("plan_name,arch,fmt", [("tiny2d", "umamba_enc", torch.channels_last),
-                                                 ("tiny3d", "umamba_enc", torch.channels_last_3d),
-                                                 ("tiny2d", "unet", torch.channels_last)])
+@pytest.mark.parametrize(
+    "plan_name,arch,fmt",
+    [
+        ("tiny2d", "umamba_enc", torch.channels_last),
+        ("tiny3d", "umamba_enc", torch.channels_last_3d),
+        ("tiny2d", "unet", torch.channels_last),
+    ],
+)
 def test_channels_last_is_the_same_network(plan_name, arch, fmt):
     """channels_last changes the memory layout only: same state_dict, same outputs and gradients."""
     torch.manual_seed(0)
@@ -171,9 +201,18 @@ def test_residual_block_layout():
 def test_default_layers_and_state_dict_keys():
     block = ResidualBlock(2, 4, 8, 3, stride=2)  # strided and widening: avgpool + 1x1 conv-norm skip
     assert list(block.state_dict()) == [
-        "conv1.conv.weight", "conv1.conv.bias", "conv1.norm.weight", "conv1.norm.bias",
-        "conv2.conv.weight", "conv2.conv.bias", "conv2.norm.weight", "conv2.norm.bias",
-        "skip.1.conv.weight", "skip.1.norm.weight", "skip.1.norm.bias"]
+        "conv1.conv.weight",
+        "conv1.conv.bias",
+        "conv1.norm.weight",
+        "conv1.norm.bias",
+        "conv2.conv.weight",
+        "conv2.conv.bias",
+        "conv2.norm.weight",
+        "conv2.norm.bias",
+        "skip.1.conv.weight",
+        "skip.1.norm.weight",
+        "skip.1.norm.bias",
+    ]
     norm, act = block.conv1.norm, block.conv1.act
     assert type(norm) is nn.InstanceNorm2d and norm.eps == 1e-5 and norm.affine and not norm.track_running_stats
     assert type(act) is nn.LeakyReLU and act.negative_slope == 0.01 and act.inplace

@@ -39,7 +39,8 @@ def test_quadratic_two_step_by_hand():
 
 
 def test_adaptive_perturbation_by_hand():
-    # w = (2, 1): g = (6, 4); ASAM: e = rho |w|^2 g / || |w| g || = 0.05 (24, 4) / ||(12, 4)|| = 0.05 (24, 4) / sqrt(160)
+    # w = (2, 1): g = (6, 4); ASAM: e = rho |w|^2 g / || |w| g || = 0.05 (24, 4) / ||(12, 4)||
+    #   = 0.05 (24, 4) / sqrt(160)
     w = torch.nn.Parameter(torch.tensor([2.0, 1.0]))
     opt = SAM([w], rho=0.05, adaptive=True, lr=0.1)
     quadratic(w).backward()
@@ -53,8 +54,9 @@ def test_norm_spans_all_groups_including_sigma():
     a = torch.nn.Parameter(torch.tensor([1.0]))
     sigma = torch.nn.Parameter(torch.tensor([1.0]))
     frozen = torch.nn.Parameter(torch.tensor([5.0]))  # no gradient: untouched
-    opt = SAM([{"params": [a, frozen], "weight_decay": 3e-5}, {"params": [sigma], "weight_decay": 0.0}],
-              rho=0.5, lr=0.1)
+    opt = SAM(
+        [{"params": [a, frozen], "weight_decay": 3e-5}, {"params": [sigma], "weight_decay": 0.0}], rho=0.5, lr=0.1
+    )
     (3 * a + 4 * sigma).sum().backward()  # g = (3, 4), ||g|| = 5
     opt.first_step()
     assert a.item() == pytest.approx(1 + 0.5 * 0.6) and sigma.item() == pytest.approx(1 + 0.5 * 0.8)

@@ -1,15 +1,17 @@
 """uu/ssm/ops/scan_cpu.c: the C selective scan on CPUs against the reference loop and the PyTorch scan, its
 gradients, and the fallback when it cannot be built."""
+
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import scan_inputs
-from uu.ssm import selective_scan, selective_scan_ref, selective_scan_torch
+
+from uu.ssm import Mamba, selective_scan, selective_scan_ref, selective_scan_torch
 from uu.ssm.ops import scan_chunked, scan_cpu
+from uu.ssm.ops.selective_scan import last_backend, last_kernel
 
 T = scan_cpu.CHECKPOINT
 
@@ -25,8 +27,13 @@ def kernel_on(monkeypatch):
 def _inputs(b, d, n, L, dtype, seed=0, strong=False):
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
-    x = dict(u=r(b, d, L), delta=torch.nn.functional.softplus(r(b, d, L) - 1), A=-torch.rand(d, n, generator=g,
-             dtype=torch.float64) - 0.5, B=r(b, n, L), C=r(b, n, L))
+    x = dict(
+        u=r(b, d, L),
+        delta=torch.nn.functional.softplus(r(b, d, L) - 1),
+        A=-torch.rand(d, n, generator=g, dtype=torch.float64) - 0.5,
+        B=r(b, n, L),
+        C=r(b, n, L),
+    )
     if strong:  # decays exp(delta A) down to e^-400: states forget everything at each step
         x["delta"], x["A"] = x["delta"] * 0 + 25.0, -torch.arange(1, n + 1.0, dtype=torch.float64).repeat(d, 1)
     return {k: v.to(dtype).requires_grad_() for k, v in x.items()}
@@ -95,6 +102,22 @@ def test_public_scan_equals_the_torch_path(dtype, monkeypatch):
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-10)
     for name, a, e in zip(["y", *x], *results.values()):
         torch.testing.assert_close(a, e, **tol, msg=name)
+
+
+@pytest.mark.parametrize("mode, kernel", [("auto", "C CPU kernel (scan_cpu.c)"), ("torch", "PyTorch chunked scan")])
+def test_the_report_names_the_kernel_that_ran(mode, kernel, monkeypatch):
+    """What notebook 02 prints after a Mamba layer ran on the CPU, training and inference: the C kernel unless
+    UU_CPU_SCAN=torch, checked against the kernel's own calls."""
+    monkeypatch.setenv("UU_CPU_SCAN", mode)
+    calls, forward = [], scan_cpu.forward
+    monkeypatch.setattr(scan_cpu, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
+    torch.manual_seed(0)
+    layer, x = Mamba(8), torch.randn(2, 30, 8)
+    layer(x).sum().backward()
+    assert (last_backend(), last_kernel()) == ("torch", kernel)
+    with torch.no_grad():
+        layer(x)
+    assert last_kernel() == kernel and len(calls) == (2 if mode == "auto" else 0)
 
 
 def test_no_grad_forward_uses_the_kernel():

@@ -2,12 +2,13 @@
 
 Every test here runs the PyTorch scan (UU_CPU_SCAN=torch): on a CPU the C kernel would otherwise take over,
 and its own tests are in test_scan_cpu.py."""
+
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import scan_inputs
 
 import uu.ssm as ssm
-from helpers import scan_inputs
 from uu.ssm import Mamba, scan_backend_override, selective_scan, selective_scan_ref, selective_scan_torch
 from uu.ssm.ops import scan_chunked
 
@@ -43,8 +44,7 @@ OPTIONS = {  # selective_scan arguments left out (None), delta_softplus, B / C m
 def test_chunked_scan_matches_the_loop(batch, d, n, L, chunk, sub, constant_bc):
     x = scan_inputs(batch, d, n, L, constant_bc=constant_bc)
     want_y, want_h = loop(x, delta_softplus=True)
-    y, h = selective_scan_torch(**x, delta_softplus=True, return_last_state=True, chunk_size=chunk,
-                                sub_chunk=sub)
+    y, h = selective_scan_torch(**x, delta_softplus=True, return_last_state=True, chunk_size=chunk, sub_chunk=sub)
     assert y.shape == (batch, d, L) and y.dtype == torch.float32
     assert h.shape == (batch, d, n)
     assert torch.allclose(y.double(), want_y, rtol=1e-4, atol=1e-4)
@@ -104,7 +104,8 @@ def test_scan_gradcheck_float64():
     x = scan_inputs(1, 2, 3, 11, seed=1)
     x = {k: v.double().requires_grad_() for k, v in x.items()}
     fn = lambda u, delta, A, B, C, D, z, delta_bias: selective_scan_torch(
-        u, delta, A, B, C, D, z, delta_bias, True, chunk_size=4, sub_chunk=2)
+        u, delta, A, B, C, D, z, delta_bias, True, chunk_size=4, sub_chunk=2
+    )
     assert torch.autograd.gradcheck(fn, tuple(x.values()), eps=1e-6, atol=1e-5)
 
 
@@ -151,8 +152,7 @@ def test_scan_backward_matches_the_loop(case):
     state, in float64."""
     L, chunk, sub, constant, left_out, softplus = GRAD_CASES[case]
     x = _grad_inputs(L, constant, left_out, softplus)
-    y, h = selective_scan_torch(**x, delta_softplus=softplus, return_last_state=True, chunk_size=chunk,
-                                sub_chunk=sub)
+    y, h = selective_scan_torch(**x, delta_softplus=softplus, return_last_state=True, chunk_size=chunk, sub_chunk=sub)
     assert type(h.grad_fn).__name__ == "_ScanBackward"  # the hand-written backward, not a plain graph
     want_y, want_h = selective_scan_ref(**x, delta_softplus=softplus, return_last_state=True)
     g = torch.Generator().manual_seed(1)
@@ -164,14 +164,26 @@ def test_scan_backward_matches_the_loop(case):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-11, msg=f"d/d{k}")
 
 
-@pytest.mark.parametrize("case", ["one block, kept from the forward pass", "several blocks, last one short",
-                                  "constant B and C, several blocks", "no D, z, delta_bias, no softplus"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "one block, kept from the forward pass",
+        "several blocks, last one short",
+        "constant B and C, several blocks",
+        "no D, z, delta_bias, no softplus",
+    ],
+)
 def test_scan_gradcheck_with_last_state(case):
     L, chunk, sub, constant, left_out, softplus = GRAD_CASES[case]
     x = _grad_inputs(min(L, 13), constant, left_out, softplus)
     names = list(x)
-    fn = lambda *t: selective_scan_torch(**dict(zip(names, t)), delta_softplus=softplus, return_last_state=True,
-                                         chunk_size=min(chunk, 6), sub_chunk=min(sub, 4))
+    fn = lambda *t: selective_scan_torch(
+        **dict(zip(names, t)),
+        delta_softplus=softplus,
+        return_last_state=True,
+        chunk_size=min(chunk, 6),
+        sub_chunk=min(sub, 4),
+    )
     assert torch.autograd.gradcheck(fn, tuple(x.values()), eps=1e-6, atol=1e-6)
 
 
@@ -193,8 +205,10 @@ def test_scan_gradients_with_strong_decay_in_fp32():
 
 def test_linear_scan_matches_a_loop():
     g = torch.Generator().manual_seed(0)
-    a, x = torch.rand(2, 3, 70, generator=g, dtype=torch.float64), torch.randn(2, 3, 70, generator=g,
-                                                                                  dtype=torch.float64)
+    a, x = (
+        torch.rand(2, 3, 70, generator=g, dtype=torch.float64),
+        torch.randn(2, 3, 70, generator=g, dtype=torch.float64),
+    )
     h, P = scan_chunked._linear_scan(a, x)
     want, state = [], torch.zeros(2, 3, dtype=torch.float64)
     for t in range(70):
@@ -214,9 +228,16 @@ def test_dispatch_on_cpu():
         ssm.scan_backend("cpu", backend="fast")
 
 
-@pytest.mark.parametrize("key,bad", [("delta", torch.zeros(2, 3, 6)), ("A", torch.zeros(4, 4)),
-                                     ("B", torch.zeros(2, 4, 6)), ("D", torch.zeros(5)),
-                                     ("z", torch.zeros(2, 3, 4))])
+@pytest.mark.parametrize(
+    "key,bad",
+    [
+        ("delta", torch.zeros(2, 3, 6)),
+        ("A", torch.zeros(4, 4)),
+        ("B", torch.zeros(2, 4, 6)),
+        ("D", torch.zeros(5)),
+        ("z", torch.zeros(2, 3, 4)),
+    ],
+)
 def test_scan_rejects_bad_shapes(key, bad):
     x = scan_inputs(2, 3, 4, 5)
     x[key] = bad
@@ -226,11 +247,20 @@ def test_scan_rejects_bad_shapes(key, bad):
 
 # ---- the Mamba block --------------------------------------------------------------------------
 
+
 def test_mamba_state_dict_matches_mamba_ssm():
     # d_model 20: d_inner = 2 * 20 = 40, dt_rank = ceil(20 / 16) = 2, x_proj out = 2 + 2 * 16 = 34
-    expected = {"A_log": (40, 16), "D": (40,), "in_proj.weight": (80, 20), "conv1d.weight": (40, 1, 4),
-                "conv1d.bias": (40,), "x_proj.weight": (34, 40), "dt_proj.weight": (40, 2),
-                "dt_proj.bias": (40,), "out_proj.weight": (20, 40)}
+    expected = {
+        "A_log": (40, 16),
+        "D": (40,),
+        "in_proj.weight": (80, 20),
+        "conv1d.weight": (40, 1, 4),
+        "conv1d.bias": (40,),
+        "x_proj.weight": (34, 40),
+        "dt_proj.weight": (40, 2),
+        "dt_proj.bias": (40,),
+        "out_proj.weight": (20, 40),
+    }
     got = {k: tuple(v.shape) for k, v in Mamba(20).state_dict().items()}
     assert got == expected
     # 80*20 + 40*4 + 40 + 34*40 + 40*2 + 40 + 40*16 + 40 + 20*40 = 4760
@@ -244,7 +274,7 @@ def test_mamba_initialisation():
     assert torch.equal(m.D, torch.ones(64))
     dt = F.softplus(m.dt_proj.bias)
     assert dt.min() >= 0.001 * (1 - 1e-4) and dt.max() <= 0.1 * (1 + 1e-4)
-    assert m.dt_proj.weight.abs().max() <= 2 ** -0.5
+    assert m.dt_proj.weight.abs().max() <= 2**-0.5
     assert m.dt_proj.bias._no_reinit  # weight decay of A_log and D is uu.runs' business, not an attribute
     assert m.in_proj.bias is None and m.out_proj.bias is None and m.conv1d.bias is not None
 
@@ -258,7 +288,7 @@ def test_mamba_forward_is_the_composition_of_its_parts():
     # causal depthwise conv by hand: out_t = bias + sum_k w[k] * x_{t - 3 + k}
     padded = F.pad(xi.transpose(1, 2), (3, 0))
     w = m.conv1d.weight[:, 0]
-    conv = m.conv1d.bias[:, None] + sum(w[:, k, None] * padded[..., k:k + 30] for k in range(4))
+    conv = m.conv1d.bias[:, None] + sum(w[:, k, None] * padded[..., k : k + 30] for k in range(4))
     xc = F.silu(conv)
     dbl = xc.transpose(1, 2) @ m.x_proj.weight.t()
     dt = (dbl[..., :1] @ m.dt_proj.weight.t()).transpose(1, 2)
@@ -302,8 +332,7 @@ def test_double_backward_matches_unchunked_graph(chunk):
         dot = sum((g * v).sum() for g, v in zip(grads, vs))
         return torch.autograd.grad(dot, leaves)
 
-    chunked = hvp(lambda: selective_scan_torch(u, delta, A, B, C, delta_softplus=True, chunk_size=chunk,
-                                               sub_chunk=4))
+    chunked = hvp(lambda: selective_scan_torch(u, delta, A, B, C, delta_softplus=True, chunk_size=chunk, sub_chunk=4))
     plain = hvp(lambda: scan_chunked._scan_blocks(u, torch.nn.functional.softplus(delta), A, B, C, 4, 8)[0])
     for a, e in zip(chunked, plain):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)

@@ -4,6 +4,7 @@ Skips without CUDA or without mamba-ssm. Prints the measured errors (run with `p
 Shapes: the paper's stage shapes by default, scaled by UU_CUDA_TEST_SCALE (tokens divided by it,
 default 4 so the file finishes in well under a minute on an H200; set 1 for the full shapes).
 """
+
 import importlib
 import os
 
@@ -25,8 +26,14 @@ if not ssm.has_mamba_ssm():
 
 SCALE = int(os.environ.get("UU_CUDA_TEST_SCALE", "4"))
 # (batch, d_inner, tokens) of the 3D paper plan's six Mamba layers (batch 4, d_inner = 2 * channels)
-PAPER_STAGES = [(4, 64, 1_146_880), (4, 128, 286_720), (4, 256, 35_840), (4, 512, 4_480),
-                (4, 640, 1_120), (4, 640, 280)]
+PAPER_STAGES = [
+    (4, 64, 1_146_880),
+    (4, 128, 286_720),
+    (4, 256, 35_840),
+    (4, 512, 4_480),
+    (4, 640, 1_120),
+    (4, 640, 280),
+]
 SHAPES = [(b, d, max(64, L // SCALE)) for b, d, L in PAPER_STAGES]
 
 
@@ -41,9 +48,16 @@ def make_inputs(b, d, L, n=16, dtype=torch.float32, seed=0):
     g = torch.Generator(device="cuda").manual_seed(seed)
     r = lambda *s: torch.randn(*s, device="cuda", generator=g)
     A = -torch.arange(1, n + 1, device="cuda", dtype=torch.float32).repeat(d, 1)  # S4D-real, as Mamba
-    return dict(u=r(b, d, L).to(dtype), delta=(0.5 * r(b, d, L) - 3).to(dtype), A=A,
-                B=r(b, n, L).to(dtype), C=r(b, n, L).to(dtype), D=torch.ones(d, device="cuda"),
-                z=r(b, d, L).to(dtype), delta_bias=0.1 * r(d))
+    return dict(
+        u=r(b, d, L).to(dtype),
+        delta=(0.5 * r(b, d, L) - 3).to(dtype),
+        A=A,
+        B=r(b, n, L).to(dtype),
+        C=r(b, n, L).to(dtype),
+        D=torch.ones(d, device="cuda"),
+        z=r(b, d, L).to(dtype),
+        delta_bias=0.1 * r(d),
+    )
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 1e-2)])
@@ -66,6 +80,7 @@ def test_torch_scan_matches_fused_kernel(shape, dtype, tol):
 
 def test_mamba_block_matches_mamba_ssm():
     from mamba_ssm import Mamba as RefMamba  # late: optional, and only this test needs mamba-ssm's own block
+
     torch.manual_seed(0)
     for d_model, L in [(32, 4096), (320, 280)]:
         ref = RefMamba(d_model=d_model, d_state=16, d_conv=4, expand=2).cuda()
@@ -98,7 +113,10 @@ def test_network_cpu_vs_cuda(channels_last):
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     err = rel_err(y_gpu.cpu(), y_cpu)
-    print(f"\n[umamba_enc tiny3d, channels_last={channels_last}] CPU (torch scan) vs CUDA ({ssm.last_backend()} scan) rel err {err:.2e}")
+    print(
+        f"\n[umamba_enc tiny3d, channels_last={channels_last}] CPU (torch scan) vs CUDA ({ssm.last_backend()} scan) "
+        f"rel err {err:.2e}"
+    )
     assert err < 1e-3
 
 
@@ -114,8 +132,11 @@ def test_fused_operator_matches_its_cpu_implementation(dtype, tol):
         fused_selective_scan(*(leaves[k] for k in NAMES), delta_softplus=True).float().square().mean().backward()
         grads[dev] = {k: v.grad for k, v in leaves.items()}
     (zc, xc, oc), (zr, xr, orf) = outs["cuda"], outs["cpu"]
-    errs = {"out_z": rel_err(zc.cpu(), zr), "out": rel_err(oc.cpu(), orf),
-            "x states": rel_err(xc[..., 1::2].cpu(), xr[..., 1::2])}  # x's decay half: the next test
+    errs = {
+        "out_z": rel_err(zc.cpu(), zr),
+        "out": rel_err(oc.cpu(), orf),
+        "x states": rel_err(xc[..., 1::2].cpu(), xr[..., 1::2]),
+    }  # x's decay half: the next test
     errs.update({f"d{k}": rel_err(grads["cuda"][k].cpu(), grads["cpu"][k]) for k in NAMES})
     print(f"\n[uu::selective_scan {dtype}] " + ", ".join(f"{k} {v:.2e}" for k, v in errs.items()))
     assert max(errs.values()) < tol, errs
@@ -153,7 +174,10 @@ def test_mamba_layer_on_the_gpu_calls_the_fused_operator(monkeypatch):
     dispatch = importlib.import_module("uu.ssm.ops.selective_scan")  # the module: the package's name is the function
     calls = []
     monkeypatch.setattr(dispatch, "FUSED_CALL", "op")
-    monkeypatch.setattr(dispatch, "fused_selective_scan",
-                        lambda *args, **kwargs: calls.append(args[0].device.type) or fused_selective_scan(*args, **kwargs))
+    monkeypatch.setattr(
+        dispatch,
+        "fused_selective_scan",
+        lambda *args, **kwargs: calls.append(args[0].device.type) or fused_selective_scan(*args, **kwargs),
+    )
     MambaLayer(16).cuda()(torch.randn(1, 16, 8, 8, device="cuda"))
     assert calls == ["cuda"] and ssm.last_backend() == "cuda"

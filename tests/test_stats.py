@@ -36,11 +36,14 @@ def test_bootstrap_is_seeded_and_pairing_matters():
     assert stats.paired_bootstrap_ci(a, b, seed=3).mean == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize("a, b, match", [
-    ([1.0, 2.0], [1.0], "one length"),
-    ([], [], "no volumes"),
-    ([1.0, np.nan], [1.0, 2.0], "NaN"),
-])
+@pytest.mark.parametrize(
+    "a, b, match",
+    [
+        ([1.0, 2.0], [1.0], "one length"),
+        ([], [], "no volumes"),
+        ([1.0, np.nan], [1.0, 2.0], "NaN"),
+    ],
+)
 def test_bootstrap_rejects_bad_input(a, b, match):
     with pytest.raises(ValueError, match=match):
         stats.paired_bootstrap_ci(a, b)
@@ -89,3 +92,35 @@ def test_calibration_rejects_mismatched_shapes():
 def test_predictive_entropy():
     probs = np.array([[1.0, 0.5, 0.25], [0.0, 0.5, 0.25], [0.0, 0.0, 0.25], [0.0, 0.0, 0.25]])
     np.testing.assert_allclose(stats.predictive_entropy(probs), [0.0, math.log(2), math.log(4)], atol=1e-9)
+
+
+def test_cluster_bootstrap_with_singleton_clusters_is_the_paired_bootstrap():
+    diff = np.array([0.3, -0.1, 0.8, 0.2, 0.5, -0.4])
+    plain = stats.paired_bootstrap_ci(np.zeros(6), diff, n_boot=2000, seed=4)
+    clustered = stats.cluster_bootstrap_ci(diff, np.arange(6), n_boot=2000, seed=4)
+    assert (clustered.mean, clustered.low, clustered.high) == pytest.approx((plain.mean, plain.low, plain.high))
+
+
+def test_cluster_bootstrap_resamples_whole_patients():
+    # patient 1: one volume of 0; patient 2: three volumes of 4. A resample of two patients has mean 0 (1, 1),
+    # 3 (1, 2: 12 / 4 volumes) or 4 (2, 2); 0 and 4 each come with probability 1/4, so they are the 2.5 % and
+    # 97.5 % percentiles. Resampling volumes instead could give 1 (one 4 among four volumes), never seen here.
+    ci = stats.cluster_bootstrap_ci([0.0, 4.0, 4.0, 4.0], [1, 2, 2, 2], n_boot=4000, seed=0)
+    assert ci.mean == pytest.approx(3.0) and (ci.low, ci.high) == (0.0, 4.0)
+
+
+def test_cluster_bootstrap_resamples_within_strata():
+    # stratum 0 scores 1, stratum 1 scores 3: drawn within strata every resample has mean 2
+    values, patients, folds = [1.0, 1.0, 3.0, 3.0], [1, 2, 3, 4], [0, 0, 1, 1]
+    ci = stats.cluster_bootstrap_ci(values, patients, folds, n_boot=1000, seed=0)
+    assert (ci.low, ci.high) == pytest.approx((2.0, 2.0))
+    assert stats.cluster_bootstrap_ci(values, patients, n_boot=1000, seed=0).low == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "values, clusters, match",
+    [([1.0, 2.0], [1], "one non-zero length"), ([], [], "one non-zero length"), ([1.0, np.nan], [1, 2], "NaN")],
+)
+def test_cluster_bootstrap_rejects_bad_input(values, clusters, match):
+    with pytest.raises(ValueError, match=match):
+        stats.cluster_bootstrap_ci(values, clusters)

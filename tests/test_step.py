@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TinyNet
 
 from uu.losses import build_loss
 from uu.sam import SAM
 from uu.step import StepResult, train_step
-
-from helpers import TinyNet
 
 
 def make(seed=0, ds=False, loss="ua"):
@@ -24,8 +23,10 @@ def make(seed=0, ds=False, loss="ua"):
 
 
 def groups(model, loss_fn):
-    return [{"params": list(model.parameters()), "weight_decay": 3e-5},
-            {"params": list(loss_fn.parameters()), "weight_decay": 0.0}]
+    return [
+        {"params": list(model.parameters()), "weight_decay": 3e-5},
+        {"params": list(loss_fn.parameters()), "weight_decay": 0.0},
+    ]
 
 
 def snapshot(*modules):
@@ -40,8 +41,11 @@ def unchanged(before, *modules):
 @pytest.mark.parametrize("ds", [False, True])
 def test_step_updates_weights_and_sigma(use_sam, ds):
     model, loss_fn, images, target = make(ds=ds)
-    opt = (SAM(groups(model, loss_fn), rho=0.05, lr=0.1, momentum=0.9) if use_sam
-           else torch.optim.SGD(groups(model, loss_fn), lr=0.1, momentum=0.9))
+    opt = (
+        SAM(groups(model, loss_fn), rho=0.05, lr=0.1, momentum=0.9)
+        if use_sam
+        else torch.optim.SGD(groups(model, loss_fn), lr=0.1, momentum=0.9)
+    )
     with torch.no_grad():
         expected_loss = loss_fn(model(images), target).item()  # the reported loss is the one at w
     before = snapshot(model, loss_fn)
@@ -132,8 +136,9 @@ def test_injected_inf_gradient_is_skipped(use_sam, bad_pass, fp16):
     model.conv.bias.register_hook(InfOnCall(bad_pass))
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0) if fp16 else None
     before = snapshot(model, loss_fn)
-    result = train_step(model, loss_fn, opt, images, target, scaler=scaler,
-                        autocast_dtype=torch.float16 if fp16 else None)
+    result = train_step(
+        model, loss_fn, opt, images, target, scaler=scaler, autocast_dtype=torch.float16 if fp16 else None
+    )
     assert result.skipped and not torch.isfinite(result.grad_norm)  # inf, or nan at w + e (pass 1 bad)
     assert unchanged(before, model, loss_fn)  # bit-identical, SAM perturbation undone
     assert all(p.grad is None for p in model.parameters())
@@ -169,6 +174,7 @@ def test_bf16_autocast_without_scaler():
 def _ddp_worker(rank, world_size, port, results):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
+
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
@@ -184,15 +190,20 @@ def _ddp_worker(rank, world_size, port, results):
         if rank == 1:
             images = images.flip(-1)  # different data per rank; the averaged gradients keep the weights equal
         result = train_step(ddp, ddp_loss, opt, images, target)
-        results[rank] = first + (bool(result.skipped), sorted(result.components),
-                                 [p.detach().tolist() for p in (*model.parameters(), *loss_fn.parameters())])
+        results[rank] = first + (
+            bool(result.skipped),
+            sorted(result.components),
+            [p.detach().tolist() for p in (*model.parameters(), *loss_fn.parameters())],
+        )
     finally:
         dist.destroy_process_group()
 
 
 def test_ddp_ranks_agree_to_skip():
     import socket
+
     import torch.multiprocessing as mp
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -212,8 +223,11 @@ def test_compiled_model_steps_like_the_eager_one(use_sam):
     results = []
     for compiled in (False, True):
         model, loss_fn, images, target = make(seed=3, ds=True)
-        opt_cls = (lambda g: SAM(g, torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9)) if use_sam else (
-            lambda g: torch.optim.SGD(g, lr=0.1, momentum=0.9))
+        opt_cls = (
+            (lambda g: SAM(g, torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9))
+            if use_sam
+            else (lambda g: torch.optim.SGD(g, lr=0.1, momentum=0.9))
+        )
         opt = opt_cls(groups(model, loss_fn))
         run = torch.compile(model, backend="aot_eager") if compiled else model
         for _ in range(2):

@@ -1,42 +1,49 @@
-"""Training: patch sampler, batched augmentation, fit() (log, checkpoints, exact resume, skipping), the
+"""Training: patch sampler, batched augmentation, fit() (log, checkpoints, exact resume, pausing, skipping), the
 optimizer's groups, and one end-to-end train_run on the phantom (smoke profile, tiny2d)."""
 
 import json
 import math
+import types
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-
-from uu.augment import AugmentConfig, Augmenter
-from uu.sampling import PatchSampler, crop_start, forced_foreground
-from uu.loop import TrainingDiverged, fit, poly_lr
-from uu.runs import build_optimizer, load_run_model, read_log
 from helpers import TinyNet, batches, make_parts, settings, tiny_cases, validator
 
+from uu.augment import AugmentConfig, Augmenter
+from uu.loop import TrainingDiverged, fit, poly_lr
+from uu.runs import build_optimizer, load_run_model, read_log
+from uu.sampling import PatchSampler, crop_start, forced_foreground
 
 # --------------------------------------------------------------------------------------------- sampler
 
-@pytest.mark.parametrize("batch, fraction, expected", [
-    (2, 0.33, [False, True]),  # round(2 * 0.67) = 1
-    (3, 0.33, [False, False, True]),  # round(2.01) = 2
-    (4, 0.33, [False, False, False, True]),  # round(2.68) = 3
-    (6, 0.33, [False] * 4 + [True] * 2),  # round(4.02) = 4
-    (4, 0.0, [False] * 4),
-    (4, 1.0, [True] * 4),
-])
+
+@pytest.mark.parametrize(
+    "batch, fraction, expected",
+    [
+        (2, 0.33, [False, True]),  # round(2 * 0.67) = 1
+        (3, 0.33, [False, False, True]),  # round(2.01) = 2
+        (4, 0.33, [False, False, False, True]),  # round(2.68) = 3
+        (6, 0.33, [False] * 4 + [True] * 2),  # round(4.02) = 4
+        (4, 0.0, [False] * 4),
+        (4, 1.0, [True] * 4),
+    ],
+)
 def test_forced_foreground_rule(batch, fraction, expected):
     assert forced_foreground(batch, fraction).tolist() == expected
 
 
-@pytest.mark.parametrize("centre, dim, size, start", [
-    (10, 20, 8, 6),  # centred
-    (1, 20, 8, 0),  # clipped at the start
-    (19, 20, 8, 12),  # clipped at the end: 20 - 8
-    (2, 5, 8, -2),  # volume smaller than the patch: centred, within [-3, 0]
-    (0, 5, 8, -3),  # ... and clipped to cover the whole volume
-])
+@pytest.mark.parametrize(
+    "centre, dim, size, start",
+    [
+        (10, 20, 8, 6),  # centred
+        (1, 20, 8, 0),  # clipped at the start
+        (19, 20, 8, 12),  # clipped at the end: 20 - 8
+        (2, 5, 8, -2),  # volume smaller than the patch: centred, within [-3, 0]
+        (0, 5, 8, -3),  # ... and clipped to cover the whole volume
+    ],
+)
 def test_crop_start(centre, dim, size, start):
     assert crop_start(centre, dim, size) == start
 
@@ -91,6 +98,7 @@ def test_sampler_is_deterministic_and_resumable():
 
 # --------------------------------------------------------------------------------------------- augmentation
 
+
 def test_augmentation_off_is_the_identity():
     x, y = torch.randn(4, 1, 12, 10), torch.randint(0, 4, (4, 12, 10))
     ax, ay = Augmenter(2, AugmentConfig.off(), seed=0)(x, y)
@@ -99,8 +107,9 @@ def test_augmentation_off_is_the_identity():
 
 @pytest.mark.parametrize("shape", [(5, 1, 16, 12), (3, 1, 4, 16, 12)])
 def test_every_transform_keeps_shapes_and_the_label_set(shape):
-    everything = AugmentConfig(p_rotation=1, p_scale=1, p_noise=1, p_brightness=1, p_contrast=1, p_gamma=1,
-                               p_gamma_inverted=1, p_mirror=1)
+    everything = AugmentConfig(
+        p_rotation=1, p_scale=1, p_noise=1, p_brightness=1, p_contrast=1, p_gamma=1, p_gamma_inverted=1, p_mirror=1
+    )
     x = torch.randn(shape)
     y = torch.randint(0, 4, (shape[0],) + shape[2:])
     y[:, ...] = torch.where(y == 2, torch.tensor(3), y)  # label set {0, 1, 3}: 2 must not appear
@@ -138,6 +147,7 @@ def test_augmentation_is_deterministic_for_a_seed():
 
 # --------------------------------------------------------------------------------------------- fit
 
+
 class FakeClock:
     """time.perf_counter stand-in: every call advances `tick` seconds, so the time-driven schedule is exact."""
 
@@ -156,6 +166,7 @@ def test_weight_decay_on_every_network_parameter_never_on_sigma():
     profile = settings(optimizer="sgd", arch="umamba_enc")
     model = build_model(profile)
     from uu.losses import build_loss
+
     loss = build_loss("ua")
     opt = build_optimizer(model, loss, profile)
     assert [g["weight_decay"] for g in opt.param_groups] == [3e-5, 0.0]
@@ -177,10 +188,16 @@ def test_profile_norm_selects_the_norm_layer(norm, kind):
     assert norms and all(type(m) is kind for m in norms)
 
 
-@pytest.mark.parametrize("base, progress, exponent, expected", [
-    (1.0, 0.0, 0.9, 1.0), (1.0, 1.0, 0.9, 0.0), (1.0, 0.5, 0.9, 0.5 ** 0.9), (0.01, 0.75, 1.0, 0.0025),
-    (2.0, 1.5, 0.9, 0.0),
-])
+@pytest.mark.parametrize(
+    "base, progress, exponent, expected",
+    [
+        (1.0, 0.0, 0.9, 1.0),
+        (1.0, 1.0, 0.9, 0.0),
+        (1.0, 0.5, 0.9, 0.5**0.9),
+        (0.01, 0.75, 1.0, 0.0025),
+        (2.0, 1.5, 0.9, 0.0),
+    ],
+)
 def test_poly_lr(base, progress, exponent, expected):
     assert poly_lr(base, progress, exponent) == pytest.approx(expected)
 
@@ -189,13 +206,15 @@ def test_fit_writes_the_run_folder(tmp_path):
     model, loss, opt = make_parts()
     cases = tiny_cases(3)
     profile = settings()
-    result = fit(model, loss, opt, batches(cases[:2]), profile, run_dir=tmp_path, validate=validator(cases[2:], profile))
+    result = fit(
+        model, loss, opt, batches(cases[:2]), profile, run_dir=tmp_path, validate=validator(cases[2:], profile)
+    )
     for name in ("init.pt", "final.pt", "checkpoint.pt", "log.jsonl"):
         assert (tmp_path / name).is_file(), name
     log = read_log(tmp_path)
     assert [line["epoch"] for line in log] == [1, 2] and [line["step"] for line in log] == [2, 4]
     # lr at the last step of each epoch: progress 1/4 and 3/4
-    assert log[0]["lr"] == pytest.approx(0.05 * 0.75 ** 0.9) and log[1]["lr"] == pytest.approx(0.05 * 0.25 ** 0.9)
+    assert log[0]["lr"] == pytest.approx(0.05 * 0.75**0.9) and log[1]["lr"] == pytest.approx(0.05 * 0.25**0.9)
     assert set(log[0]["components"]) == {"dice", "ce", "focal"} and set(log[0]["sigma"]) == {"dice", "ce", "focal"}
     assert set(log[1]["val"]) == {"RV", "Myo", "LV", "mean"}
     for key in ("loss", "skipped_steps", "seconds", "wall", "train_seconds", "checkpoint_seconds"):
@@ -237,23 +256,54 @@ def test_a_killed_budget_like_run_resumes_the_same_time_driven_schedule(tmp_path
     # checkpoints on a (wall-clock) interval; a fake clock makes the seconds exact. Killed mid-run, resumed from
     # the last checkpoint with fresh parts: the same LR, losses and final weights as the uninterrupted run.
     cases = tiny_cases(3)
-    profile = settings(epochs=20, iters_per_epoch=3, max_minutes=8.0 / 60, val_every=0, val_minutes=2.0 / 60,
-                       checkpoint_minutes=0.9 / 60)
+    profile = settings(
+        epochs=20,
+        iters_per_epoch=3,
+        max_minutes=8.0 / 60,
+        val_every=0,
+        val_minutes=2.0 / 60,
+        checkpoint_minutes=0.9 / 60,
+    )
     model, loss, opt = make_parts(seed=0)
-    a = fit(model, loss, opt, batches(cases[:2]), profile, run_dir=tmp_path / "a", clock=FakeClock(),
-            validate=validator(cases[2:], profile))
+    a = fit(
+        model,
+        loss,
+        opt,
+        batches(cases[:2]),
+        profile,
+        run_dir=tmp_path / "a",
+        clock=FakeClock(),
+        validate=validator(cases[2:], profile),
+    )
     assert a.stopped_by == "time" and 3 < a.steps < 60  # the time budget, not the epochs, ended it
 
     model, loss, opt = make_parts(seed=0)
     with pytest.raises(Interrupt):  # killed in epoch 4, after a checkpoint
-        fit(model, loss, opt, StopAfter(batches(cases[:2]), 10), profile, run_dir=tmp_path / "b", clock=FakeClock(),
-            validate=validator(cases[2:], profile))
+        fit(
+            model,
+            loss,
+            opt,
+            StopAfter(batches(cases[:2]), 10),
+            profile,
+            run_dir=tmp_path / "b",
+            clock=FakeClock(),
+            validate=validator(cases[2:], profile),
+        )
     killed_at = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["epoch"]
     assert 0 < killed_at < 4
     torch.rand(5)  # disturb the global RNG: resume must restore it
     model, loss, opt = make_parts(seed=123)  # fresh parts with other weights: everything comes from the checkpoint
-    b = fit(model, loss, opt, batches(cases[:2], seed=99), profile, run_dir=tmp_path / "b", resume=True,
-            clock=FakeClock(), validate=validator(cases[2:], profile))
+    b = fit(
+        model,
+        loss,
+        opt,
+        batches(cases[:2], seed=99),
+        profile,
+        run_dir=tmp_path / "b",
+        resume=True,
+        clock=FakeClock(),
+        validate=validator(cases[2:], profile),
+    )
     assert b.steps == a.steps and b.train_seconds == a.train_seconds
     wa = torch.load(tmp_path / "a" / "final.pt", weights_only=False)
     wb = torch.load(tmp_path / "b" / "final.pt", weights_only=False)
@@ -265,6 +315,60 @@ def test_a_killed_budget_like_run_resumes_the_same_time_driven_schedule(tmp_path
     for key in ("lr", "loss", "step", "train_seconds", "val"):
         assert [line[key] for line in log_b] == [line[key] for line in log_a], key
     assert sum(line["val"] is not None for line in log_a) >= 3  # validated on the training-time cadence
+
+
+def test_a_run_paused_at_stop_at_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch):
+    # stop_at is compared with time.time(): a fake one that follows the fake clock makes the pause exact. The run
+    # pauses before an epoch that would end after stop_at, with a checkpoint (checkpoint_minutes would never
+    # write one) and no final.pt; resumed without a deadline it ends as the run that never paused.
+    cases = tiny_cases(3)
+    profile = settings(epochs=10, iters_per_epoch=3, val_every=2, checkpoint_minutes=100.0)
+
+    def run(name, **options):
+        clock = FakeClock()
+        monkeypatch.setattr("uu.loop.time", types.SimpleNamespace(time=lambda: 1000.0 + clock.now))
+        seed = 123 if options.get("resume") else 0  # a resume takes everything from the checkpoint
+        model, loss, opt = make_parts(seed=seed)
+        return fit(
+            model,
+            loss,
+            opt,
+            batches(cases[:2], seed=seed),
+            profile,
+            run_dir=tmp_path / name,
+            clock=clock,
+            validate=validator(cases[2:], profile),
+            **options,
+        )
+
+    a = run("a")
+    paused = run("b", stop_at=1012.0)
+    assert paused.stopped_by == "paused" and 0 < paused.epochs < 10
+    assert not (tmp_path / "b" / "final.pt").exists()
+    ckpt = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    assert ckpt["epoch"] == paused.epochs and not ckpt["finished"]
+    assert len(read_log(tmp_path / "b")) == paused.epochs and paused.log[-1]["checkpoint_seconds"] > 0
+    b = run("b", resume=True)
+    assert b.stopped_by == "epochs" and b.steps == a.steps == 30 and (tmp_path / "b" / "final.pt").is_file()
+    wa = torch.load(tmp_path / "a" / "final.pt", weights_only=False)
+    wb = torch.load(tmp_path / "b" / "final.pt", weights_only=False)
+    for key in wa["model"]:
+        assert torch.equal(wa["model"][key], wb["model"][key]), key
+    assert torch.equal(wa["loss"]["base.sigma"], wb["loss"]["base.sigma"])
+    log_a, log_b = read_log(tmp_path / "a"), read_log(tmp_path / "b")
+    assert [line["epoch"] for line in log_b] == list(range(1, 11))
+    for key in ("lr", "loss", "step", "train_seconds", "val"):
+        assert [line[key] for line in log_b] == [line[key] for line in log_a], key
+
+
+def test_a_deadline_already_past_still_trains_one_epoch(tmp_path):
+    # the pause is decided at an epoch's end, so a run never stops without progress to checkpoint
+    model, loss, opt = make_parts()
+    result = fit(
+        model, loss, opt, batches(tiny_cases(2)), settings(epochs=5, val_every=0), run_dir=tmp_path, stop_at=0.0
+    )
+    assert result.stopped_by == "paused" and result.epochs == 1 and result.steps == 2
+    assert (tmp_path / "checkpoint.pt").is_file() and not (tmp_path / "final.pt").exists()
 
 
 class NanLoss(nn.Module):
@@ -297,6 +401,7 @@ def test_time_limit_stops_the_run(tmp_path):
 
 # --------------------------------------------------------------------------------------------- train_run
 
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     from uu.train import train_run
@@ -308,8 +413,17 @@ def smoke_run(tmp_path_factory):
 @pytest.mark.slow
 def test_train_run_on_the_phantom_writes_everything(smoke_run):
     run = smoke_run
-    for name in ("profile.yaml", "split.json", "log.jsonl", "checkpoint.pt", "init.pt", "final.pt",
-                 "eval/per_case.csv", "eval/summary.json", "eval/pred/predictions.json"):
+    for name in (
+        "profile.yaml",
+        "split.json",
+        "log.jsonl",
+        "checkpoint.pt",
+        "init.pt",
+        "final.pt",
+        "eval/per_case.csv",
+        "eval/summary.json",
+        "eval/pred/predictions.json",
+    ):
         assert (run / name).is_file(), name
     split = json.loads((run / "split.json").read_text())
     assert not set(split["train"]) & set(split["val"])
@@ -335,12 +449,17 @@ def test_a_finished_run_refuses_a_fresh_start_and_loads(smoke_run):
 @pytest.mark.slow
 def test_cli_predict_and_evaluate(smoke_run, tmp_path):
     import pandas as pd
+
     from uu.__main__ import main
 
     data = smoke_run / "phantom"
-    assert main(["predict", "--run", str(smoke_run), "--data", str(data), "--out", str(tmp_path / "pred"),
-                 "--no-mirror"]) == 0
-    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--data", str(data), "--out", str(tmp_path / "rep")]) == 0
+    assert (
+        main(["predict", "--run", str(smoke_run), "--data", str(data), "--out", str(tmp_path / "pred"), "--no-mirror"])
+        == 0
+    )
+    assert (
+        main(["evaluate", "--pred", str(tmp_path / "pred"), "--data", str(data), "--out", str(tmp_path / "rep")]) == 0
+    )
     table = pd.read_csv(tmp_path / "rep" / "per_case.csv")
     split = json.loads((smoke_run / "split.json").read_text())
     assert sorted(set(table["patient"])) == split["val"]

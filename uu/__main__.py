@@ -1,12 +1,12 @@
 """Command line: ``python -m uu {info,train,ablation,predict,evaluate,run} ...``.
 
 Each subcommand lives beside the code it drives (``uu.data.cli``, ``uu.train``, ``uu.infer``,
-``uu.evaluate``, ``uu.workbook``); this file only parses arguments and reports errors.
-"""
+``uu.evaluate``, ``uu.workbook``); this file only parses arguments and reports errors."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 
@@ -23,38 +23,75 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--data", default="", help="ACDC folder; empty: a phantom made in OUT/phantom")
     s.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, metrics)")
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    s.add_argument("--stop-at", type=float, default=None, metavar="UNIX_SECONDS",
-                   help="pause with a checkpoint before an epoch that would end after this time (resume later)")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a profile entry, e.g. --set epochs=2 (repeatable)")
+    s.add_argument(
+        "--stop-at",
+        type=float,
+        default=None,
+        metavar="UNIX_SECONDS",
+        help="pause with a checkpoint before an epoch that would end after this time (resume later)",
+    )
+    s.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a profile entry, e.g. --set epochs=2 (repeatable)",
+    )
 
-    s = sub.add_parser("ablation", help="train the ablation configurations' missing runs "
-                                        "(RUNS/<config>/seed<k>, or RUNS/<config>/fold<k> with --folds)")
+    s = sub.add_parser(
+        "ablation",
+        help="train the ablation configurations' missing runs "
+        "(RUNS/<config>/seed<k>, or RUNS/<config>/fold<k> with --folds)",
+    )
     s.add_argument("--params", required=True, help="profile YAML (uu/params/*.yaml) shared by every configuration")
     s.add_argument("--data", default="", help="ACDC folder; empty: a phantom made in RUNS/phantom")
     s.add_argument("--runs", required=True, help="runs folder (notebook 04's runs_dir)")
     s.add_argument("--configs", default="", help="comma-separated configuration names (default: rows 1-5)")
     s.add_argument("--seeds", default="1", help="seeds: a count N (seeds 0..N-1) or a comma list, e.g. 1,2")
-    s.add_argument("--folds", default="", help="cross-validation instead of seeds: folds as a count N (0..N-1) or "
-                   "a comma list; fold k trains on the other folds with seed k and is evaluated on fold k")
-    s.add_argument("--stop-at", type=float, default=None, metavar="UNIX_SECONDS",
-                   help="start no run after this time and pause the running ones with a checkpoint (resume later)")
-    s.add_argument("--jobs", type=int, default=1,
-                   help="runs trained side by side, each a `python -m uu train` process (sharing the GPU)")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a profile entry for every run (repeatable)")
+    s.add_argument(
+        "--folds",
+        default="",
+        help="cross-validation instead of seeds: folds as a count N (0..N-1) or "
+        "a comma list; fold k trains on the other folds with seed k and is evaluated on fold k",
+    )
+    s.add_argument(
+        "--stop-at",
+        type=float,
+        default=None,
+        metavar="UNIX_SECONDS",
+        help="start no run after this time and pause the running ones with a checkpoint (resume later)",
+    )
+    s.add_argument(
+        "--min-start",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="with --stop-at: start no run within this many seconds of it",
+    )
+    s.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained side by side, each a `python -m uu train` process (sharing the GPU)",
+    )
+    s.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a profile entry for every run (repeatable)",
+    )
 
     s = sub.add_parser("predict", help="predict label maps with a trained run")
-    s.add_argument("--run", required=True)
-    s.add_argument("--data", required=True)
+    for name in ("--run", "--data"):
+        s.add_argument(name, required=True)
     s.add_argument("--split", default="val", choices=["train", "val", "test", "all"])
     s.add_argument("--out", required=True)
     s.add_argument("--no-mirror", action="store_true", help="disable mirroring test-time augmentation")
 
     s = sub.add_parser("evaluate", help="score predictions against ground truth")
-    s.add_argument("--pred", required=True)
-    s.add_argument("--data", required=True)
-    s.add_argument("--out", required=True)
+    for name in ("--pred", "--data", "--out"):
+        s.add_argument(name, required=True)
 
     s = sub.add_parser("run", help="execute notebooks 01-05 headless with papermill")
     s.add_argument("--params", required=True)
@@ -70,26 +107,19 @@ def main(argv: list[str] | None = None) -> int:
     try:  # each subcommand is imported when chosen: `info` and `--help` must not wait for torch
         if args.command == "info":
             from uu.data.cli import info
+
             return info(args.data_dir, max_cases=args.max_cases)
-        if args.command == "train":
-            from uu.train import cli_train
-            return cli_train(args)
-        if args.command == "ablation":
-            from uu.ablation import cli_ablation
-            return cli_ablation(args)
-        if args.command == "predict":
-            from uu.infer import cli_predict
-            return cli_predict(args)
-        if args.command == "evaluate":
-            from uu.evaluate import cli_evaluate
-            return cli_evaluate(args)
-        if args.command == "run":
-            from uu.workbook import cli_run
-            return cli_run(args)
+        module, function = {
+            "train": ("uu.train", "cli_train"),
+            "ablation": ("uu.ablation", "cli_ablation"),
+            "predict": ("uu.infer", "cli_predict"),
+            "evaluate": ("uu.evaluate", "cli_evaluate"),
+            "run": ("uu.workbook", "cli_run"),
+        }[args.command]
+        return getattr(importlib.import_module(module), function)(args)
     except (DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 1
 
 
 if __name__ == "__main__":

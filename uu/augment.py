@@ -1,11 +1,10 @@
 """Batched data augmentation in plain torch: runs on the batch's device (GPU during GPU training).
 
-``Augmenter(spatial_dims, cfg, seed, device)(images, labels)``: images (B, 1, *spatial) float32, labels
-(B, *spatial) int64; each sample draws its own transforms with nnU-Net-like probabilities (``AugmentConfig``):
-in-plane rotation and scaling with ONE ``grid_sample`` per batch (3D patches rotate about Z; the patch itself
-is rotated, so its corners may be zeros), Gaussian noise, brightness, contrast, gamma (also inverted),
-mirroring. All random numbers come from one ``torch.Generator`` on the batch's device (exact resume).
-"""
+``Augmenter(spatial_dims, cfg, seed, device)(images, labels)``: images (B, 1, *spatial) float32, labels (B, *spatial)
+int64; each sample draws its own transforms with nnU-Net-like probabilities (``AugmentConfig``): in-plane rotation
+and scaling with ONE ``grid_sample`` per batch (3D patches rotate about Z; the corners of a rotated patch may be
+zeros), Gaussian noise, brightness, contrast, gamma (also inverted), mirroring. All random numbers come from one
+``torch.Generator`` on the batch's device (exact resume)."""
 
 from __future__ import annotations
 
@@ -36,16 +35,23 @@ class AugmentConfig:
     @classmethod
     def off(cls) -> "AugmentConfig":
         """Every probability 0: the identity."""
-        return cls(p_rotation=0.0, p_scale=0.0, p_noise=0.0, p_brightness=0.0, p_contrast=0.0, p_gamma=0.0,
-                   p_gamma_inverted=0.0, p_mirror=0.0)
+        return cls(
+            p_rotation=0.0,
+            p_scale=0.0,
+            p_noise=0.0,
+            p_brightness=0.0,
+            p_contrast=0.0,
+            p_gamma=0.0,
+            p_gamma_inverted=0.0,
+            p_mirror=0.0,
+        )
 
 
 class Augmenter:
     def __init__(self, spatial_dims: int, cfg: AugmentConfig | None = None, seed: int = 0, device="cpu"):
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-        self.spatial_dims = spatial_dims
-        self.cfg = cfg or AugmentConfig()
+        self.spatial_dims, self.cfg = spatial_dims, cfg or AugmentConfig()
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:  # "cuda" -> "cuda:0", as tensors report it
             self.device = torch.device("cuda", torch.cuda.current_device())
@@ -72,8 +78,10 @@ class Augmenter:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, 1, *spatial) float, labels (B, *spatial) int -> same shapes and dtypes."""
         if images.ndim != self.spatial_dims + 2 or labels.shape != images.shape[:1] + images.shape[2:]:
-            raise ValueError(f"Augmenter({self.spatial_dims}D) expects images (B, 1, *spatial) and labels "
-                             f"(B, *spatial); got {tuple(images.shape)} and {tuple(labels.shape)}")
+            raise ValueError(
+                f"Augmenter({self.spatial_dims}D) expects images (B, 1, *spatial) and labels "
+                f"(B, *spatial); got {tuple(images.shape)} and {tuple(labels.shape)}"
+            )
         if images.device != self.device:
             raise ValueError(f"batch on {images.device} but the Augmenter's generator is on {self.device}")
         images, labels = self.spatial(images, labels)
@@ -91,8 +99,12 @@ class Augmenter:
         scale = torch.where(scale_on, scale, torch.ones_like(scale))
         grid = F.affine_grid(self._affine(angle, scale, images.shape[-2:]), tuple(images.shape), align_corners=False)
         warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        warped_labels = F.grid_sample(labels.unsqueeze(1).float(), grid, mode="nearest", padding_mode="zeros",
-                                      align_corners=False).squeeze(1).round().to(labels.dtype)
+        warped_labels = (
+            F.grid_sample(labels.unsqueeze(1).float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+            .squeeze(1)
+            .round()
+            .to(labels.dtype)
+        )
         chosen = (rotate | scale_on).view((-1,) + (1,) * (labels.ndim - 1))
         return torch.where(chosen[:, None], warped, images), torch.where(chosen, warped_labels, labels)
 
@@ -113,22 +125,18 @@ class Augmenter:
         c, b = self.cfg, images.shape[0]
         view = (-1,) + (1,) * (images.ndim - 1)
         dims = tuple(range(1, images.ndim))
-
         chosen = self._coin(b, c.p_noise).view(view)
         sigma = self._uniform(b, *c.noise_variance).sqrt().view(view)
         noise = torch.randn(images.shape, generator=self.generator, device=self.device)
         images = images + noise * (sigma * chosen)  # + 0 exactly where not chosen
-
         chosen = self._coin(b, c.p_brightness).view(view)
         factor = self._uniform(b, *c.brightness_range).view(view)
         images = images * torch.where(chosen, factor, torch.ones_like(factor))
-
         chosen = self._coin(b, c.p_contrast).view(view)
         factor = self._uniform(b, *c.contrast_range).view(view)
         mean = images.mean(dim=dims, keepdim=True)
         lo, hi = images.amin(dim=dims, keepdim=True), images.amax(dim=dims, keepdim=True)
         images = torch.where(chosen, torch.minimum(torch.maximum((images - mean) * factor + mean, lo), hi), images)
-
         for p, inverted in ((c.p_gamma_inverted, True), (c.p_gamma, False)):
             chosen = self._coin(b, p).view(view)
             gamma = self._uniform(b, *c.gamma_range).view(view)

@@ -1,9 +1,7 @@
-"""Checkpoints: atomic files, the random streams, and a writer that saves off the training thread.
+"""Checkpoints: atomic files, the training parts and random streams, and a writer that saves off the training thread.
 
-``CheckpointWriter.save(state, path)`` copies ``state`` to host memory at once (so training can go on and
-change the weights) and writes it on a background thread: torch.save to PATH.tmp, then os.replace, so a kill
-never leaves a half-written file at PATH. ``wait()`` joins the write in flight and re-raises its error.
-"""
+``CheckpointWriter.save(state, path)`` copies ``state`` to host memory at once (so training can go on and change the
+weights) and writes it on a background thread; ``wait()`` joins the write in flight and re-raises its error."""
 
 from __future__ import annotations
 
@@ -17,17 +15,39 @@ import numpy as np
 import torch
 
 
-def rng_states() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+def training_state(model, loss, optimizer, scaler, batches) -> dict:
+    """Every part's state and the random streams: with the loop's progress, enough to resume bit-exactly."""
+    return {
+        "model": model.state_dict(),
+        "loss": loss.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": None if scaler is None else scaler.state_dict(),
+        "train_data": batches.state_dict(),
+        "rng": {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        },
+    }
 
 
-def set_rng_states(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def load_training_state(ckpt: dict, model, loss, optimizer, scaler, batches, streams: bool = True) -> None:
+    """training_state's parts back into place. streams=False keeps the batches' and the random streams as they
+    are (DDP ranks other than 0: each samples its own patches, seeded per rank)."""
+    model.load_state_dict(ckpt["model"])
+    loss.load_state_dict(ckpt["loss"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    if streams:
+        batches.load_state_dict(ckpt["train_data"])
+        rng = ckpt["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def atomic_save(obj: Any, path) -> Path:

@@ -15,10 +15,19 @@ import pandas as pd
 from uu.metrics import clinical_indices
 
 # index -> unit, in the order of the tables; the uu.metrics key is NAME_ml, NAME_pct or NAME_g
-INDICES = {"LV_EDV": "ml", "LV_ESV": "ml", "LV_EF": "%", "RV_EDV": "ml", "RV_ESV": "ml", "RV_EF": "%",
-           "Myo_mass_ED": "g"}
-NO_SPACING = ("the HDF5 layout stores no voxel spacing, so volumes, ejection fractions, myocardial mass and "
-              "distances in mm cannot be computed; evaluate on the official NIfTI layout (or a phantom) for them")
+INDICES = {
+    "LV_EDV": "ml",
+    "LV_ESV": "ml",
+    "LV_EF": "%",
+    "RV_EDV": "ml",
+    "RV_ESV": "ml",
+    "RV_EF": "%",
+    "Myo_mass_ED": "g",
+}
+NO_SPACING = (
+    "the HDF5 layout stores no voxel spacing, so volumes, ejection fractions, myocardial mass and "
+    "distances in mm cannot be computed; evaluate on the official NIfTI layout (or a phantom) for them"
+)
 
 
 def column(name: str, who: str = "") -> str:
@@ -32,8 +41,9 @@ def patient_row(patient: int, group, volumes: Mapping[str, tuple]) -> dict:
     row = {"patient": int(patient), "group": group}
     for who, ed, es in (("gt", gt_ed, gt_es), ("pred", pred_ed, pred_es)):
         values = clinical_indices(ed, es, spacing_ed, spacing_es)
-        row.update({column(name, who): values[f"{name}_{'pct' if unit == '%' else unit}"]
-                    for name, unit in INDICES.items()})
+        row.update(
+            {column(name, who): values[f"{name}_{'pct' if unit == '%' else unit}"] for name, unit in INDICES.items()}
+        )
     return row
 
 
@@ -50,16 +60,22 @@ def agree(gt, pred) -> dict:
     sd = float(diff.std(ddof=1)) if n > 1 else float("nan")
     spread = float(gt.std() * pred.std()) if n > 1 else 0.0
     r = float(((gt - gt.mean()) * (pred - pred.mean())).mean() / spread) if spread > 0 else float("nan")
-    mean = (lambda v: float(v.mean()) if n else float("nan"))  # noqa: E731
-    return {"patients": n, "gt mean": mean(gt), "pred mean": mean(pred), "Pearson r": r, "bias": bias, "SD": sd,
-            "lower limit": bias - 1.96 * sd, "upper limit": bias + 1.96 * sd,
-            "mean abs difference": mean(np.abs(diff))}
+    mean = lambda v: float(v.mean()) if n else float("nan")  # noqa: E731
+    return {
+        "patients": n,
+        "gt mean": mean(gt),
+        "pred mean": mean(pred),
+        "Pearson r": r,
+        "bias": bias,
+        "SD": sd,
+        "lower limit": bias - 1.96 * sd,
+        "upper limit": bias + 1.96 * sd,
+        "mean abs difference": mean(np.abs(diff)),
+    }
 
 
 def agreement(per_patient: pd.DataFrame) -> pd.DataFrame:
     """agree() per index: index = the statistics, columns = column(index)."""
-    return pd.DataFrame({column(name): agree(per_patient[column(name, "gt")], per_patient[column(name, "pred")])
-                         for name in INDICES}).rename_axis("statistic")
-
-
-__all__ = ["INDICES", "NO_SPACING", "column", "patient_row", "agree", "agreement"]
+    return pd.DataFrame(
+        {column(name): agree(per_patient[column(name, "gt")], per_patient[column(name, "pred")]) for name in INDICES}
+    ).rename_axis("statistic")

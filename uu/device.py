@@ -1,5 +1,4 @@
-"""Devices, precision, seeds and the DDP process group: what every floor above the step needs to know
-about where it runs."""
+"""Devices, precision, seeds and the DDP process group: where every floor above the step runs."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from uu.data.errors import DataError
 
 
 def resolve_device(name="auto") -> torch.device:
-    """"auto" -> cuda (this process's LOCAL_RANK under torchrun) when available, else cpu."""
+    """ "auto" -> cuda (this process's LOCAL_RANK under torchrun) when available, else cpu."""
     if isinstance(name, torch.device):
         return name
     if name == "auto":
@@ -52,8 +51,7 @@ def barrier() -> None:
 
 
 def setup_distributed(device_name: str = "auto") -> tuple[torch.device, bool]:
-    """Under torchrun (WORLD_SIZE > 1): init the process group (nccl on CUDA, gloo on CPU) unless it
-    is already. Returns (this process's device, whether we initialised it here)."""
+    """Under torchrun, init the process group (nccl on CUDA, gloo on CPU) if needed: (device, initialised here)."""
     device = resolve_device(device_name)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
         return device, False

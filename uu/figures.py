@@ -1,7 +1,6 @@
 """What notebook 05's segmentation, uncertainty and calibration figures need from finished runs.
 
-Read from the probabilities the runs' evaluations saved (RUN/eval/pred): nothing is predicted again.
-"""
+Read from the probabilities the runs' evaluations saved (RUN/eval/pred): nothing is predicted again."""
 
 from __future__ import annotations
 
@@ -17,8 +16,6 @@ from uu.evaluate import load_probs, prediction_entries  # noqa: F401  (the one r
 from uu.metrics import mse_eq10
 from uu.stats import add_bins, ece_from_bins, predictive_entropy, reliability_bins
 
-
-# ----------------------------------------------------------------------------- a run's saved predictions
 
 def read_predictions(run_dir) -> dict[str, Path]:
     """{case name: path of NAME_probs.npz} of RUN/eval/pred (read by uu.evaluate.prediction_entries)."""
@@ -40,21 +37,29 @@ def validation_cases(run_dirs: Mapping[str, Path], data_dir: str | None = None) 
     return sorted((c for c in load_acdc(data_dir, lazy=True) if c.name in names), key=lambda c: c.name)
 
 
-# ----------------------------------------------------------------------------- figure material
-
-def figure_material(run_dirs: Mapping[str, Path], data_dir: str | None = None, n_slices: int = 3,
-                    n_bins: int = 15) -> dict:
+def figure_material(
+    run_dirs: Mapping[str, Path],
+    data_dir: str | None = None,
+    n_slices: int = 3,
+    n_bins: int = 15,
+    case_names: list[str] | None = None,
+) -> dict:
     """What the overlay, error, entropy and calibration figures need: the middle labelled slice of up to n_slices
-    volumes. Returns {"titles", "images", "ground_truth", "predictions", "mses" (Eq. 10), "entropy", "errors"
-    ({method: [per-slice maps]}), "bins" (summed over all volumes), "ece"}.
-    """
+    volumes, or of those named in case_names ("patient001_ED", ...). Returns {"titles", "images", "ground_truth",
+    "predictions", "mses" (Eq. 10), "entropy", "errors" ({method: [per slice]}), "bins" (all volumes), "ece"}."""
     cases = validation_cases(run_dirs, data_dir)
     step = max(len(cases) // max(n_slices, 1), 1)
-    out = {"titles": [], "images": [], "ground_truth": [], "predictions": {m: [] for m in run_dirs},
-           "mses": {m: [] for m in run_dirs}, "entropy": {m: [] for m in run_dirs},
-           "errors": {m: [] for m in run_dirs}, "bins": {}, "ece": {}}
+    out = {
+        "titles": [],
+        "images": [],
+        "ground_truth": [],
+        **{key: {m: [] for m in run_dirs} for key in ("predictions", "mses", "entropy", "errors")},
+        "bins": {},
+        "ece": {},
+    }
     slice_of = {}
-    for case in cases[::step][:n_slices]:
+    shown = [c for c in cases if c.name in case_names] if case_names else cases[::step][:n_slices]
+    for case in shown:
         label = np.asarray(case.label)
         labelled = np.flatnonzero(label.reshape(label.shape[0], -1).any(axis=1))
         z = int(labelled[len(labelled) // 2]) if len(labelled) else label.shape[0] // 2
@@ -79,12 +84,12 @@ def figure_material(run_dirs: Mapping[str, Path], data_dir: str | None = None, n
     return out
 
 
-# ----------------------------------------------------------------------------- calibration as JSON
-
 def save_calibration(material: Mapping, path) -> Path:
     """The reliability bins and ECE of figure_material() as JSON (no images): {"ece", "bins"}."""
-    out = {"ece": {m: float(e) for m, e in material["ece"].items()},
-           "bins": {m: {k: np.asarray(v).tolist() for k, v in b.items()} for m, b in material["bins"].items()}}
+    out = {
+        "ece": {m: float(e) for m, e in material["ece"].items()},
+        "bins": {m: {k: np.asarray(v).tolist() for k, v in b.items()} for m, b in material["bins"].items()},
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
@@ -94,5 +99,7 @@ def save_calibration(material: Mapping, path) -> Path:
 def load_calibration(path) -> dict:
     """{"ece": {method: float}, "bins": {method: {count, confidence_sum, correct_sum as arrays}}}."""
     data = json.loads(Path(path).read_text())
-    return {"ece": data["ece"], "bins": {m: {k: np.asarray(v, dtype=float) for k, v in b.items()}
-                                         for m, b in data["bins"].items()}}
+    return {
+        "ece": data["ece"],
+        "bins": {m: {k: np.asarray(v, dtype=float) for k, v in b.items()} for m, b in data["bins"].items()},
+    }

@@ -1,31 +1,24 @@
 """The training loop: ``fit(model, loss, optimizer, batches, profile)``.
 
-The parts are arguments: any network, loss and optimizer, stepped by ``uu.step.train_step`` (plain or SAM,
-autocast, GradScaler, non-finite steps skipped on the device); ``batches`` is anything with
-``sample() -> (images, labels)`` and ``state_dict()/load_state_dict()`` (uu.sampling.TrainBatches); the
-periodic validation is a function ``validate(model) -> {"RV", "Myo", "LV", "mean"}`` given by the caller.
+The parts are arguments: any network, loss and optimizer, stepped by ``uu.step.train_step``; ``batches`` is anything
+with ``sample() -> (images, labels)`` and ``state_dict()/load_state_dict()`` (uu.sampling.TrainBatches); the periodic
+validation is a function ``validate(model) -> {"RV", "Myo", "LV", "mean"}`` given by the caller.
 
-Schedule. Poly LR ``lr0 * (1 - progress)^0.9`` stepped every iteration (the authors' code steps it per
-epoch), ``progress = max(step / (epochs * iters_per_epoch), train_seconds / (60 * max_minutes))``.
-``train_seconds`` counts training steps only (the first one includes torch.compile's warm-up): validations
-and checkpoints never steal annealing, and a run limited by ``max_minutes`` trains that long and then stops
-with lr -> 0. Nothing in a step waits for the GPU; the loop synchronises once per epoch, when it reads the
-epoch's sums (loss, components, gradient norm, skipped steps) for the log.
+Schedule. Poly LR ``lr0 * (1 - progress)^0.9`` stepped every iteration (the authors' code steps it per epoch),
+``progress = max(step / (epochs * iters_per_epoch), train_seconds / (60 * max_minutes))``. ``train_seconds`` counts
+training steps only: validations and checkpoints never steal annealing, and a run limited by ``max_minutes`` trains
+that long and then stops with lr -> 0. Nothing in a step waits for the GPU; the loop synchronises once per epoch,
+when it reads the epoch's sums for the log.
 
-Validation every ``val_minutes`` of training (else every ``val_every`` epochs) and after the last epoch.
-Checkpoints every ``checkpoint_minutes`` of wall-clock (0: every epoch) and at the end, copied to host memory
-at an epoch boundary and written on a background thread (uu.checkpoint). ``resume=True`` continues bit-exactly
-from the last checkpoint on the same device type: weights, optimizer, scaler, sigma, the batches' and every
-random stream, the step, the training seconds (so the time-driven LR goes on where it was).
-``clock`` (default time.perf_counter) is an argument so that a test can drive the schedule with a fake one.
+Validation every ``val_minutes`` of training (else every ``val_every`` epochs) and after the last epoch. Checkpoints
+every ``checkpoint_minutes`` of wall-clock (0: every epoch) and at the end, written on a background thread
+(uu.checkpoint). ``resume=True`` continues bit-exactly from the last checkpoint on the same device type: every part,
+every random stream, the step and the training seconds. ``clock`` lets a test drive the schedule with a fake one.
 
-DDP. Under torchrun the model, and the loss when it has parameters (sigma), are wrapped in
-DistributedDataParallel (sigma's gradient is averaged too). Each rank samples its own patches; only rank 0
-writes the log, checkpoints and validates. SAM under DDP synchronises both passes, so every rank perturbs with
-the same, globally averaged gradient (exactly single-process SAM on the global batch).
-``find_unused_parameters=True`` because the deep-supervision loss skips the lowest head (weight 0). The
-training seconds driving the LR are rank 0's, broadcast every step, so all ranks agree.
-"""
+DDP. Under torchrun the model, and the loss when it has parameters (sigma), are wrapped in DistributedDataParallel.
+Each rank samples its own patches; only rank 0 writes the log, checkpoints and validates. SAM under DDP synchronises
+both passes: every rank perturbs with the same, globally averaged gradient. ``find_unused_parameters=True`` because
+the deep-supervision loss skips the lowest head (weight 0). The training seconds driving the LR are rank 0's."""
 
 from __future__ import annotations
 
@@ -38,9 +31,10 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from uu.checkpoint import CheckpointWriter, atomic_save, rng_states, set_rng_states
+from uu.checkpoint import CheckpointWriter, atomic_save, load_training_state, training_state
 from uu.device import resolve_amp, resolve_device, world
 from uu.runs import load_checkpoint, read_log
 from uu.step import compile_model, train_step, unwrap
@@ -88,186 +82,298 @@ class _EpochSums:
     def add(self, result) -> None:
         ok = (~result.skipped).float()
         names = sorted(result.components)
-        row = torch.stack([ok, 1 - ok, torch.nan_to_num(result.loss.float() * ok),
-                           torch.nan_to_num(result.grad_norm.float().to(self.device) * ok)]
-                          + [torch.nan_to_num(result.components[k].float() * ok) for k in names])
+        row = torch.stack(
+            [
+                ok,
+                1 - ok,
+                torch.nan_to_num(result.loss.float() * ok),
+                torch.nan_to_num(result.grad_norm.float().to(self.device) * ok),
+            ]
+            + [torch.nan_to_num(result.components[k].float() * ok) for k in names]
+        )
         self.values = row if self.values is None else self.values + row
         self.names = names
         self.streak = (self.streak + 1) * (1 - ok)
 
     def read(self) -> tuple[dict, int, int]:
         """({loss, grad_norm, components}, skipped steps, current streak) and reset."""
-        values = self.values.tolist() if self.values is not None else [0, 0, 0, 0]
-        streak = int(self.streak)
+        values, self.values = (self.values.tolist() if self.values is not None else [0, 0, 0, 0]), None
         n_ok, skipped = values[0], int(values[1])
-        mean = (lambda v: v / n_ok if n_ok else float("nan"))
-        out = {"loss": mean(values[2]), "grad_norm": mean(values[3]),
-               "components": {k: mean(v) for k, v in zip(self.names or [], values[4:])}}
-        self.values = None
-        return out, skipped, streak
+        mean = lambda v: v / n_ok if n_ok else float("nan")
+        out = {
+            "loss": mean(values[2]),
+            "grad_norm": mean(values[3]),
+            "components": {k: mean(v) for k, v in zip(self.names or [], values[4:])},
+        }
+        return out, skipped, int(self.streak)
 
 
-def fit(model, loss, optimizer, batches, profile: dict, *, run_dir=None, device="cpu",
-        validate: Optional[Callable] = None, resume: bool = False, clock: Callable[[], float] = time.perf_counter,
-        progress: Optional[bool] = None, stop_at: Optional[float] = None) -> FitResult:
-    """Train ``model`` with ``loss`` and ``optimizer`` on ``batches`` as the profile says (see the module
-    docstring). run_dir None writes nothing. Returns FitResult; writes RUN/log.jsonl, checkpoint.pt, init.pt,
-    final.pt when run_dir is given. ``stop_at`` (Unix seconds): pause before an epoch that would end after it,
+def fit(
+    model,
+    loss,
+    optimizer,
+    batches,
+    profile: dict,
+    *,
+    run_dir=None,
+    device="cpu",
+    validate: Optional[Callable] = None,
+    resume: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
+    progress: Optional[bool] = None,
+    stop_at: Optional[float] = None,
+) -> FitResult:
+    """Train ``model`` as the profile says (module docstring); writes RUN/log.jsonl, checkpoint.pt, init.pt and
+    final.pt unless run_dir is None. ``stop_at`` (Unix seconds): pause before an epoch that would end after it,
     with a checkpoint to resume from (stopped_by "paused", no final.pt): a run can span machine leases."""
-    device = resolve_device(device)
-    rank, n_ranks = world()
-    autocast_dtype, use_scaler = resolve_amp(profile["amp"], device)
-    scaler = torch.amp.GradScaler(device.type) if use_scaler else None
-    run_dir = None if run_dir is None else Path(run_dir)
-    writer = run_dir is not None and rank == 0
-    if writer:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    saver = CheckpointWriter(background=True)
-    show = profile["progress"] if progress is None else progress
-
-    base_model = unwrap(model)
-    epochs, per_epoch = profile["epochs"], profile["iters_per_epoch"]
-    total_steps = epochs * per_epoch
-    budget = None if profile["max_minutes"] is None else 60.0 * profile["max_minutes"]
-    state = {"epoch": 0, "step": 0, "train_seconds": 0.0, "wall": 0.0, "skipped_total": 0, "val_at": 0.0,
-             "sigma_first": loss.sigmas()}
-    ckpt_path = None if run_dir is None else run_dir / "checkpoint.pt"
-    if resume and ckpt_path is not None and ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path, device)
-        base_model.load_state_dict(ckpt["model"])
-        loss.load_state_dict(ckpt["loss"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        if rank == 0:  # other ranks keep their fresh streams (seeded per rank)
-            batches.load_state_dict(ckpt["train_data"])
-            set_rng_states(ckpt["rng"])
-        old = ckpt.get("elapsed", 0.0)  # checkpoints of uu before 0.2 kept one clock, "elapsed"
-        state.update({k: ckpt.get(k, old if k in ("train_seconds", "wall") else state[k]) for k in state})
-        if ckpt.get("finished"):
-            state["epoch"] = epochs
-        if writer:  # a kill after the last checkpoint would otherwise repeat epochs in the log
-            kept = [line for line in read_log(run_dir) if line["epoch"] <= ckpt["epoch"]]
-            (run_dir / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in kept))
-        if rank == 0 and show:
-            print(f"resumed from {ckpt_path}: epoch {state['epoch']}, step {state['step']}", file=sys.stderr)
-    elif writer:
-        atomic_save({"model": base_model.state_dict(), "loss": loss.state_dict(), "step": 0}, run_dir / "init.pt")
-
-    train_model, train_loss = model, loss
-    if n_ranks > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        ids = [device.index] if device.type == "cuda" else None
-        train_model = DDP(model, device_ids=ids, find_unused_parameters=True, broadcast_buffers=False)
-        if any(p.requires_grad for p in loss.parameters()):
-            train_loss = DDP(loss, device_ids=ids, broadcast_buffers=False)
-    if profile["compile"] and device.type == "cuda":
-        train_model = compile_model(train_model, profile["compile"])
-    base_model.train()
-
-    def agreed(seconds: float) -> float:
-        if n_ranks > 1:  # rank 0's clock, so every rank computes the same LR and stops together
-            t = torch.tensor([seconds], dtype=torch.float64, device=device)
-            torch.distributed.broadcast(t, src=0)
-            seconds = float(t.item())
-        return seconds
-
-    def synchronize():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    def checkpoint(finished: bool) -> None:
-        saver.save({"model": base_model.state_dict(), "loss": loss.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scaler": None if scaler is None else scaler.state_dict(),
-                    "train_data": batches.state_dict(), "rng": rng_states(), "epoch": epoch, "step": step,
-                    "train_seconds": train_seconds, "wall": wall(), "skipped_total": state["skipped_total"],
-                    "val_at": last_val_at,
-                    "sigma_first": state["sigma_first"], "finished": finished}, ckpt_path)
-
-    bar = tqdm(total=total_steps, initial=state["step"], desc="train", unit="it", dynamic_ncols=True,
-               disable=not (show and rank == 0 and sys.stderr.isatty()))
-    print_epochs = show and rank == 0 and not sys.stderr.isatty()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    start = clock()
-    wall = (lambda: state["wall"] + clock() - start)
-    epoch, step, train_seconds = state["epoch"], state["step"], state["train_seconds"]
-    session_steps, session_train, stopped_by, last_val, log_lines = 0, 0.0, "epochs", None, []
-    last_val_at, last_ckpt_at = state["val_at"], clock()
-    sums, lr = _EpochSums(device), profile["lr"]
+    run = _Run(
+        model,
+        loss,
+        optimizer,
+        batches,
+        profile,
+        run_dir,
+        device,
+        clock,
+        profile["progress"] if progress is None else progress,
+    )
+    if resume and run.ckpt_path is not None and run.ckpt_path.is_file():
+        run.restore()
+    elif run.writer:
+        atomic_save({"model": run.model.state_dict(), "loss": loss.state_dict(), "step": 0}, run.run_dir / "init.pt")
+    train_model, train_loss = _wrap(model, loss, run.device, run.n_ranks, profile["compile"])
+    run.begin()
     try:
-        while epoch < epochs and stopped_by not in ("time", "paused"):
-            epoch_start = clock()
-            iters = 0
-            for _ in range(per_epoch):
-                seconds = agreed(train_seconds + clock() - epoch_start)
-                done = max(step / total_steps, seconds / budget if budget else 0.0)
-                if done >= 1.0:
-                    stopped_by = "time"
-                    break
-                lr = poly_lr(profile["lr"], done, profile["poly_exponent"])
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                images, target = batches.sample()
-                images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
-                sums.add(train_step(train_model, train_loss, optimizer, images, target, autocast_dtype=autocast_dtype,
-                                    scaler=scaler, grad_clip=profile["grad_clip"]))
-                step, iters, session_steps = step + 1, iters + 1, session_steps + 1
-                bar.update(1)
-            if iters == 0:
+        while run.epoch < run.epochs and run.stopped_by == "epochs":
+            epoch_start, iters = run.train_epoch(train_model, train_loss)
+            if iters == 0:  # max_minutes ran out before the epoch's first step: nothing to log
                 break
-            synchronize()  # the epoch's GPU work is done: its time is training time
-            epoch_seconds = clock() - epoch_start
-            train_seconds, session_train = train_seconds + epoch_seconds, session_train + epoch_seconds
-            epoch += 1
-            means, skipped, streak = sums.read()
-            state["skipped_total"] += skipped
-            if streak >= profile["max_skipped"]:
-                raise TrainingDiverged(
-                    f"stopped at step {step}: {streak} consecutive non-finite steps; the last good checkpoint is "
-                    f"{ckpt_path}. Try amp=bf16 or off, a lower lr or a smaller rho.")
-            finished = epoch >= epochs or stopped_by == "time"
-            if not finished and stop_at is not None and time.time() + (clock() - epoch_start) >= stop_at:
-                stopped_by = "paused"
-            if profile["val_minutes"]:
-                due = train_seconds - last_val_at >= 60.0 * profile["val_minutes"]
-            else:
-                due = bool(profile["val_every"]) and epoch % max(profile["val_every"], 1) == 0
-            val, val_seconds = None, 0.0
-            periodic = bool(profile["val_every"] or profile["val_minutes"])
-            if validate is not None and rank == 0 and (due or (finished and periodic)):
-                t0 = clock()
-                val = validate(base_model)
-                base_model.train()
-                last_val, last_val_at, val_seconds = val, train_seconds, clock() - t0
-            ckpt_seconds = 0.0
-            if writer and (finished or stopped_by == "paused"
-                           or clock() - last_ckpt_at >= 60.0 * profile["checkpoint_minutes"]):
-                t0 = clock()
-                checkpoint(finished)
-                last_ckpt_at, ckpt_seconds = clock(), clock() - t0
-            line = {"epoch": epoch, "step": step, "lr": lr, **means, "sigma": loss.sigmas(), "iters": iters,
-                    "skipped_steps": skipped, "skipped_total": state["skipped_total"], "seconds": clock() - epoch_start,
-                    "train_seconds": train_seconds, "it_per_s": iters / max(epoch_seconds, 1e-9), "wall": wall(),
-                    "val": val, "val_seconds": val_seconds, "checkpoint_seconds": ckpt_seconds,
-                    "time": time.time()}  # epoch end, Unix seconds: lines up runs sharing a GPU
-            log_lines.append(line)
-            if writer:
-                with open(run_dir / "log.jsonl", "a") as f:
-                    f.write(json.dumps(line) + "\n")
-            bar.set_postfix(loss=f"{line['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
-            if print_epochs:
-                val_text = "" if val is None else f"  val Dice {val['mean']:.4f}"
-                print(f"epoch {epoch}/{epochs}  step {step}  loss {line['loss']:.4f}  lr {lr:.2e}  skipped {skipped}  "
-                      f"{epoch_seconds:.1f}s ({line['it_per_s']:.2f} it/s){val_text}", file=sys.stderr)
+            run.end_epoch(epoch_start, iters, validate, stop_at)
     finally:  # an interrupted run still finishes the checkpoint being written (atomic either way)
-        bar.close()
-        saver.wait()
-    if writer and stopped_by != "paused":
-        atomic_save({"model": base_model.state_dict(), "loss": loss.state_dict(), "epoch": epoch, "step": step},
-                    run_dir / "final.pt")
-    peak, kind = _peak_memory(device)
-    return FitResult(steps=step, epochs=epoch, stopped_by=stopped_by, train_seconds=train_seconds,
-                     wall_seconds=wall(), it_per_s=session_steps / session_train if session_train else 0.0,
-                     skipped_total=state["skipped_total"], sigma_first=state["sigma_first"], sigma_last=loss.sigmas(),
-                     peak_memory_mb=peak, peak_memory_kind=kind, last_val=last_val, log=log_lines)
+        run.bar.close()
+        run.saver.wait()
+    return run.finish()
+
+
+def _wrap(model, loss, device: torch.device, n_ranks: int, compile_mode):
+    """(model, loss) as the steps call them: in DDP under torchrun (module docstring), compiled on CUDA if asked."""
+    if n_ranks > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        model = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True, broadcast_buffers=False)
+        if any(p.requires_grad for p in loss.parameters()):
+            loss = DistributedDataParallel(loss, device_ids=ids, broadcast_buffers=False)
+    if compile_mode and device.type == "cuda":
+        model = compile_model(model, compile_mode)
+    return model, loss
+
+
+class _Run:
+    """One call of fit: the parts, the settings and where the run stands (epoch, step, train_seconds, the
+    wall-clock, skipped_total, val_at, sigma_first: what a checkpoint keeps, so a resume goes on where it was)."""
+
+    def __init__(self, model, loss, optimizer, batches, profile: dict, run_dir, device, clock, show: bool):
+        self.model, self.loss, self.optimizer, self.batches = unwrap(model), loss, optimizer, batches
+        self.profile, self.clock, self.show = profile, clock, show
+        self.device, (self.rank, self.n_ranks) = resolve_device(device), world()
+        self.autocast_dtype, use_scaler = resolve_amp(profile["amp"], self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type) if use_scaler else None
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.ckpt_path = None if run_dir is None else self.run_dir / "checkpoint.pt"
+        self.writer = run_dir is not None and self.rank == 0
+        if self.writer:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.saver, self.sums = CheckpointWriter(background=True), _EpochSums(self.device)
+        self.epochs, self.total_steps = profile["epochs"], profile["epochs"] * profile["iters_per_epoch"]
+        self.budget = None if profile["max_minutes"] is None else 60.0 * profile["max_minutes"]
+        self.epoch = self.step = self.skipped_total = 0
+        self.train_seconds = self.session_train = 0.0  # training steps only: all sessions, this session
+        self.val_at = self.wall_before = 0.0  # train_seconds at the last validation; earlier sessions' wall-clock
+        self.sigma_first, self.lr, self.last_val = loss.sigmas(), profile["lr"], None
+        self.stopped_by, self.log = "epochs", []
+
+    def restore(self) -> None:
+        """Continue from RUN/checkpoint.pt: the parts, rank 0's streams and where the run stood."""
+        ckpt = load_checkpoint(self.ckpt_path, self.device)
+        load_training_state(
+            ckpt, self.model, self.loss, self.optimizer, self.scaler, self.batches, streams=self.rank == 0
+        )
+        old = ckpt.get("elapsed", 0.0)  # checkpoints of uu before 0.2 kept one clock, "elapsed"
+        self.train_seconds, self.wall_before = ckpt.get("train_seconds", old), ckpt.get("wall", old)
+        self.epoch = self.epochs if ckpt.get("finished") else ckpt.get("epoch", 0)
+        self.step, self.skipped_total = ckpt.get("step", 0), ckpt.get("skipped_total", 0)
+        self.val_at, self.sigma_first = ckpt.get("val_at", 0.0), ckpt.get("sigma_first", self.sigma_first)
+        if self.writer:  # a kill after the last checkpoint would otherwise repeat epochs in the log
+            kept = [line for line in read_log(self.run_dir) if line["epoch"] <= ckpt["epoch"]]
+            (self.run_dir / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in kept))
+        if self.rank == 0 and self.show:
+            print(f"resumed from {self.ckpt_path}: epoch {self.epoch}, step {self.step}", file=sys.stderr)
+
+    def begin(self) -> None:
+        """Training mode, the progress bar (else a printed line per epoch), peak memory, this session's clocks."""
+        self.model.train()
+        tty = sys.stderr.isatty()
+        self.bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc="train",
+            unit="it",
+            dynamic_ncols=True,
+            disable=not (self.show and self.rank == 0 and tty),
+        )
+        self.print_epochs = self.show and self.rank == 0 and not tty
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.start = self.clock()
+        self.last_ckpt_at, self.first_step = self.clock(), self.step
+
+    def wall(self) -> float:
+        return self.wall_before + self.clock() - self.start
+
+    def train_epoch(self, train_model, train_loss) -> tuple[float, int]:
+        """Up to iters_per_epoch steps at the poly LR, none waiting for the GPU; stopped_by "time" once max_minutes
+        of training are spent. Returns (the epoch's start on the clock, steps taken)."""
+        epoch_start, iters, p = self.clock(), 0, self.profile
+        for _ in range(p["iters_per_epoch"]):
+            seconds = self.train_seconds + self.clock() - epoch_start
+            if self.n_ranks > 1:  # rank 0's clock, so every rank computes the same LR and stops together
+                t = torch.tensor([seconds], dtype=torch.float64, device=self.device)
+                torch.distributed.broadcast(t, src=0)
+                seconds = float(t.item())
+            done = max(self.step / self.total_steps, seconds / self.budget if self.budget else 0.0)
+            if done >= 1.0:
+                self.stopped_by = "time"
+                break
+            self.lr = poly_lr(p["lr"], done, p["poly_exponent"])
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr
+            images, target = self.batches.sample()
+            images, target = images.to(self.device, non_blocking=True), target.to(self.device, non_blocking=True)
+            self.sums.add(
+                train_step(
+                    train_model,
+                    train_loss,
+                    self.optimizer,
+                    images,
+                    target,
+                    scaler=self.scaler,
+                    autocast_dtype=self.autocast_dtype,
+                    grad_clip=p["grad_clip"],
+                )
+            )
+            self.step, iters = self.step + 1, iters + 1
+            self.bar.update(1)
+        return epoch_start, iters
+
+    def end_epoch(self, epoch_start: float, iters: int, validate: Optional[Callable], stop_at: Optional[float]):
+        """After the steps: training time, the divergence check, the stop_at pause, validation (rank 0, every
+        val_minutes, else val_every epochs, and after the last epoch), checkpoint (rank 0, every checkpoint_minutes
+        of wall-clock, at the end and when pausing), the log line."""
+        p = self.profile
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the epoch's GPU work is done: its time is training time
+        epoch_seconds = self.clock() - epoch_start
+        self.train_seconds, self.session_train = self.train_seconds + epoch_seconds, self.session_train + epoch_seconds
+        self.epoch += 1
+        means, skipped, streak = self.sums.read()
+        self.skipped_total += skipped
+        if streak >= p["max_skipped"]:
+            raise TrainingDiverged(
+                f"stopped at step {self.step}: {streak} consecutive non-finite steps; the last good checkpoint is "
+                f"{self.ckpt_path}. Try amp=bf16 or off, a lower lr or a smaller rho."
+            )
+        finished = self.epoch >= self.epochs or self.stopped_by == "time"
+        if not finished and stop_at is not None and time.time() + (self.clock() - epoch_start) >= stop_at:
+            self.stopped_by = "paused"  # another epoch as long as this one would end after stop_at
+        val, val_seconds, ckpt_seconds = None, 0.0, 0.0
+        due = (
+            self.train_seconds - self.val_at >= 60.0 * p["val_minutes"]
+            if p["val_minutes"]
+            else bool(p["val_every"]) and self.epoch % max(p["val_every"], 1) == 0
+        )
+        if validate is not None and self.rank == 0 and (due or (finished and (p["val_every"] or p["val_minutes"]))):
+            t0 = self.clock()
+            val = self.last_val = validate(self.model)
+            self.val_at = self.train_seconds
+            self.model.train()
+            val_seconds = self.clock() - t0
+        if self.writer and (
+            finished
+            or self.stopped_by == "paused"
+            or self.clock() - self.last_ckpt_at >= 60.0 * p["checkpoint_minutes"]
+        ):
+            t0 = self.clock()
+            self.saver.save(
+                {
+                    **training_state(self.model, self.loss, self.optimizer, self.scaler, self.batches),
+                    "epoch": self.epoch,
+                    "step": self.step,
+                    "train_seconds": self.train_seconds,
+                    "wall": self.wall(),
+                    "skipped_total": self.skipped_total,
+                    "val_at": self.val_at,
+                    "sigma_first": self.sigma_first,
+                    "finished": finished,
+                },
+                self.ckpt_path,
+            )
+            self.last_ckpt_at = self.clock()
+            ckpt_seconds = self.clock() - t0
+        line = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "lr": self.lr,
+            **means,
+            "sigma": self.loss.sigmas(),
+            "iters": iters,
+            "skipped_steps": skipped,
+            "skipped_total": self.skipped_total,
+            "seconds": self.clock() - epoch_start,
+            "train_seconds": self.train_seconds,
+            "it_per_s": iters / max(epoch_seconds, 1e-9),
+            "wall": self.wall(),
+            "val": val,
+            "val_seconds": val_seconds,
+            "checkpoint_seconds": ckpt_seconds,
+            "time": time.time(),
+        }  # epoch end, Unix seconds: lines up runs sharing a GPU
+        self.log.append(line)
+        if self.writer:
+            with open(self.run_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(line) + "\n")
+        self.bar.set_postfix(loss=f"{line['loss']:.4f}", lr=f"{self.lr:.2e}", refresh=False)
+        if self.print_epochs:
+            val_text = "" if val is None else f"  val Dice {val['mean']:.4f}"
+            print(
+                f"epoch {self.epoch}/{self.epochs}  step {self.step}  loss {line['loss']:.4f}  lr {self.lr:.2e}  "
+                f"skipped {skipped}  {epoch_seconds:.1f}s ({line['it_per_s']:.2f} it/s){val_text}",
+                file=sys.stderr,
+            )
+
+    def finish(self) -> FitResult:
+        """final.pt (not when paused: the checkpoint is what a resume needs) and the run's record."""
+        if self.writer and self.stopped_by != "paused":
+            atomic_save(
+                {
+                    "model": self.model.state_dict(),
+                    "loss": self.loss.state_dict(),
+                    "epoch": self.epoch,
+                    "step": self.step,
+                },
+                self.run_dir / "final.pt",
+            )
+        peak, kind = _peak_memory(self.device)
+        return FitResult(
+            steps=self.step,
+            epochs=self.epoch,
+            stopped_by=self.stopped_by,
+            train_seconds=self.train_seconds,
+            wall_seconds=self.wall(),
+            it_per_s=(self.step - self.first_step) / self.session_train if self.session_train else 0.0,
+            skipped_total=self.skipped_total,
+            sigma_first=self.sigma_first,
+            sigma_last=self.loss.sigmas(),
+            peak_memory_mb=peak,
+            peak_memory_kind=kind,
+            last_val=self.last_val,
+            log=self.log,
+        )

@@ -1,13 +1,11 @@
 """Segmentation losses: soft Dice, cross-entropy, focal, the uncertainty-aware loss (Eq. 8) and deep supervision.
 
 Every loss takes logits (B, C, *spatial) (or a one-element list) and a target (B, *spatial) int64 and returns a
-float32 scalar; `last_components` and `sigmas()` stay detached tensors until read (no device sync).
-Paper vs code choices (see ../shared/ANCHORS.md):
-  - Dice is 1 - DSC (Eq. 5), as in the paper (the authors' -DSC with a learnable sigma can diverge to -inf).
-  - The Dice is per sample, background excluded, smooth 1e-5 (as in the authors' nnU-Net based code).
-  - The focal loss applies ONE softmax (the authors' code applies two, which caps p_t near 0.475 for 4 classes).
-  - "ua" trains sigma; "ua_fixed" freezes it at 1, what the authors' code effectively does.
-"""
+float32 scalar; `last_components` and `sigmas()` stay detached tensors until read (no device sync). Paper vs code
+choices (docs/reproduction.md): Dice is 1 - DSC (Eq. 5), as in the paper (the authors' -DSC with a learnable sigma
+can diverge to -inf), per sample, background excluded, smooth 1e-5; the focal loss applies ONE softmax (the
+authors' code applies two, which caps p_t near 0.475 for 4 classes); "ua" trains sigma, "ua_fixed" freezes it at 1,
+what the authors' code effectively does."""
 
 from __future__ import annotations
 
@@ -24,24 +22,32 @@ def _as_logits(outputs) -> torch.Tensor:
     """Accept a logits tensor or a one-element list of them (deep supervision off)."""
     if isinstance(outputs, (list, tuple)):
         if len(outputs) != 1:
-            raise ValueError(f"got a list of {len(outputs)} outputs (deep supervision) but this loss takes one; "
-                             "wrap it in DeepSupervisionLoss or use build_loss(name, deep_supervision_outputs=N)")
+            raise ValueError(
+                f"got a list of {len(outputs)} outputs (deep supervision) but this loss takes one; "
+                "wrap it in DeepSupervisionLoss or use build_loss(name, deep_supervision_outputs=N)"
+            )
         outputs = outputs[0]
     if not torch.is_tensor(outputs) or outputs.ndim < 3:
-        raise ValueError(f"logits must be a tensor (B, C, *spatial), got {type(outputs).__name__} "
-                         f"{tuple(getattr(outputs, 'shape', ()))}")
+        raise ValueError(
+            f"logits must be a tensor (B, C, *spatial), got {type(outputs).__name__} "
+            f"{tuple(getattr(outputs, 'shape', ()))}"
+        )
     return outputs
 
 
-def _check_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _logits_and_target(outputs, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (B, C, *spatial) float32, target (B, *spatial) int64), checked."""
+    logits = _as_logits(outputs).float()
     if target.ndim == logits.ndim and target.shape[1] == 1:  # (B, 1, *spatial) -> (B, *spatial)
         target = target[:, 0]
     if target.shape[0] != logits.shape[0] or target.shape[1:] != logits.shape[2:]:
-        raise ValueError(f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}: "
-                         "expected logits (B, C, *spatial) and target (B, *spatial)")
+        raise ValueError(
+            f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}: "
+            "expected logits (B, C, *spatial) and target (B, *spatial)"
+        )
     if target.dtype.is_floating_point:
         raise ValueError(f"target must hold integer class labels (int64), got {target.dtype}")
-    return target.long()
+    return logits, target.long()
 
 
 def one_hot(target: torch.Tensor, num_classes: int, dtype=torch.float32) -> torch.Tensor:
@@ -84,8 +90,7 @@ class SoftDiceLoss(ComponentLoss):
         return f"include_background={self.include_background}, smooth={self.smooth}, batch_dice={self.batch_dice}"
 
     def forward(self, outputs, target: torch.Tensor) -> torch.Tensor:
-        logits = _as_logits(outputs).float()
-        target = _check_target(logits, target)
+        logits, target = _logits_and_target(outputs, target)
         probs = torch.softmax(logits, dim=1)
         gt = one_hot(target, logits.shape[1])
         if not self.include_background:
@@ -102,8 +107,7 @@ class CrossEntropyLoss(ComponentLoss):
     """L_CE = -sum_c g_c log p_c (Eq. 6), averaged over all voxels of the batch."""
 
     def forward(self, outputs, target: torch.Tensor) -> torch.Tensor:
-        logits = _as_logits(outputs).float()
-        target = _check_target(logits, target)
+        logits, target = _logits_and_target(outputs, target)
         loss = F.cross_entropy(logits, target)
         self._record(ce=loss)
         return loss
@@ -125,15 +129,15 @@ class FocalLoss(ComponentLoss):
         return f"gamma={self.gamma}, alpha={self.alpha if not torch.is_tensor(self.alpha) else self.alpha.tolist()}"
 
     def forward(self, outputs, target: torch.Tensor) -> torch.Tensor:
-        logits = _as_logits(outputs).float()
-        target = _check_target(logits, target)
+        logits, target = _logits_and_target(outputs, target)
         log_pt = torch.log_softmax(logits, dim=1).gather(1, target.unsqueeze(1)).squeeze(1)  # (B, *spatial)
         pt = log_pt.exp()
         loss = -((1 - pt) ** self.gamma) * log_pt if self.gamma != 0 else -log_pt
         if torch.is_tensor(self.alpha):
             if self.alpha.numel() != logits.shape[1]:
-                raise ValueError(f"FocalLoss alpha has {self.alpha.numel()} weights but the logits have "
-                                 f"{logits.shape[1]} classes")
+                raise ValueError(
+                    f"FocalLoss alpha has {self.alpha.numel()} weights but the logits have {logits.shape[1]} classes"
+                )
             loss = loss * self.alpha[target]
         elif self.alpha is not None:
             loss = loss * self.alpha
@@ -147,8 +151,7 @@ class DiceCELoss(ComponentLoss):
 
     def __init__(self, weight_dice: float = 1.0, weight_ce: float = 1.0, smooth: float = 1e-5):
         super().__init__()
-        self.dice = SoftDiceLoss(smooth=smooth)
-        self.ce = CrossEntropyLoss()
+        self.dice, self.ce = SoftDiceLoss(smooth=smooth), CrossEntropyLoss()
         self.weight_dice, self.weight_ce = weight_dice, weight_ce
 
     def extra_repr(self) -> str:
@@ -168,8 +171,7 @@ def default_ua_terms() -> dict[str, nn.Module]:
 class UncertaintyAwareLoss(ComponentLoss):
     """Eq. 8: L_UA = sum_m L_m / (2 sigma_m^2) + log(1 + sigma_m^2), sigma learnable, initialised to 1.
     terms: name -> scalar loss module (default: dice, ce, focal). learn_sigma=False freezes sigma at 1
-    ("ua_fixed"); sigma stays an nn.Parameter either way so the state-dict keys do not depend on it.
-    """
+    ("ua_fixed"); sigma stays an nn.Parameter either way so the state-dict keys do not depend on it."""
 
     def __init__(self, terms: Mapping[str, nn.Module] | None = None, learn_sigma: bool = True):
         super().__init__()
@@ -203,8 +205,7 @@ class UncertaintyAwareLoss(ComponentLoss):
 
 
 def deep_supervision_weights(n: int) -> list[float]:
-    """nnU-Net's weights 1 / 2^i (highest resolution first), the lowest set to 0, normalised: n = 5 ->
-    [0.533, 0.267, 0.133, 0.067, 0]."""
+    """nnU-Net's 1 / 2^i (highest resolution first), the lowest 0, normalised: 5 -> [0.533, 0.267, 0.133, 0.067, 0]."""
     if n < 1:
         raise ValueError(f"need at least one output, got {n}")
     w = [1 / 2**i for i in range(n)]
@@ -221,23 +222,20 @@ def downsample_target(target: torch.Tensor, size: Sequence[int]) -> torch.Tensor
     return F.interpolate(target.unsqueeze(1).float(), size=tuple(size), mode="nearest").squeeze(1).long()
 
 
-class DeepSupervisionLoss(nn.Module):
+class DeepSupervisionLoss(ComponentLoss):
     """Weighted sum of a base loss over deep-supervision outputs (a tensor, or a list highest resolution first).
-
     weights: None -> deep_supervision_weights(len(outputs)) at each call; weight-0 outputs are skipped.
-    last_components: sum_i w_i L_m^(i), the L_m that Eq. 8 sees (`full_resolution_components`: output 0's own).
-    """
+    last_components: sum_i w_i L_m^(i), the L_m that Eq. 8 sees (`full_resolution_components`: output 0's own)."""
 
     def __init__(self, base: nn.Module, weights: Sequence[float] | None = None, num_classes: int | None = None):
         super().__init__()
-        self.base = base
-        self.num_classes = num_classes
+        self.base, self.num_classes = base, num_classes
         self.weights = None if weights is None else [float(w) for w in weights]
-        self._last: dict[str, torch.Tensor] = {}
         self._last_full: dict[str, torch.Tensor] = {}
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, weights={None if self.weights is None else [round(w, 4) for w in self.weights]}"
+        weights = None if self.weights is None else [round(w, 4) for w in self.weights]
+        return f"num_classes={self.num_classes}, weights={weights}"
 
     def forward(self, outputs, target: torch.Tensor) -> torch.Tensor:
         if torch.is_tensor(outputs):  # no deep supervision (e.g. eval-mode logits): the base loss as is
@@ -246,11 +244,15 @@ class DeepSupervisionLoss(nn.Module):
             outputs = list(outputs)
             weights = self.weights if self.weights is not None else deep_supervision_weights(len(outputs))
         if self.num_classes is not None and outputs[0].shape[1] != self.num_classes:
-            raise ValueError(f"the logits have {outputs[0].shape[1]} channels but the loss was built for "
-                             f"num_classes={self.num_classes}")
+            raise ValueError(
+                f"the logits have {outputs[0].shape[1]} channels but the loss was built for "
+                f"num_classes={self.num_classes}"
+            )
         if len(weights) != len(outputs):
-            raise ValueError(f"DeepSupervisionLoss has {len(weights)} weights but got {len(outputs)} outputs; "
-                             "check the plan's deep supervision against build_loss(deep_supervision_outputs=...)")
+            raise ValueError(
+                f"DeepSupervisionLoss has {len(weights)} weights but got {len(outputs)} outputs; "
+                "check the plan's deep supervision against build_loss(deep_supervision_outputs=...)"
+            )
         if target.ndim == outputs[0].ndim and target.shape[1] == 1:
             target = target[:, 0]
         total, components = 0.0, {}
@@ -267,14 +269,6 @@ class DeepSupervisionLoss(nn.Module):
         return total
 
     @property
-    def components(self) -> dict[str, torch.Tensor]:
-        return self._last
-
-    @property
-    def last_components(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self._last.items()}
-
-    @property
     def full_resolution_components(self) -> dict[str, float]:
         return {k: float(v) for k, v in self._last_full.items()}
 
@@ -284,8 +278,7 @@ class DeepSupervisionLoss(nn.Module):
 
 def build_loss(name: str, num_classes: int = 4, deep_supervision_outputs: int | None = None) -> nn.Module:
     """Loss by name ("ce" | "dice_ce" | "ua" | "ua_fixed"), always wrapped in DeepSupervisionLoss (stable
-    state-dict keys, e.g. "base.sigma"). deep_supervision_outputs: N fixes the weights and checks N outputs arrive.
-    """
+    state-dict keys, e.g. "base.sigma"). deep_supervision_outputs: N fixes the weights and checks N outputs arrive."""
     if name == "ce":
         base = CrossEntropyLoss()
     elif name == "dice_ce":
@@ -296,9 +289,3 @@ def build_loss(name: str, num_classes: int = 4, deep_supervision_outputs: int | 
         raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
     weights = None if deep_supervision_outputs is None else deep_supervision_weights(int(deep_supervision_outputs))
     return DeepSupervisionLoss(base, weights, num_classes=num_classes)
-
-
-__all__ = [
-    "SoftDiceLoss", "CrossEntropyLoss", "FocalLoss", "DiceCELoss", "UncertaintyAwareLoss", "DeepSupervisionLoss",
-    "deep_supervision_weights", "downsample_target", "build_loss", "one_hot", "LOSS_NAMES", "default_ua_terms",
-]

@@ -1,6 +1,5 @@
 """Metrics on one volume (3D): Dice per class (Eq. 4), MSE (Eq. 10), HD95 and mean surface distance, ACDC clinical
-indices. Inputs are numpy arrays or torch tensors; labels as uu.data.LABELS (1 = RV, 2 = Myo, 3 = LV).
-"""
+indices. Inputs are numpy arrays or torch tensors; labels as uu.data.LABELS (1 = RV, 2 = Myo, 3 = LV)."""
 
 from __future__ import annotations
 
@@ -61,15 +60,16 @@ def surface_distances(pred, gt, spacing: Sequence[float] | None = None, labels: 
     """HD95 and mean surface distance (MSD) per label, as MONAI's HausdorffDistanceMetric(percentile=95) and
     SurfaceDistanceMetric(symmetric=True): HD95 = max of the two directed p95, MSD = mean over both directions.
     spacing: voxel size in mm per axis ((z, y, x) for Case arrays), None -> voxel units. Returns
-    {"hd95": {label: d}, "msd": {label: d}, "unit": "mm" | "voxel"}, nan where either mask is empty.
-    """
+    {"hd95": {label: d}, "msd": {label: d}, "unit": "mm" | "voxel"}, nan where either mask is empty."""
     pred, gt = _np(pred), _np(gt)
     _same_shape(pred, gt, "surface_distances")
     if spacing is not None:
         spacing = tuple(float(s) for s in spacing)
         if len(spacing) != pred.ndim:
-            raise ValueError(f"surface_distances: spacing {spacing} has {len(spacing)} entries for a "
-                             f"{pred.ndim}D volume; give one voxel size in mm per axis")
+            raise ValueError(
+                f"surface_distances: spacing {spacing} has {len(spacing)} entries for a "
+                f"{pred.ndim}D volume; give one voxel size in mm per axis"
+            )
     out: dict = {"hd95": {}, "msd": {}, "unit": "voxel" if spacing is None else "mm"}
     for label in labels:
         p, g = pred == label, gt == label
@@ -86,12 +86,16 @@ def surface_distances(pred, gt, spacing: Sequence[float] | None = None, labels: 
     return out
 
 
-def clinical_indices(pred_ed, pred_es, spacing: Sequence[float], spacing_es: Sequence[float] | None = None,
-                     labels: dict[str, int] | None = None) -> dict[str, float]:
+def clinical_indices(
+    pred_ed,
+    pred_es,
+    spacing: Sequence[float],
+    spacing_es: Sequence[float] | None = None,
+    labels: dict[str, int] | None = None,
+) -> dict[str, float]:
     """ACDC clinical indices from the ED and ES label maps of one patient: volumes in ml, EF in % (nan when
     EDV is 0), myocardial mass at ED in g (1.05 g/ml). spacing: mm, of ED (and ES unless spacing_es).
-    Keys: LV_EDV_ml, LV_ESV_ml, LV_EF_pct, RV_EDV_ml, RV_ESV_ml, RV_EF_pct, Myo_mass_ED_g.
-    """
+    Keys: LV_EDV_ml, LV_ESV_ml, LV_EF_pct, RV_EDV_ml, RV_ESV_ml, RV_EF_pct, Myo_mass_ED_g."""
     labels = LABELS if labels is None else labels
     ed, es = _np(pred_ed), _np(pred_es)
     ml_ed = float(np.prod(spacing)) / 1000.0
@@ -104,6 +108,3 @@ def clinical_indices(pred_ed, pred_es, spacing: Sequence[float], spacing_es: Seq
         out[f"{name}_EF_pct"] = 100.0 * (edv - esv) / edv if edv > 0 else float("nan")
     out["Myo_mass_ED_g"] = float((ed == labels["Myo"]).sum()) * ml_ed * MYOCARDIUM_DENSITY_G_PER_ML
     return out
-
-
-__all__ = ["dice_per_class", "mse_eq10", "surface_distances", "clinical_indices"]

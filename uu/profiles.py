@@ -2,8 +2,7 @@
 
 ``load_profile("smoke")`` reads ``uu/params/smoke.yaml``; a path to any YAML file works too. Every key but
 ``name`` is optional (defaults in ``KEYS``); unknown keys and wrong types raise ``ProfileError``, so a typo never
-silently falls back to a default. Overrides (``--set key=value`` or a dict) are YAML-parsed and validated alike.
-"""
+silently falls back to a default. Overrides (``--set key=value`` or a dict) are YAML-parsed and validated alike."""
 
 from __future__ import annotations
 
@@ -29,19 +28,40 @@ KEYS: dict[str, tuple[tuple, Any, Optional[tuple], str]] = {
     # network
     "plan": ((str,), "2d", ("3d", "2d", "tiny2d", "tiny3d"), "uu.net.get_plan name"),
     "patch_size": ((list,), None, None, "override the plan's patch size, e.g. [256, 224] (2D) or [20, 256, 224]"),
-    "arch": ((str,), "umamba_enc", ("umamba_enc", "umamba_bot", "unet", "resunet"),
-             "network architecture (resunet: U-Mamba Enc without its Mamba layers)"),
-    "deep_supervision": ((bool,), True, None, "train on the deep-supervision outputs (else the full-resolution one only)"),
+    "arch": (
+        (str,),
+        "umamba_enc",
+        ("umamba_enc", "umamba_bot", "unet", "resunet"),
+        "network architecture (resunet: U-Mamba Enc without its Mamba layers)",
+    ),
+    "deep_supervision": (
+        (bool,),
+        True,
+        None,
+        "train on the deep-supervision outputs (else the full-resolution one only)",
+    ),
     "mamba_fp32": ((bool,), True, None, "run the Mamba layers in fp32 with autocast off (the authors' setting)"),
     "checkpoint_mamba": ((bool,), False, None, "activation checkpointing of the Mamba layers (saves memory)"),
-    "compile": ((bool, str), False, (False, True, "default", "reduce-overhead", "max-autotune-no-cudagraphs"),
-                "torch.compile the network for training (CUDA only; ignored on CPU): true = mode 'default'; "
-                "'reduce-overhead' adds CUDA graphs"),
-    "channels_last": ((bool,), False, None, "NHWC / NDHWC memory layout (same results); the activations stay in it "
-                      "only with norm: instance_in_layout (nn.InstanceNorm returns NCHW: benchmarks/layout_audit.py)"),
-    "norm": ((str,), "instance", ("instance", "instance_in_layout"),
-             "instance: nn.InstanceNorm (nnU-Net's); instance_in_layout: the same function computed in the input's "
-             "memory layout (uu.net.InstanceNormInLayout), so that a channels_last network stays channels-last"),
+    "compile": (
+        (bool, str),
+        False,
+        (False, True, "default", "reduce-overhead", "max-autotune-no-cudagraphs"),
+        "torch.compile for training (CUDA only): true = mode 'default'; 'reduce-overhead' adds CUDA graphs",
+    ),
+    "channels_last": (
+        (bool,),
+        False,
+        None,
+        "NHWC / NDHWC memory layout (same results); the activations stay in it "
+        "only with norm: instance_in_layout (nn.InstanceNorm returns NCHW)",
+    ),
+    "norm": (
+        (str,),
+        "instance",
+        ("instance", "instance_in_layout"),
+        "instance: nn.InstanceNorm (nnU-Net's); "
+        "instance_in_layout: the same function, keeping the input's memory layout (uu.net.InstanceNormInLayout)",
+    ),
     "cudnn_benchmark": ((bool,), True, None, "let cuDNN time its algorithms for the fixed patch size (CUDA only)"),
     # loss and optimizer
     "loss": ((str,), "ua", ("ce", "dice_ce", "ua", "ua_fixed"), "uu.losses.build_loss name"),
@@ -54,17 +74,25 @@ KEYS: dict[str, tuple[tuple, Any, Optional[tuple], str]] = {
     "weight_decay": ((float,), 3e-5, None, "weight decay on the network's parameters (never on the loss' sigma)"),
     "poly_exponent": ((float,), 0.9, None, "poly LR: lr * (1 - progress)^exponent, stepped every iteration"),
     "grad_clip": ((float,), 12.0, None, "gradient-norm clip (0 or less: off)"),
-    "amp": ((str,), "auto", ("auto", "bf16", "fp16", "off"), "autocast: auto = bf16 on CUDA, off on CPU; fp16 uses a GradScaler"),
+    "amp": (
+        (str,),
+        "auto",
+        ("auto", "bf16", "fp16", "off"),
+        "autocast: auto = bf16 on CUDA, off on CPU; fp16 uses a GradScaler",
+    ),
     "max_skipped": ((int,), 20, None, "stop after this many consecutive non-finite (skipped) steps"),
     # schedule
     "epochs": ((int,), 250, None, "number of epochs"),
     "iters_per_epoch": ((int,), 250, None, "training iterations per epoch"),
-    "max_minutes": ((float,), None, None, "minutes of training steps (validation and checkpoints not counted); the "
-                    "poly LR anneals to 0 by then (None: no limit)"),
+    "max_minutes": ((float,), None, None, "minutes of training steps; the poly LR anneals to 0 by then (None: none)"),
     "val_every": ((int,), 10, None, "validation Dice every N epochs (and after the last); 0: never during training"),
     "val_minutes": ((float,), None, None, "validation every N minutes of training steps instead of val_every epochs"),
-    "checkpoint_minutes": ((float,), 10.0, None, "checkpoint every N minutes of wall-clock (and at the end); 0: "
-                           "every epoch. Written on a background thread"),
+    "checkpoint_minutes": (
+        (float,),
+        10.0,
+        None,
+        "checkpoint every N minutes of wall-clock (and at the end); 0: every epoch. Written on a background thread",
+    ),
     "val_mirror": ((bool,), False, None, "mirroring test-time augmentation during the periodic validation"),
     "max_val_cases": ((int,), 0, None, "use only the first N validation volumes for the periodic validation (0: all)"),
     "eval_mirror": ((bool,), True, None, "mirroring test-time augmentation in the final evaluation (RUN/eval)"),
@@ -73,14 +101,28 @@ KEYS: dict[str, tuple[tuple, Any, Optional[tuple], str]] = {
     # data
     "batch_size": ((int,), 4, None, "patches per step (per process under DDP)"),
     "foreground_oversample": ((float,), 0.33, None, "fraction of each batch centred on a foreground voxel"),
-    "augment": ((bool,), True, None, "batched augmentation (rotation, scaling, mirroring, gamma, noise, brightness, contrast)"),
+    "augment": (
+        (bool,),
+        True,
+        None,
+        "batched augmentation (rotation, scaling, mirroring, gamma, noise, brightness, contrast)",
+    ),
     "data_on_gpu": ((bool,), True, None, "keep the normalised training volumes resident on the training device"),
-    "split": ((str,), "auto", ("auto", "nnformer", "kfold", "official"),
-              "patient split; auto = nnformer when its validation patients are present, else kfold"),
+    "split": (
+        (str,),
+        "auto",
+        ("auto", "nnformer", "kfold", "official"),
+        "patient split; auto = nnformer when its validation patients are present, else kfold",
+    ),
     "fold": ((int,), 0, None, "fold for the kfold split"),
     "n_folds": ((int,), 5, None, "number of folds for the kfold split"),
-    "split_seed": ((int,), None, None, "seed of the kfold split's shuffle; null: the run's seed. Cross-validation "
-                   "fixes it, so that runs of different seeds share one partition of the patients"),
+    "split_seed": (
+        (int,),
+        None,
+        None,
+        "seed of the kfold split's shuffle; null: the run's seed. Cross-validation "
+        "fixes it, so that runs of different seeds share one partition of the patients",
+    ),
     "phantom_patients": ((int,), 10, None, "patients in the phantom made when no data folder is given"),
     # run
     "seed": ((int,), 0, None, "seed for everything (python, numpy, torch, sampling, augmentation)"),
@@ -100,7 +142,7 @@ PathLike = Union[str, Path]
 
 def defaults() -> dict:
     """All keys with their default values (``name`` None)."""
-    return {key: _copy(spec[1]) for key, spec in KEYS.items()}
+    return {key: list(spec[1]) if isinstance(spec[1], list) else spec[1] for key, spec in KEYS.items()}
 
 
 def resolve_profile_path(name_or_path: PathLike) -> Path:
@@ -111,8 +153,9 @@ def resolve_profile_path(name_or_path: PathLike) -> Path:
         path = PARAMS_DIR / f"{text}.yaml"
         if not path.is_file():
             known = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml")) if PARAMS_DIR.is_dir() else []
-            raise ProfileError(f"profile {text!r}: no file {path}; known profiles: {known} "
-                               f"(or pass a path to a YAML file)")
+            raise ProfileError(
+                f"profile {text!r}: no file {path}; known profiles: {known} (or pass a path to a YAML file)"
+            )
         return path
     if not path.is_file():
         raise ProfileError(f"profile file {path} does not exist")
@@ -140,8 +183,7 @@ def parse_overrides(overrides: Union[None, Mapping, Sequence[str]], source: str 
 
 
 def load_profile(name_or_path: Union[PathLike, Mapping], overrides=None, allow_run_keys: bool = False) -> dict:
-    """Read, complete and validate a profile ("smoke", a YAML path, or a dict) -> dict of every key of ``KEYS``
-    (plus the run keys for a run's profile.yaml)."""
+    """Read, complete and validate a profile ("smoke", a YAML path or a dict) -> every key of KEYS (+ run keys)."""
     if isinstance(name_or_path, Mapping):
         source, raw = "<dict>", dict(name_or_path)
     else:
@@ -172,15 +214,10 @@ def dump_profile(profile: Mapping, path: PathLike) -> Path:
     """Write a profile as flat YAML in key order of KEYS (run keys last)."""
     order = list(KEYS) + [k for k in RUN_KEYS if k in profile]
     path = Path(path)
-    path.write_text(yaml.safe_dump({k: profile[k] for k in order if k in profile}, sort_keys=False,
-                                   default_flow_style=False))
+    path.write_text(
+        yaml.safe_dump({k: profile[k] for k in order if k in profile}, sort_keys=False, default_flow_style=False)
+    )
     return path
-
-
-# ---------------------------------------------------------------------------------------------
-
-def _copy(value):
-    return list(value) if isinstance(value, list) else value
 
 
 def _validated(raw: Mapping, specs: Mapping, source: str) -> dict:
@@ -203,8 +240,9 @@ def _validated(raw: Mapping, specs: Mapping, source: str) -> dict:
                 pass
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             wanted = " or ".join(t.__name__ for t in types) + (" or null" if default is None else "")
-            raise ProfileError(f"profile {source}: key {key!r} must be {wanted}, got {value!r} "
-                               f"({type(value).__name__})")
+            raise ProfileError(
+                f"profile {source}: key {key!r} must be {wanted}, got {value!r} ({type(value).__name__})"
+            )
         if choices is not None and value not in choices:
             raise ProfileError(f"profile {source}: key {key!r} must be one of {list(choices)}, got {value!r}")
         out[key] = value
@@ -215,25 +253,20 @@ def _check_values(p: dict, source: str) -> None:
     def bad(key, why):
         raise ProfileError(f"profile {source}: key {key!r} = {p[key]!r}: {why}")
 
-    for key in ("epochs", "iters_per_epoch", "batch_size", "sw_batch_size", "n_folds", "max_skipped",
-                "phantom_patients"):
-        if p[key] < 1:
-            bad(key, "must be at least 1")
-    for key in ("val_every", "max_val_cases", "fold"):
-        if p[key] < 0:
-            bad(key, "must be 0 or more")
-    for key in ("lr", "rho"):
-        if p[key] <= 0:
-            bad(key, "must be positive")
-    if not 0.0 <= p["sw_overlap"] < 1.0:
-        bad("sw_overlap", "must be within [0, 1)")
-    if not 0.0 <= p["foreground_oversample"] <= 1.0:
-        bad("foreground_oversample", "must be within [0, 1]")
-    for key in ("max_minutes", "val_minutes"):
-        if p[key] is not None and p[key] <= 0:
-            bad(key, "must be positive or null")
-    if p["checkpoint_minutes"] < 0:
-        bad("checkpoint_minutes", "must be 0 (every epoch) or more")
+    counts = ("epochs", "iters_per_epoch", "batch_size", "sw_batch_size", "n_folds", "max_skipped", "phantom_patients")
+    rules = [
+        (counts, lambda v: v < 1, "must be at least 1"),
+        (("val_every", "max_val_cases", "fold"), lambda v: v < 0, "must be 0 or more"),
+        (("lr", "rho"), lambda v: v <= 0, "must be positive"),
+        (("sw_overlap",), lambda v: not 0.0 <= v < 1.0, "must be within [0, 1)"),
+        (("foreground_oversample",), lambda v: not 0.0 <= v <= 1.0, "must be within [0, 1]"),
+        (("max_minutes", "val_minutes"), lambda v: v is not None and v <= 0, "must be positive or null"),
+        (("checkpoint_minutes",), lambda v: v < 0, "must be 0 (every epoch) or more"),
+    ]
+    for keys, wrong, why in rules:
+        for key in keys:
+            if wrong(p[key]):
+                bad(key, why)
     if p["patch_size"] is not None:
         ps = p["patch_size"]
         if len(ps) not in (2, 3) or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in ps):

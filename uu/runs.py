@@ -5,10 +5,8 @@
     model, profile = load_run_model("runs/b", which="final")      # for prediction, no loss built
     read_log("runs/b")  ->  the log.jsonl lines;  log_table("runs/b")  ->  a flat DataFrame
 
-Weight decay (the authors' code, nnU-Net's SGD over ``network.parameters()``): every network parameter
-decays, Mamba's A_log and D included (mamba-ssm's own ``_no_weight_decay`` hint is for its language
-models; nnU-Net never reads it); the UA loss' sigma never does (it is not a weight of the network).
-"""
+Weight decay (the authors' code, nnU-Net's SGD over ``network.parameters()``): every network parameter decays,
+Mamba's A_log and D included (nnU-Net never reads mamba-ssm's ``_no_weight_decay`` hint); the UA loss' sigma never."""
 
 from __future__ import annotations
 
@@ -37,18 +35,23 @@ def resolve_plan(profile: dict):
 
 def build_model(profile: dict, plan=None, device="cpu") -> torch.nn.Module:
     plan = resolve_plan(profile) if plan is None else plan
-    model = build_network(plan, profile["arch"], in_channels=1, num_classes=NUM_CLASSES,
-                          mamba_fp32=profile["mamba_fp32"], checkpoint_mamba=profile["checkpoint_mamba"],
-                          channels_last=profile["channels_last"], norm=NORMS[profile["norm"]])
+    model = build_network(
+        plan,
+        profile["arch"],
+        in_channels=1,
+        num_classes=NUM_CLASSES,
+        mamba_fp32=profile["mamba_fp32"],
+        checkpoint_mamba=profile["checkpoint_mamba"],
+        channels_last=profile["channels_last"],
+        norm=NORMS[profile["norm"]],
+    )
     return model.to(device)
 
 
 def build_optimizer(model: torch.nn.Module, loss: torch.nn.Module, profile: dict) -> torch.optim.Optimizer:
-    """SGD (or SAM over SGD) over the network (every parameter with weight decay, see the module docstring)
-    and the loss' sigma (without). fused=True: one kernel per step, and a step that a non-finite gradient
-    must skip is skipped on the device (uu.step), with no host synchronisation."""
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad],
-               "weight_decay": profile["weight_decay"]}]
+    """SGD (or SAM over SGD) over the network (with weight decay) and the loss' sigma (without). fused=True: one
+    kernel per step, and a step that a non-finite gradient must skip is skipped on the device (uu.step)."""
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": profile["weight_decay"]}]
     loss_params = [p for p in loss.parameters() if p.requires_grad]
     if loss_params:
         groups.append({"params": loss_params, "weight_decay": 0.0})
@@ -69,8 +72,10 @@ def load_run_model(run_dir, which: str = "final", device="cpu"):
         raise ValueError(f"which must be final, init or checkpoint, got {which!r}")
     path = run_dir / f"{which}.pt"
     if not path.is_file():
-        raise DataError(f"{path} does not exist: is {run_dir} a finished run folder (python -m uu train)? "
-                        f"Committed GPU results keep no weights: train the run again to get them.")
+        raise DataError(
+            f"{path} does not exist: is {run_dir} a finished run folder (python -m uu train)? "
+            f"Committed GPU results keep no weights: train the run again to get them."
+        )
     profile = load_profile(run_dir / "profile.yaml")
     device = resolve_device(device)
     model = build_model(profile, resolve_plan(profile), device)
@@ -78,8 +83,10 @@ def load_run_model(run_dir, which: str = "final", device="cpu"):
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as err:
-        raise DataError(f"{path}: its weights do not fit the network of {run_dir / 'profile.yaml'} ({err}); "
-                        f"was the run made by another version of uu? Train it again.") from None
+        raise DataError(
+            f"{path}: its weights do not fit the network of {run_dir / 'profile.yaml'} ({err}); "
+            f"was the run made by another version of uu? Train it again."
+        ) from None
     return model.eval(), profile
 
 
@@ -105,5 +112,13 @@ def log_table(run_dir):
     return pd.DataFrame(rows)
 
 
-__all__ = ["resolve_plan", "build_model", "build_loss", "build_optimizer", "load_checkpoint", "load_run_model",
-           "read_log", "log_table"]
+__all__ = [
+    "resolve_plan",
+    "build_model",
+    "build_loss",
+    "build_optimizer",
+    "load_checkpoint",
+    "load_run_model",
+    "read_log",
+    "log_table",
+]

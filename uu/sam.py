@@ -2,8 +2,7 @@
 
 first_step(): e = rho * g / ||g||_2 (norm over ALL parameters, sigma included), w <- w + e; second_step(): w back
 (bit-exact), then the base optimizer steps with the gradient at w + e. ASAM: e = rho * |w|^2 g / || |w| g ||_2.
-SAM's param_groups ARE the base optimizer's (so LR schedulers act on it); state_dict() is the base optimizer's.
-"""
+SAM's param_groups ARE the base optimizer's (so LR schedulers act on it); state_dict() is the base optimizer's."""
 
 from __future__ import annotations
 
@@ -13,10 +12,13 @@ import torch
 
 
 class SAM(torch.optim.Optimizer):
-    def __init__(self, params, base_optimizer: type = torch.optim.SGD, rho: float = 0.05, adaptive: bool = False,
-                 **base_kwargs):
+    def __init__(
+        self, params, base_optimizer: type = torch.optim.SGD, rho: float = 0.05, adaptive: bool = False, **base_kwargs
+    ):
         if not isinstance(base_optimizer, type) or not issubclass(base_optimizer, torch.optim.Optimizer):
-            raise TypeError(f"base_optimizer must be an optimizer class such as torch.optim.SGD, got {base_optimizer!r}")
+            raise TypeError(
+                f"base_optimizer must be an optimizer class such as torch.optim.SGD, got {base_optimizer!r}"
+            )
         if rho < 0:
             raise ValueError(f"rho must be >= 0, got {rho}")
         super().__init__(params, dict(rho=rho, adaptive=adaptive, **base_kwargs))
@@ -89,8 +91,10 @@ class SAM(torch.optim.Optimizer):
     def step(self, closure: Callable[[], torch.Tensor] | None = None):
         """Full SAM step; the gradient at w must be there, closure (zero grads, forward, backward) runs at w + e."""
         if closure is None:
-            raise RuntimeError("SAM.step needs a closure that recomputes the loss and its gradient; "
-                               "or call first_step() and second_step() yourself")
+            raise RuntimeError(
+                "SAM.step needs a closure that recomputes the loss and its gradient; "
+                "or call first_step() and second_step() yourself"
+            )
         self.first_step(zero_grad=True)
         with torch.enable_grad():
             loss = closure()
@@ -126,6 +130,3 @@ def group_by_device_and_dtype(tensors: list[torch.Tensor]) -> list[list[torch.Te
     for t in tensors:
         buckets.setdefault((t.device, t.dtype), []).append(t)
     return list(buckets.values())
-
-
-__all__ = ["SAM", "global_norm", "group_by_device_and_dtype"]

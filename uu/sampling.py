@@ -1,22 +1,13 @@
 """Random training patches from volumes held in memory (on the training device when asked).
 
-``PatchSampler`` keeps every normalised training volume as a tensor (image float32, label uint8)
-on one device and draws a batch with
-
-- a volume chosen uniformly at random for each sample;
-- for the LAST ``round(B * fraction)``-ish samples of the batch (nnU-Net's rule: sample ``i`` is
-  forced when ``i >= round(B * (1 - fraction))``) a foreground class present in the volume chosen
-  uniformly, then one of its voxels uniformly, and the patch centred on it (clipped so that the
-  patch covers as much of the volume as it can); the other samples get a uniform random start;
-- 2D patches ``(Y, X)``: one slice of the volume (the foreground voxel's slice for forced samples);
-  3D patches ``(Z, Y, X)``;
-- zero padding where the patch runs past the volume (0 is the mean after z-scoring; background
-  for labels).
-
-All random choices come from one numpy Generator (``state_dict``/``load_state_dict`` for exact
-resume); the crops are plain tensor slices, so they run where the data lives (no host round trip
-on the GPU).
-"""
+``PatchSampler`` keeps every normalised training volume as a tensor (image float32, label uint8) on one device and
+draws a batch with a volume chosen uniformly at random for each sample. The LAST samples of the batch (nnU-Net's
+rule: sample ``i`` is forced when ``i >= round(B * (1 - fraction))``) are centred on a foreground voxel (a class
+present in the volume chosen uniformly, then one of its voxels; the patch clipped so that it covers as much of the
+volume as it can); the other samples get a uniform random start. 2D patches ``(Y, X)`` are one slice of the volume
+(the foreground voxel's slice for forced samples), 3D patches ``(Z, Y, X)``. Zero padding where the patch runs past
+the volume (0 is the mean after z-scoring; background for labels). All random choices come from one numpy
+Generator (exact resume); the crops are plain tensor slices, so they run where the data lives."""
 
 from __future__ import annotations
 
@@ -44,31 +35,38 @@ def crop_start(centre: int, dim: int, size: int) -> int:
 
 
 class PatchSampler:
-    """Batches of patches from in-memory volumes.
+    """Batches of patches from in-memory volumes. images: float32 (Z, Y, X) arrays/tensors (already normalised);
+    labels: integer (Z, Y, X) arrays/tensors; patch_size: (Y, X) for 2D or (Z, Y, X) for 3D."""
 
-    images: list of float32 (Z, Y, X) arrays/tensors (already normalised); labels: list of
-    integer (Z, Y, X) arrays/tensors; patch_size: (Y, X) for 2D or (Z, Y, X) for 3D.
-    ``sample()`` -> images (B, 1, *patch) float32, labels (B, *patch) int64 on ``device``."""
-
-    def __init__(self, images: Sequence, labels: Sequence, patch_size: Sequence[int], batch_size: int,
-                 foreground_fraction: float = 0.33, device="cpu", seed: int = 0):
+    def __init__(
+        self,
+        images: Sequence,
+        labels: Sequence,
+        patch_size: Sequence[int],
+        batch_size: int,
+        foreground_fraction: float = 0.33,
+        device="cpu",
+        seed: int = 0,
+    ):
         if len(images) == 0 or len(images) != len(labels):
-            raise ValueError(f"PatchSampler needs as many label maps as images (got {len(images)} images, "
-                             f"{len(labels)} labels), at least one")
+            raise ValueError(
+                f"PatchSampler needs as many label maps as images (got {len(images)} images, "
+                f"{len(labels)} labels), at least one"
+            )
         if len(patch_size) not in (2, 3):
             raise ValueError(f"patch_size {tuple(patch_size)} must have 2 (Y, X) or 3 (Z, Y, X) entries")
-        self.patch_size = tuple(int(s) for s in patch_size)
-        self.spatial_dims = len(self.patch_size)
-        self.batch_size = int(batch_size)
-        self.foreground_fraction = float(foreground_fraction)
+        self.patch_size, self.batch_size = tuple(int(s) for s in patch_size), int(batch_size)
+        self.spatial_dims, self.foreground_fraction = len(self.patch_size), float(foreground_fraction)
         self.device = torch.device(device)
         self.images, self.labels, self.foreground = [], [], []
         for i, (image, label) in enumerate(zip(images, labels)):
             image = torch.as_tensor(np.asarray(image, dtype=np.float32) if isinstance(image, np.ndarray) else image)
             label_np = np.asarray(label.cpu() if torch.is_tensor(label) else label)
             if image.ndim != 3 or tuple(image.shape) != label_np.shape:
-                raise ValueError(f"volume {i}: image {tuple(image.shape)} and label {label_np.shape} must be "
-                                 f"the same (Z, Y, X) shape")
+                raise ValueError(
+                    f"volume {i}: image {tuple(image.shape)} and label {label_np.shape} must be "
+                    f"the same (Z, Y, X) shape"
+                )
             self.images.append(image.to(self.device, torch.float32))
             self.labels.append(torch.as_tensor(label_np.astype(np.uint8)).to(self.device))
             # per class: flat indices of its voxels (int64, host memory; used only to pick centres)
@@ -76,9 +74,10 @@ class PatchSampler:
         self.rng = np.random.default_rng(seed)
 
     def __repr__(self):
-        return (f"PatchSampler(volumes={len(self.images)}, patch_size={self.patch_size}, "
-                f"batch_size={self.batch_size}, foreground_fraction={self.foreground_fraction}, "
-                f"device={self.device})")
+        return (
+            f"PatchSampler(volumes={len(self.images)}, patch_size={self.patch_size}, batch_size={self.batch_size}, "
+            f"foreground_fraction={self.foreground_fraction}, device={self.device})"
+        )
 
     def state_dict(self) -> dict:
         return {"rng": self.rng.bit_generator.state}
@@ -96,8 +95,7 @@ class PatchSampler:
         return tuple(int(v) for v in np.unravel_index(flat, tuple(self.images[index].shape)))
 
     def draw(self) -> list[tuple[int, tuple[int, ...], bool]]:
-        """The random part of a batch: per sample (volume index, crop start over (Z, Y, X), forced).
-        For 2D patches the Z start is the slice and the Z size is 1."""
+        """Per sample (volume index, crop start over (Z, Y, X), forced); 2D patches: Z start the slice, Z size 1."""
         size = self.patch_size if self.spatial_dims == 3 else (1,) + self.patch_size
         out = []
         for forced in forced_foreground(self.batch_size, self.foreground_fraction):
@@ -129,19 +127,27 @@ class PatchSampler:
 
 
 class TrainBatches:
-    """Training batches: a PatchSampler over the normalised volumes (resident on ``device``) and an Augmenter on
-    the same device. The one place where training normalises its raw images. ``sample()`` -> images
-    (B, 1, *patch) float32, labels (B, *patch) int64."""
+    """A PatchSampler over the normalised volumes and an Augmenter on the same device (the one place where training
+    normalises its raw images). ``sample()`` -> images (B, 1, *patch) float32, labels (B, *patch) int64."""
 
     def __init__(self, sampler: PatchSampler, augmenter: Optional[Augmenter] = None):
         self.sampler, self.augmenter = sampler, augmenter
 
     @classmethod
-    def from_cases(cls, cases, patch_size, batch_size: int, foreground_fraction: float = 0.33,
-                   augment: bool = True, device="cpu", seed: int = 0) -> "TrainBatches":
+    def from_cases(
+        cls,
+        cases,
+        patch_size,
+        batch_size: int,
+        foreground_fraction: float = 0.33,
+        augment: bool = True,
+        device="cpu",
+        seed: int = 0,
+    ) -> "TrainBatches":
         images = [normalize_intensity(c.image) for c in cases]
-        sampler = PatchSampler(images, [c.label for c in cases], patch_size, batch_size, foreground_fraction,
-                               device=device, seed=seed)
+        sampler = PatchSampler(
+            images, [c.label for c in cases], patch_size, batch_size, foreground_fraction, device=device, seed=seed
+        )
         return cls(sampler, Augmenter(len(patch_size), seed=seed + 1, device=device) if augment else None)
 
     def sample(self):
@@ -151,8 +157,10 @@ class TrainBatches:
         return images, labels
 
     def state_dict(self) -> dict:
-        return {"sampler": self.sampler.state_dict(),
-                "augmenter": None if self.augmenter is None else self.augmenter.state_dict()}
+        return {
+            "sampler": self.sampler.state_dict(),
+            "augmenter": None if self.augmenter is None else self.augmenter.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state["sampler"])

@@ -1,8 +1,7 @@
 """Sharpness around trained weights: SAM sharpness and the largest Hessian eigenvalue.
 
 A `loss_closure()` returns the scalar loss of the model's *current* weights on a fixed batch
-(uu.landscape.batch_loss_closure). Every function restores the weights bit for bit.
-"""
+(uu.landscape.batch_loss_closure). Every function restores the weights bit for bit."""
 
 from __future__ import annotations
 
@@ -51,8 +50,13 @@ def sam_sharpness(model: nn.Module, loss_closure: LossClosure, rho: float = 0.05
 def _hvp_double_backprop(params, grads, used, vector) -> Weights:
     hv = [torch.zeros_like(p) for p in params]
     if used:
-        products = torch.autograd.grad([grads[i] for i in used], [params[i] for i in used], retain_graph=True,
-                                       grad_outputs=[vector[i] for i in used], allow_unused=True)
+        products = torch.autograd.grad(
+            [grads[i] for i in used],
+            [params[i] for i in used],
+            retain_graph=True,
+            grad_outputs=[vector[i] for i in used],
+            allow_unused=True,
+        )
         for i, h in zip(used, products):
             if h is not None:
                 hv[i] = h.detach()
@@ -75,8 +79,7 @@ def _hvp_finite_difference(model, loss_closure, w, vector, epsilon: float) -> We
 
 @contextlib.contextmanager
 def _hvp(model: nn.Module, loss_closure: LossClosure, method: str, epsilon: float):
-    """Yield product(v) -> H v at the current weights (restored on exit); double_backprop goes through the
-    PyTorch scan, as mamba-ssm's fused backward is not differentiable."""
+    """Yield product(v) -> H v at the current weights (restored on exit); double_backprop runs the PyTorch scan."""
     if method not in HVP_METHODS:
         raise ValueError(f"method must be one of {HVP_METHODS}, got {method!r}")
     backend = scan_backend_override(model, "torch") if method == "double_backprop" else contextlib.nullcontext()
@@ -91,8 +94,13 @@ def _hvp(model: nn.Module, loss_closure: LossClosure, method: str, epsilon: floa
         yield lambda vec: _hvp_double_backprop(params, grads, used, list(vec))
 
 
-def hessian_vector_product(model: nn.Module, loss_closure: LossClosure, vector: Sequence[torch.Tensor],
-                           method: str = "double_backprop", epsilon: float = 1e-3) -> Weights:
+def hessian_vector_product(
+    model: nn.Module,
+    loss_closure: LossClosure,
+    vector: Sequence[torch.Tensor],
+    method: str = "double_backprop",
+    epsilon: float = 1e-3,
+) -> Weights:
     """H v at the current weights; method "double_backprop" or "finite_difference"."""
     with _hvp(model, loss_closure, method, epsilon) as product:
         return product(vector)
@@ -115,11 +123,17 @@ def _power_iteration(product, v, iters: int, tol: float):
     return eigenvalue, trace, False
 
 
-def top_hessian_eigenvalue(model: nn.Module, loss_closure: LossClosure, iters: int = 20, tol: float = 1e-3,
-                           seed: int = 0, method: str = "double_backprop", epsilon: float = 1e-3) -> dict:
-    """Largest Hessian eigenvalue by power iteration on Hessian-vector products. The eigenvalue of largest magnitude
-    ("dominant") can be negative away from a minimum; a second iteration on H - dominant * I then recovers
-    lambda_max. Stops after `iters` products or a relative change below tol.
+def top_hessian_eigenvalue(
+    model: nn.Module,
+    loss_closure: LossClosure,
+    iters: int = 20,
+    tol: float = 1e-3,
+    seed: int = 0,
+    method: str = "double_backprop",
+    epsilon: float = 1e-3,
+) -> dict:
+    """Largest Hessian eigenvalue by power iteration on Hessian-vector products (`iters` at most, or a relative
+    change below tol); a negative "dominant" one (largest magnitude) is followed by an iteration on H - dominant * I.
     Returns {"eigenvalue" (largest), "dominant", "iterations", "converged", "trace", "method"}."""
     gen = torch.Generator().manual_seed(int(seed))
     v = [torch.randn(p.shape, generator=gen).to(p) for p in trainable_parameters(model)]
@@ -133,5 +147,11 @@ def top_hessian_eigenvalue(model: nn.Module, loss_closure: LossClosure, iters: i
             mu, trace_shifted, converged_shifted = _power_iteration(shifted, v, iters, tol)
             eigenvalue, converged = mu + dominant, converged and converged_shifted
             trace = trace + [t + dominant for t in trace_shifted]
-    return {"eigenvalue": eigenvalue, "dominant": dominant, "iterations": len(trace), "converged": converged,
-            "trace": trace, "method": method}
+    return {
+        "eigenvalue": eigenvalue,
+        "dominant": dominant,
+        "iterations": len(trace),
+        "converged": converged,
+        "trace": trace,
+        "method": method,
+    }

@@ -1,23 +1,20 @@
 """One training step, plain or SAM (Eq. 9), with autocast, GradScaler and non-finite steps skipped.
 
-Rules (the authors' fp16 + SAM code lets NaN/inf into the weights; see ../shared/ANCHORS.md):
-  - bf16 autocast (or none) needs no GradScaler. fp16 should come with a GradScaler; the gradients are
-    UNSCALED before anything uses them, so SAM's perturbation e = rho g / ||g|| is taken from true gradients.
-  - A non-finite loss or gradient (any pass, any parameter, sigma included, any DDP rank) skips the step:
-    the weights and the optimizer state stay bit-identical and skipped is True. SAM's perturbation is always
-    undone from the saved copy, so a skipped SAM step leaves no trace either.
-  - No host synchronisation: the skip is decided on the device. A fused optimizer (uu.runs builds
-    SGD(fused=True)) takes the decision as its ``found_inf`` tensor and skips its own kernel; any other
-    optimizer is stepped only after reading the flag (one synchronisation). StepResult holds 0-dim tensors;
-    the training loop reads them in bulk at the end of an epoch.
+Rules (the authors' fp16 + SAM code lets NaN/inf into the weights: its SAM first step uses still-scaled gradients
+and its second step bypasses GradScaler's inf/NaN check; docs/reproduction.md):
+  - bf16 autocast (or none) needs no GradScaler. fp16 should come with a GradScaler; the gradients are UNSCALED
+    before anything uses them, so SAM's perturbation e = rho g / ||g|| is taken from true gradients.
+  - A non-finite loss or gradient (any pass, any parameter, sigma included, any DDP rank) skips the step: the weights
+    and the optimizer state stay bit-identical and skipped is True. SAM's perturbation is always undone from the
+    saved copy, so a skipped SAM step leaves no trace either.
+  - No host synchronisation: the skip is decided on the device. A fused optimizer (uu.runs builds SGD(fused=True))
+    takes the decision as its ``found_inf`` tensor and skips its own kernel; any other optimizer is stepped only
+    after reading the flag (one synchronisation). StepResult holds 0-dim tensors, read by the loop once per epoch.
   - Under DistributedDataParallel the skip flag is max-reduced over ranks; the backward pass always runs.
-  - With a GradScaler, scaler.update() runs once per pass: a non-finite first pass of SAM (which also
-    poisons w + e) backs the scale off twice.
 
-Gradient clipping (norm grad_clip) applies to the gradient the update uses (SAM: the second pass). SAM's
-first pass is not clipped: e = rho g / ||g|| does not depend on the scale of g. The loss and components
-reported are those of the first pass (at w, not at w + e).
-"""
+Gradient clipping (norm grad_clip) applies to the gradient the update uses (SAM: the second pass); SAM's first pass
+is not clipped: e = rho g / ||g|| does not depend on the scale of g. The loss and components reported are those of
+the first pass (at w, not at w + e)."""
 
 from __future__ import annotations
 
@@ -32,6 +29,7 @@ from uu.sam import SAM, global_norm, group_by_device_and_dtype
 @dataclass
 class StepResult:
     """0-dim tensors on the training device (read them with float() / bool(), which synchronises)."""
+
     loss: torch.Tensor  # loss at w (first pass); nan/inf when skipped for a non-finite loss
     skipped: torch.Tensor  # bool: True means the weights were not touched
     grad_norm: torch.Tensor  # L2 norm of the update's gradient before clipping (SAM: second pass)
@@ -61,8 +59,11 @@ def _forward_backward(model, loss_fn, images, target, autocast_dtype, scaler):
         # CUDA graphs (compile mode "reduce-overhead") reuse their output memory on the next replay; SAM's two
         # passes and the step after are new "iterations" (no-op for the other modes)
         torch.compiler.cudagraph_mark_step_begin()
-    autocast = (torch.autocast(device_type=images.device.type, dtype=autocast_dtype)
-                if autocast_dtype is not None else contextlib.nullcontext())
+    autocast = (
+        torch.autocast(device_type=images.device.type, dtype=autocast_dtype)
+        if autocast_dtype is not None
+        else contextlib.nullcontext()
+    )
     with autocast:
         loss = loss_fn(model(images), target)
     (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -125,15 +126,21 @@ def _update(optimizer, found_inf: torch.Tensor, sam: bool) -> None:
         optimizer.step()
 
 
-def train_step(model, loss_fn, optimizer, images: torch.Tensor, target: torch.Tensor, *,
-               autocast_dtype: torch.dtype | None = None, scaler=None, grad_clip: float | None = 12.0) -> StepResult:
+def train_step(
+    model,
+    loss_fn,
+    optimizer,
+    images: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    autocast_dtype: torch.dtype | None = None,
+    scaler=None,
+    grad_clip: float | None = 12.0,
+) -> StepResult:
     """One optimisation step (plain, or SAM's two passes of Eq. 9); returns StepResult of 0-dim tensors.
-
-    model: in train mode (its output may be a list of deep-supervision logits); loss_fn(outputs, target),
-    possibly wrapped in DDP; optimizer: any torch optimizer or uu.sam.SAM holding the model's parameters and the
-    loss's (sigma, without weight decay); images (B, C_in, *spatial), target (B, *spatial) int64, on the model's
-    device; autocast_dtype: None (fp32), torch.bfloat16 or torch.float16; scaler: torch.amp.GradScaler or None.
-    """
+    model: in train mode (its output may be a list of deep-supervision logits); loss_fn(outputs, target), possibly
+    wrapped in DDP; optimizer: any torch optimizer or uu.sam.SAM holding the model's parameters and the loss's (sigma,
+    without weight decay); images (B, C_in, *spatial), target (B, *spatial) int64, on the model's device."""
     if scaler is not None and not scaler.is_enabled():
         scaler = None
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -174,6 +181,3 @@ def train_step(model, loss_fn, optimizer, images: torch.Tensor, target: torch.Te
     optimizer.zero_grad(set_to_none=True)
     model.zero_grad(set_to_none=True)
     return StepResult(loss, found_inf > 0, norm, components)
-
-
-__all__ = ["StepResult", "train_step", "compile_model", "unwrap"]

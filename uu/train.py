@@ -1,11 +1,8 @@
 """One whole training run: ``train_run(profile, data_dir, out_dir)`` and ``python -m uu train``.
 
-The data (a phantom in OUT/phantom when data_dir is ""), the split, the parts built from the profile
-(uu.runs), ``uu.loop.fit`` with the periodic validation Dice on the validation split, then the final model
-predicted on the validation split and scored into RUN/eval/ (uu.infer, uu.evaluate). The run folder
-(DEVELOPERS.md): RUN/profile.yaml split.json log.jsonl checkpoint.pt init.pt final.pt eval/.
-Under torchrun every process runs this; rank 0 writes, validates and evaluates.
-"""
+The data (a phantom in OUT/phantom when data_dir is ""), the split, the parts built from the profile (uu.runs),
+``uu.loop.fit`` with the periodic validation Dice, then the final model's predictions on the validation split scored
+into RUN/eval/ (the run folder: DEVELOPERS.md). Under torchrun rank 0 writes, validates and evaluates."""
 
 from __future__ import annotations
 
@@ -33,16 +30,22 @@ from uu.step import unwrap
 
 def validation_dice(model, cases, plan, device, profile: dict) -> dict:
     """Mean Dice per class over the volumes (sliding window, the profile's val_mirror): {RV, Myo, LV, mean}.
-    cuDNN's autotuning is off meanwhile: the windows' batch shapes vary per volume, and tuning each new one made
-    the first validation of a budget run 8-11 s (results/h200/session4), later ones 0.2-0.5 s."""
+    cuDNN's autotuning is off meanwhile: the windows' batch shapes vary per volume, and tuning each is slow."""
     autocast_dtype, _ = resolve_amp(profile["amp"], device)
     per_class = defaultdict(list)
     tuning, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
     try:
         for case in cases:
-            probs = predict_volume(model, case.image, plan, mirror=profile["val_mirror"], device=device,
-                                   sw_batch_size=profile["sw_batch_size"], overlap=profile["sw_overlap"],
-                                   autocast_dtype=autocast_dtype)
+            probs = predict_volume(
+                model,
+                case.image,
+                plan,
+                mirror=profile["val_mirror"],
+                device=device,
+                sw_batch_size=profile["sw_batch_size"],
+                overlap=profile["sw_overlap"],
+                autocast_dtype=autocast_dtype,
+            )
             for name, d in zip(CLASSES, dice_per_class(probs.argmax(0), case.label, tuple(LABELS.values())).values()):
                 per_class[name].append(d)
     finally:
@@ -52,8 +55,9 @@ def validation_dice(model, cases, plan, device, profile: dict) -> dict:
     return out
 
 
-def train_run(profile, data_dir="", out_dir="runs/run", overrides=None, resume: bool = False,
-              stop_at: float | None = None) -> Path:
+def train_run(
+    profile, data_dir="", out_dir="runs/run", overrides=None, resume: bool = False, stop_at: float | None = None
+) -> Path:
     """Everything for one run (see the module docstring). ``profile``: a name ("smoke"), a YAML path or a dict;
     ``overrides``: dict or ["key=value", ...]; ``stop_at`` (Unix seconds): pause with a checkpoint before an
     epoch that would end after it (no evaluation then; ``resume=True`` finishes the run). Returns the run folder."""
@@ -63,8 +67,10 @@ def train_run(profile, data_dir="", out_dir="runs/run", overrides=None, resume: 
     rank, n_ranks = world()
     try:
         if not resume and (run_dir / "checkpoint.pt").exists():
-            raise DataError(f"{run_dir} already holds a run (checkpoint.pt); pass resume=True (--resume) to "
-                            f"continue it, or choose another output folder")
+            raise DataError(
+                f"{run_dir} already holds a run (checkpoint.pt); pass resume=True (--resume) to "
+                f"continue it, or choose another output folder"
+            )
         if rank == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
         if not data_dir:
@@ -76,12 +82,12 @@ def train_run(profile, data_dir="", out_dir="runs/run", overrides=None, resume: 
         split_seed = profile["seed"] if profile["split_seed"] is None else profile["split_seed"]
         scheme, split = choose_split(cases, profile["split"], profile["fold"], profile["n_folds"], split_seed)
         seed_everything(profile["seed"])
-        resolved = dict(profile, split=scheme, data_dir=str(Path(data_dir).resolve()), world_size=n_ranks,
-                        uu_version=uu.__version__)
+        resolved = dict(
+            profile, split=scheme, data_dir=str(Path(data_dir).resolve()), world_size=n_ranks, uu_version=uu.__version__
+        )
         if rank == 0:
             dump_profile(resolved, run_dir / "profile.yaml")
             (run_dir / "split.json").write_text(json.dumps(split, indent=1))
-
         plan = resolve_plan(profile)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = profile["cudnn_benchmark"]
@@ -91,12 +97,28 @@ def train_run(profile, data_dir="", out_dir="runs/run", overrides=None, resume: 
         train_cases = [c for c in cases if c.patient in set(split["train"])]
         val_cases = [c for c in cases if c.patient in set(split["val"])]
         data_device = device if profile["data_on_gpu"] else torch.device("cpu")
-        batches = TrainBatches.from_cases(train_cases, plan.patch_size, profile["batch_size"],
-                                          profile["foreground_oversample"], profile["augment"], device=data_device,
-                                          seed=profile["seed"] + 1000 * rank)
-        shown = val_cases[:profile["max_val_cases"]] if profile["max_val_cases"] else val_cases
-        result = fit(model, loss, optimizer, batches, profile, run_dir=run_dir, device=device, resume=resume,
-                     validate=lambda m: validation_dice(m, shown, plan, device, profile), stop_at=stop_at)
+        batches = TrainBatches.from_cases(
+            train_cases,
+            plan.patch_size,
+            profile["batch_size"],
+            profile["foreground_oversample"],
+            profile["augment"],
+            device=data_device,
+            seed=profile["seed"] + 1000 * rank,
+        )
+        shown = val_cases[: profile["max_val_cases"]] if profile["max_val_cases"] else val_cases
+        result = fit(
+            model,
+            loss,
+            optimizer,
+            batches,
+            profile,
+            run_dir=run_dir,
+            device=device,
+            resume=resume,
+            validate=lambda m: validation_dice(m, shown, plan, device, profile),
+            stop_at=stop_at,
+        )
         if rank == 0 and result.stopped_by != "paused":
             evaluate_run(run_dir, model, plan, val_cases, profile, device, result, scheme)
         barrier()
@@ -111,24 +133,46 @@ def evaluate_run(run_dir, model, plan, val_cases, profile, device, result: FitRe
     (per_case.csv, summary.json with the training record, the clinical tables). Returns the summary."""
     eval_dir = Path(run_dir) / "eval"
     autocast_dtype, _ = resolve_amp(profile["amp"], device)
-    pred_dir = predict_cases(unwrap(model), val_cases, plan, eval_dir / "pred", mirror=profile["eval_mirror"],
-                             device=device, sw_batch_size=profile["sw_batch_size"], overlap=profile["sw_overlap"],
-                             autocast_dtype=autocast_dtype, progress=profile["progress"] and sys.stderr.isatty())
-    context = {"profile": profile["name"], "split": scheme, "eval_mirror": profile["eval_mirror"],
-               "training": {"steps": result.steps, "epochs": result.epochs, "stopped_by": result.stopped_by,
-                            "it_per_s": result.it_per_s, "train_seconds": result.train_seconds,
-                            "wall_seconds": result.wall_seconds,
-                            "train_fraction": result.train_seconds / max(result.wall_seconds, 1e-9),
-                            "peak_memory_mb": result.peak_memory_mb, "peak_memory_kind": result.peak_memory_kind,
-                            "device": str(device)},
-               "skipped_steps": result.skipped_total, "sigma_first": result.sigma_first, "sigma_last": result.sigma_last}
+    pred_dir = predict_cases(
+        unwrap(model),
+        val_cases,
+        plan,
+        eval_dir / "pred",
+        mirror=profile["eval_mirror"],
+        device=device,
+        sw_batch_size=profile["sw_batch_size"],
+        overlap=profile["sw_overlap"],
+        autocast_dtype=autocast_dtype,
+        progress=profile["progress"] and sys.stderr.isatty(),
+    )
+    context = {
+        "profile": profile["name"],
+        "split": scheme,
+        "eval_mirror": profile["eval_mirror"],
+        "training": {
+            "steps": result.steps,
+            "epochs": result.epochs,
+            "stopped_by": result.stopped_by,
+            "it_per_s": result.it_per_s,
+            "train_seconds": result.train_seconds,
+            "wall_seconds": result.wall_seconds,
+            "train_fraction": result.train_seconds / max(result.wall_seconds, 1e-9),
+            "peak_memory_mb": result.peak_memory_mb,
+            "peak_memory_kind": result.peak_memory_kind,
+            "device": str(device),
+        },
+        "skipped_steps": result.skipped_total,
+        "sigma_first": result.sigma_first,
+        "sigma_last": result.sigma_last,
+    }
     return evaluate_predictions(pred_dir, val_cases, eval_dir, progress=False, context=context)[1]
 
 
 def cli_train(args) -> int:
     """``python -m uu train --params P [--data D] --out RUN [--resume] [--set key=value ...]``."""
-    run_dir = train_run(args.params, data_dir=args.data, out_dir=args.out, overrides=args.set, resume=args.resume,
-                        stop_at=args.stop_at)
+    run_dir = train_run(
+        args.params, data_dir=args.data, out_dir=args.out, overrides=args.set, resume=args.resume, stop_at=args.stop_at
+    )
     if not (run_dir / "eval" / "summary.json").is_file():
         print(f"run folder: {run_dir}: paused before --stop-at with a checkpoint; add --resume to finish it")
         return 0
@@ -136,8 +180,12 @@ def cli_train(args) -> int:
         summary = json.loads((run_dir / "eval" / "summary.json").read_text())
         t = summary["training"]
         print(f"run folder: {run_dir}")
-        print(f"validation Dice RV {summary['dice']['RV']:.4f}  Myo {summary['dice']['Myo']:.4f}  "
-              f"LV {summary['dice']['LV']:.4f}  mean {summary['dice_mean']:.4f}  MSE {summary['mse']:.5f}")
-        print(f"{t['steps']} iterations, {t['train_seconds']:.0f} s in training steps of {t['wall_seconds']:.0f} s "
-              f"({100 * t['train_fraction']:.1f} %), {t['it_per_s']:.2f} it/s")
+        print(
+            f"validation Dice RV {summary['dice']['RV']:.4f}  Myo {summary['dice']['Myo']:.4f}  "
+            f"LV {summary['dice']['LV']:.4f}  mean {summary['dice_mean']:.4f}  MSE {summary['mse']:.5f}"
+        )
+        print(
+            f"{t['steps']} iterations, {t['train_seconds']:.0f} s in training steps of {t['wall_seconds']:.0f} s "
+            f"({100 * t['train_fraction']:.1f} %), {t['it_per_s']:.2f} it/s"
+        )
     return 0

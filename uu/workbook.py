@@ -1,40 +1,36 @@
 """``python -m uu run --params P --data D --out RUN``: the whole workbook, headless.
 
-Executes notebooks/01_data -> 02_model -> 03_train -> 04_ablation -> 05_figures with papermill into
-RUN/notebooks/, passing each the profile and the paths it declares in its ``parameters`` cell:
+Executes notebooks/01_data -> 02_model -> 03_train -> 04_ablation -> 05_figures with papermill into RUN/notebooks/,
+passing each the profile and the paths it declares in its ``parameters`` cell:
 
     profile      the profile name ("smoke") or the absolute path of a profile YAML
     data_dir     D, or RUN/phantom (uu.data.ensure_phantom, before the first notebook) when D is empty
     runs_dir     RUN/runs        (training runs; 04 and 05 share them, so 05 trains nothing new)
     results_dir  RUN/results     (figures as PNG, tables as CSV and Markdown)
-    out_dir      RUN/<notebook>  (for a notebook that wants a folder of its own); 03_train gets
-                 RUN/runs/umamba_ua_sam/seed0 when its run is the one 04 would train (same resolved
-                 profile and data), so the UU-Mamba run is trained once
+    out_dir      RUN/<notebook>  (a folder of its own); 03_train gets RUN/runs/umamba_ua_sam/seed0 when its run
+                 is the one 04 would train (same resolved profile and data), so it is trained once
 
 A standard parameter is passed only to notebooks that declare it. P is either
 
 * a profile: a name ("smoke", "budget") or a profile YAML path (a flat mapping with ``name``), or
-* a workbook file: a YAML path, or a name of one in uu/params ("main", "evidence"), holding a mapping
-  with ``profile`` (required) and optionally
-  ``data_dir`` (used when --data is not given),
-  ``only`` (the notebooks to run, e.g. [04_ablation, 05_figures]; default all),
-  ``parameters`` (name: value for every notebook that declares the name), and
-  ``notebooks`` (notebook stem or number: {name: value}), e.g.
+* a workbook file: a YAML path, or a name of one in uu/params ("main", "evidence"), holding a mapping with
+  ``profile`` (required) and optionally ``data_dir`` (used when --data is not given), ``only`` (the notebooks to run,
+  e.g. [04_ablation, 05_figures]; default all), ``parameters`` (name: value for every notebook that declares the
+  name), and ``notebooks`` (notebook stem or number: {name: value}), e.g.
 
       profile: smoke
       parameters: {seeds: 2}
       notebooks:
         04_ablation: {configurations: [umamba_ce, umamba_ua, umamba_ua_sam]}
 
-Relative paths in a workbook file (``profile``, ``data_dir``, and parameters named ``*_dir`` or
-``*_file``) are relative to the file's folder, so a committed one works from any working directory.
-Every parameter is checked against the notebooks' parameters cells (papermill.inspect_notebook)
-before anything runs: a name no notebook declares (a typo) is an error, never a silent no-op.
-A failing notebook stops the run; the error names the notebook, the cell and the executed copy.
-"""
+Relative paths in a workbook file (``profile``, ``data_dir``, and parameters named ``*_dir`` or ``*_file``) are
+relative to the file's folder, so a committed one works from any working directory. Every parameter is checked
+against the notebooks' parameters cells before anything runs: a name no notebook declares (a typo) is an error,
+never a silent no-op. A failing notebook stops the run; the error names the notebook, the cell and the executed copy."""
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import os
@@ -51,9 +47,10 @@ from uu.profiles import PARAMS_DIR, load_profile
 
 NOTEBOOKS = ("01_data", "02_model", "03_train", "04_ablation", "05_figures")
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-STANDARD_PARAMETERS = ("profile", "data_dir", "runs_dir", "results_dir", "out_dir")
 WORKBOOK_KEYS = ("profile", "data_dir", "only", "parameters", "notebooks")
 SHARED_RUN = ("umamba_ua_sam", 0)  # the ablation run (configuration, seed) that notebook 03 may train
+# The kernel's own log shows errors only: its start-up warning (unencrypted local TCP) says nothing about the run.
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR",)
 
 
 class WorkbookError(RuntimeError):
@@ -69,11 +66,8 @@ class NotebookJob:
 
 
 # ----------------------------------------------------------------------------- reading P
-
 def read_params(params: str) -> dict:
-    """P -> {"profile": str, "data_dir": str, "only": [stem] | None, "parameters": {...},
-    "notebooks": {stem: {...}}}."""
-
+    """P -> {"profile": str, "data_dir": str, "only": [stem] | None, "parameters": {...}, "notebooks": {stem: {}}}."""
     text = str(params)
     path = Path(text)
     plain = {"profile": text, "data_dir": "", "only": None, "parameters": {}, "notebooks": {}}
@@ -84,8 +78,9 @@ def read_params(params: str) -> dict:
         _check_profile(text, "--params")
         return plain
     if not path.is_file():
-        raise DataError(f"--params {text}: no such file (give a profile name such as 'smoke', "
-                        f"a profile YAML or a workbook YAML)")
+        raise DataError(
+            f"--params {text}: no such file (give a profile name such as 'smoke', a profile YAML or a workbook YAML)"
+        )
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -116,8 +111,13 @@ def read_params(params: str) -> dict:
         raise DataError(f"workbook file {path}: 'only' must be a list of notebooks, e.g. [04_ablation, 05_figures]")
     only = None if only is None else [_notebook_stem(str(name), path) for name in only]
     data_dir = _relative_to(path.parent, {"data_dir": str(raw.get("data_dir") or "")})["data_dir"]
-    return {"profile": profile, "data_dir": data_dir, "only": only,
-            "parameters": _relative_to(path.parent, raw.get("parameters") or {}), "notebooks": notebooks}
+    return {
+        "profile": profile,
+        "data_dir": data_dir,
+        "only": only,
+        "parameters": _relative_to(path.parent, raw.get("parameters") or {}),
+        "notebooks": notebooks,
+    }
 
 
 def _is_workbook_file(path: Path) -> bool:
@@ -129,8 +129,12 @@ def _is_workbook_file(path: Path) -> bool:
 
 def _relative_to(folder: Path, values: Mapping) -> dict:
     """Path-like values (keys data_dir, *_dir, *_file; non-empty relative strings) resolved against folder."""
-    return {k: str((folder / v).resolve()) if isinstance(v, str) and v and k.endswith(("_dir", "_file"))
-            and not Path(v).is_absolute() else v for k, v in values.items()}
+    return {
+        k: str((folder / v).resolve())
+        if isinstance(v, str) and v and k.endswith(("_dir", "_file")) and not Path(v).is_absolute()
+        else v
+        for k, v in values.items()
+    }
 
 
 def _check_profile(profile: str, where: str) -> None:
@@ -148,16 +152,8 @@ def _notebook_stem(name: str, source) -> str:
 
 
 # ----------------------------------------------------------------------------- planning and checking
-
-def declared_parameters(source: Path, inspected: Mapping) -> set:
-    """Names assigned in the notebook's parameters cell.
-
-    papermill.inspect_notebook silently drops a line it cannot parse (for example one whose comment
-    holds an "=", papermill issue #772) and only logs "Unable to parse line"; the cell's own syntax
-    tree still names the variable, and papermill injects it fine. So the union of both counts.
-    """
-    import ast
-
+def _parameters_cell(source: Path) -> ast.Module:
+    """The syntax tree of the notebook's cell tagged "parameters"."""
     import nbformat
 
     nb = nbformat.read(str(source), as_version=4)
@@ -165,16 +161,27 @@ def declared_parameters(source: Path, inspected: Mapping) -> set:
     if not cells:
         raise DataError(f"notebook {source}: no cell tagged 'parameters' (papermill needs one)")
     try:
-        tree = ast.parse(cells[0].source)
+        return ast.parse(cells[0].source)
     except SyntaxError as err:
         raise DataError(f"notebook {source}: the parameters cell is not valid Python ({err})") from None
-    names = {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
-             for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+
+
+def declared_parameters(source: Path, inspected: Mapping) -> set:
+    """Names assigned in the notebook's parameters cell. papermill.inspect_notebook drops a line it cannot parse
+    (one whose comment holds an "=") with only a log line, yet papermill injects the variable fine: so the union
+    of its names and the cell's own syntax tree's counts."""
+    tree = _parameters_cell(source)
+    names = {
+        t.id
+        for node in tree.body
+        if isinstance(node, (ast.Assign, ast.AnnAssign))
+        for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(t, ast.Name)
+    }
     return names | set(inspected)
 
 
-def plan_workbook(params: str, data: str, out, notebooks_dir=None,
-                  stems=None) -> tuple[dict, list[NotebookJob]]:
+def plan_workbook(params: str, data: str, out, notebooks_dir=None, stems=None) -> tuple[dict, list[NotebookJob]]:
     """Resolve P, the paths and each notebook's parameters; check every name. Runs nothing."""
     import papermill as pm
 
@@ -182,12 +189,17 @@ def plan_workbook(params: str, data: str, out, notebooks_dir=None,
     spec = read_params(params)
     stems = tuple(stems or spec["only"] or NOTEBOOKS)
     out = Path(out).resolve()
-    data_dir = str(Path(data).resolve()) if data else (str(Path(spec["data_dir"]).resolve()) if spec["data_dir"] else "")
-    standard = {"profile": spec["profile"], "data_dir": data_dir or str(out / "phantom"),
-                "runs_dir": str(out / "runs"), "results_dir": str(out / "results")}
+    data = data or spec["data_dir"]
+    data_dir = str(Path(data).resolve()) if data else ""
+    standard = {
+        "profile": spec["profile"],
+        "data_dir": data_dir or str(out / "phantom"),
+        "runs_dir": str(out / "runs"),
+        "results_dir": str(out / "results"),
+    }
     declared, jobs = {}, []
     for stem in stems:
-        source = Path(notebooks_dir) / f"{stem}.ipynb"
+        source = notebooks_dir / f"{stem}.ipynb"
         if not source.is_file():
             raise DataError(f"notebook {source} is missing (the workbook runs {list(stems)})")
         papermill_log = logging.getLogger("papermill")
@@ -202,38 +214,38 @@ def plan_workbook(params: str, data: str, out, notebooks_dir=None,
     everywhere = set().union(*declared.values())
     for name in spec["parameters"]:
         if name not in everywhere:
-            raise DataError(f"--params: parameter {name!r} is declared by no notebook; "
-                            f"known parameters: {sorted(everywhere)}")
+            raise DataError(
+                f"--params: parameter {name!r} is declared by no notebook; known parameters: {sorted(everywhere)}"
+            )
     for stem, values in spec["notebooks"].items():
         if stem not in declared:
             raise DataError(f"--params: notebook {stem} is not part of this run ({list(stems)})")
         for name in values:
             if name not in declared[stem]:
-                raise DataError(f"--params: notebook {stem} has no parameter {name!r}; "
-                                f"its parameters: {sorted(declared[stem])}")
+                raise DataError(
+                    f"--params: notebook {stem} has no parameter {name!r}; its parameters: {sorted(declared[stem])}"
+                )
     for stem in stems:
-        values = {**standard, "out_dir": str(out / stem)}
-        values = {k: v for k, v in values.items() if k in declared[stem]}
+        values = {k: v for k, v in {**standard, "out_dir": str(out / stem)}.items() if k in declared[stem]}
         values.update({k: v for k, v in spec["parameters"].items() if k in declared[stem]})
         values.update(spec["notebooks"].get(stem, {}))
-        jobs.append(NotebookJob(stem, Path(notebooks_dir) / f"{stem}.ipynb", out / "notebooks" / f"{stem}.ipynb",
-                                values))
-    user_out_dir = "out_dir" in spec["parameters"] or "out_dir" in spec["notebooks"].get("03_train", {})
-    if not user_out_dir:
+        jobs.append(NotebookJob(stem, notebooks_dir / f"{stem}.ipynb", out / "notebooks" / f"{stem}.ipynb", values))
+    if "out_dir" not in spec["parameters"] and "out_dir" not in spec["notebooks"].get("03_train", {}):
         share_training_run(jobs, notebooks_dir)
     return {**spec, "data_dir": data_dir, "out": str(out)}, jobs
 
 
 def share_training_run(jobs: list, notebooks_dir) -> bool:
-    """Point 03_train's out_dir at 04's RUNS/umamba_ua_sam/seed0 when 03 would train exactly that run
-    (the same resolved profile: 04 adds the configuration's overrides, seed 0 and its ``overrides``;
-    03 its seed and device); 04 then reads the run instead of training it again. Returns True if so."""
+    """Point 03_train's out_dir at 04's RUNS/umamba_ua_sam/seed0 when 03 would train exactly that run (the same
+    resolved profile), so that 04 reads it instead of training it again. Returns True if so."""
     by_stem = {job.stem: job for job in jobs}
     if "03_train" not in by_stem or "04_ablation" not in by_stem:
         return False
 
-    train, table = ({**notebook_defaults(Path(notebooks_dir) / f"{s}.ipynb"), **by_stem[s].parameters}
-                    for s in ("03_train", "04_ablation"))
+    train, table = (
+        {**notebook_defaults(Path(notebooks_dir) / f"{s}.ipynb"), **by_stem[s].parameters}
+        for s in ("03_train", "04_ablation")
+    )
     name, seed = SHARED_RUN
     if name not in table["configurations"] or table["seeds"] <= seed or train["data_dir"] != table["data_dir"]:
         return False
@@ -247,14 +259,8 @@ def share_training_run(jobs: list, notebooks_dir) -> bool:
 
 def notebook_defaults(source: Path) -> dict:
     """{name: value} of the parameters cell's literal assignments (what runs when nothing is passed)."""
-    import ast
-
-    import nbformat
-
-    nb = nbformat.read(str(source), as_version=4)
-    cell = next(c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", []))
     out = {}
-    for node in ast.parse(cell.source).body:
+    for node in _parameters_cell(source).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             try:
                 out[node.targets[0].id] = ast.literal_eval(node.value)
@@ -264,7 +270,6 @@ def notebook_defaults(source: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------- running
-
 def run_notebook(job: NotebookJob, cwd) -> float:
     """Execute one notebook with papermill; returns seconds. Raises WorkbookError naming the cell."""
     import papermill as pm
@@ -273,14 +278,22 @@ def run_notebook(job: NotebookJob, cwd) -> float:
     job.output.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
     try:
-        pm.execute_notebook(str(job.source), str(job.output), parameters=job.parameters, kernel_name="python3",
-                            progress_bar=False, cwd=str(cwd))
+        pm.execute_notebook(
+            str(job.source),
+            str(job.output),
+            parameters=job.parameters,
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(cwd),
+            extra_arguments=list(KERNEL_ARGUMENTS),
+        )
     except PapermillExecutionError as err:
         first_line = next((line for line in str(err.source).splitlines() if line.strip()), "")
         raise WorkbookError(
             f"notebook {job.stem} failed in cell {err.cell_index} (execution count {err.exec_count}, "
             f"starting {first_line.strip()!r}): {err.ename}: {err.evalue}\n"
-            f"the executed copy with the full traceback: {job.output}") from None
+            f"the executed copy with the full traceback: {job.output}"
+        ) from None
     return time.time() - start
 
 
@@ -292,15 +305,24 @@ def run_workbook(params: str, data: str, out, notebooks_dir=None, stems=None) ->
     os.environ.setdefault("MPLBACKEND", "Agg")  # kernels inherit it: no display needed
     phantom = out / "phantom"
     if any(j.parameters.get("data_dir") == str(phantom) for j in jobs):
-    
         ensure_phantom(phantom, load_profile(spec["profile"])["phantom_patients"])
-    record = {"params": str(params), "profile": spec["profile"], "data_dir": spec["data_dir"] or str(out / "phantom"),
-              "notebooks": []}
+    record = {
+        "params": str(params),
+        "profile": spec["profile"],
+        "data_dir": spec["data_dir"] or str(out / "phantom"),
+        "notebooks": [],
+    }
     for job in jobs:
         print(f"[run] {job.stem}: executing into {job.output}", flush=True)
         seconds = run_notebook(job, cwd=out)
-        record["notebooks"].append({"notebook": job.stem, "seconds": round(seconds, 1),
-                                    "parameters": job.parameters, "output": str(job.output)})
+        record["notebooks"].append(
+            {
+                "notebook": job.stem,
+                "seconds": round(seconds, 1),
+                "parameters": job.parameters,
+                "output": str(job.output),
+            }
+        )
         (out / "workbook.json").write_text(json.dumps(record, indent=2))
         print(f"[run] {job.stem}: done in {seconds:.0f} s", flush=True)
     return record
@@ -315,8 +337,11 @@ def cli_run(args) -> int:
         print(f"error: {err}", flush=True)
         return 1
     total = time.time() - start
-    print(f"[run] workbook finished in {total:.0f} s: notebooks in {Path(args.out) / 'notebooks'}, "
-          f"figures and tables in {Path(args.out) / 'results'}", flush=True)
+    print(
+        f"[run] workbook finished in {total:.0f} s: notebooks in {Path(args.out) / 'notebooks'}, "
+        f"figures and tables in {Path(args.out) / 'results'}",
+        flush=True,
+    )
     record["seconds"] = round(total, 1)
     (Path(args.out) / "workbook.json").write_text(json.dumps(record, indent=2))
     return 0

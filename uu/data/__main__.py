@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import time
+
 from .cache import write_cache
 from .errors import DataError
 from .load import load_acdc
@@ -9,10 +12,6 @@ from .load import load_acdc
 
 def main(argv=None) -> int:
     """``python -m uu.data SRC OUT.uucache.npz [--lzma]``: convert any layout to a compact cache."""
-    import argparse
-    import time
-
-
     p = argparse.ArgumentParser(prog="python -m uu.data", description=main.__doc__)
     p.add_argument("src")
     p.add_argument("out")
@@ -26,8 +25,7 @@ def main(argv=None) -> int:
     except DataError as err:
         print(f"error: {err}")
         return 2
-    print(f"{out}: {len(cases)} volumes, {out.stat().st_size / 2**20:.1f} MiB, "
-          f"{time.perf_counter() - start:.1f} s")
+    print(f"{out}: {len(cases)} volumes, {out.stat().st_size / 2**20:.1f} MiB, {time.perf_counter() - start:.1f} s")
     return 0
 
 

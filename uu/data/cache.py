@@ -1,12 +1,11 @@
-"""Compact cache: all cases in ONE ``*.uucache.npz`` (uint8 images and labels, compressed).
-
-So the 160 real volumes fit what travels to a GPU machine. Images are clipped per volume at the 0.5/99.5
-percentiles and scaled to 0..255; they come back as float32 in 0..1 (training normalises them again).
-Arrays are flattened and concatenated, with ``offsets`` and ``shapes`` to cut them apart.
-"""
+"""Compact cache: all cases in ONE ``*.uucache.npz`` (uint8 images and labels, compressed), so the 160 real volumes
+fit what travels to a GPU machine. Images are clipped per volume at the 0.5/99.5 percentiles and scaled to 0..255;
+they come back as float32 in 0..1 (training normalises them again). Arrays are flattened and concatenated, with
+``offsets`` and ``shapes`` to cut them apart."""
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import zipfile
@@ -29,7 +28,7 @@ def is_cache_path(path) -> bool:
 
 def write_cache(cases: Iterable[Case], path, compression: str = "deflate") -> Path:
     """Write ``cases`` to ``path`` (ending in ``.uucache.npz``) atomically, lazy cases one at a time;
-    ``compression``: "deflate" (ACDC: ~54 MiB in ~14 s) or "lzma" (~44 MiB in ~70 s)."""
+    ``compression``: "deflate" or "lzma" (smaller, much slower)."""
     path = Path(path)
     methods = {"deflate": (zipfile.ZIP_DEFLATED, 9), "lzma": (zipfile.ZIP_LZMA, None)}
     if compression not in methods:
@@ -88,15 +87,29 @@ class _CacheStore:
             with np.load(path, allow_pickle=False) as npz:
                 self.arrays = {name: npz[name] for name in npz.files}
         except Exception as err:
-            raise DataError(f"{path}: unreadable cache file ({type(err).__name__}: {err}). "
-                            "Write it again with uu.data.write_cache.") from err
-        missing = {"version", "image", "label", "offsets", "shapes", "patient", "phase", "group",
-                   "spacing", "has_label", "source"} - set(self.arrays)
+            raise DataError(
+                f"{path}: unreadable cache file ({type(err).__name__}: {err}). Write it again with uu.data.write_cache."
+            ) from err
+        missing = {
+            "version",
+            "image",
+            "label",
+            "offsets",
+            "shapes",
+            "patient",
+            "phase",
+            "group",
+            "spacing",
+            "has_label",
+            "source",
+        } - set(self.arrays)
         if missing:
             raise DataError(f"{path}: not a uu cache file (missing {sorted(missing)}).")
         if int(self.arrays["version"]) != CACHE_VERSION:
-            raise DataError(f"{path}: cache version {int(self.arrays['version'])}, this code reads "
-                            f"version {CACHE_VERSION}. Write it again with uu.data.write_cache.")
+            raise DataError(
+                f"{path}: cache version {int(self.arrays['version'])}, this code reads "
+                f"version {CACHE_VERSION}. Write it again with uu.data.write_cache."
+            )
 
     def volume(self, index: int):
         a = self.arrays
@@ -107,16 +120,6 @@ class _CacheStore:
         return image, label
 
 
-class _CacheVolume:
-    """Picklable loader for case ``index`` of a `_CacheStore`."""
-
-    def __init__(self, store: _CacheStore, index: int):
-        self.store, self.index = store, index
-
-    def __call__(self):
-        return self.store.volume(self.index)
-
-
 def load_cache(path, lazy: bool = False, require_labels: bool = True) -> list[Case]:
     """Cases of a ``*.uucache.npz``; images float32 in 0..1 (``lazy`` defers only the float32 conversion)."""
     path = Path(path)
@@ -124,16 +127,24 @@ def load_cache(path, lazy: bool = False, require_labels: bool = True) -> list[Ca
     a = store.arrays
     if require_labels and not a["has_label"].all():
         first = int(np.flatnonzero(~a["has_label"])[0])
-        raise DataError(f"{path}: case {a['source'][first]} has no ground truth. "
-                        "Pass require_labels=False to load images only.")
+        raise DataError(
+            f"{path}: case {a['source'][first]} has no ground truth. Pass require_labels=False to load images only."
+        )
     cases = []
     for i in range(len(a["patient"])):
         spacing = None if np.isnan(a["spacing"][i]).any() else tuple(float(s) for s in a["spacing"][i])
-        case = Case(int(a["patient"][i]), str(a["phase"][i]), str(a["group"][i]) or None, None, None,
-                    spacing, path, loader=_CacheVolume(store, i))
+        case = Case(
+            int(a["patient"][i]),
+            str(a["phase"][i]),
+            str(a["group"][i]) or None,
+            None,
+            None,
+            spacing,
+            path,
+            loader=functools.partial(store.volume, i),
+        )
         if not lazy:
             case.image
             case.loader = None
         cases.append(case)
     return cases
-

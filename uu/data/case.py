@@ -1,8 +1,7 @@
 """`Case`: one cine-MRI volume (one patient, one phase) with its label map.
 
 A lazy case (``image=None, label=None, loader=fn``) reads ``fn() -> (image, label)`` on first access and keeps
-them until ``case.release()``; listing cases reads no voxel data.
-"""
+them until ``case.release()``; listing cases reads no voxel data."""
 
 from __future__ import annotations
 
@@ -35,8 +34,9 @@ class Case:
     label: Optional[np.ndarray] = field(repr=False, compare=False)
     spacing: Optional[tuple[float, float, float]]
     source: Path
-    loader: Optional[Callable[[], tuple[np.ndarray, Optional[np.ndarray]]]] = field(default=None, repr=False,
-                                                                                  compare=False)
+    loader: Optional[Callable[[], tuple[np.ndarray, Optional[np.ndarray]]]] = field(
+        default=None, repr=False, compare=False
+    )
 
     def __post_init__(self):
         if self.phase not in PHASES:

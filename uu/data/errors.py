@@ -2,7 +2,5 @@
 
 
 class DataError(ValueError):
-    """Bad data on disk or a bad data argument.
-
-    The message names the file (or argument), says what is wrong and what to do about it.
-    """
+    """Bad data on disk or a bad data argument; the message names the file (or argument), says what is wrong and
+    what to do about it."""

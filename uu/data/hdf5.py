@@ -1,8 +1,7 @@
-"""The preprocessed HDF5 layout ("SSL4MIS" style) of ../shared/acdc.
+"""The preprocessed HDF5 layout ("SSL4MIS" style) that many ACDC code bases distribute.
 
 ``data/patientNNN_frame01.h5`` (ED) / ``frame02`` (ES): ``image`` float32 (Z, Y, X) and ``label`` uint8; no
-spacing is stored; the group follows the patient number. ``train.list`` / ``val.list`` may sit beside ``data/``.
-"""
+spacing is stored; the group follows the patient number. ``train.list`` / ``val.list`` may sit beside ``data/``."""
 
 from __future__ import annotations
 
@@ -38,11 +37,13 @@ def read_h5(path: Path, require_labels: bool = True):
     except DataError:
         raise
     except Exception as err:  # h5py raises OSError/KeyError/RuntimeError for broken files
-        raise DataError(f"{path}: unreadable HDF5 ({type(err).__name__}: {err}). The file is "
-                        "probably truncated; copy it again.") from err
+        raise DataError(
+            f"{path}: unreadable HDF5 ({type(err).__name__}: {err}). The file is probably truncated; copy it again."
+        ) from err
     if label is None and require_labels:
-        raise DataError(f"{path}: no 'label' dataset (missing ground truth). "
-                        "Pass require_labels=False to load images only.")
+        raise DataError(
+            f"{path}: no 'label' dataset (missing ground truth). Pass require_labels=False to load images only."
+        )
     image = checked_image(image, path)
     return image, optional_label(label, path, image, path)
 
@@ -52,12 +53,22 @@ def load_hdf5(root: Path, lazy: bool = False, require_labels: bool = True) -> li
     for path in find_h5_files(root):
         match = H5_NAME.match(path.name)
         if match is None or int(match.group(2)) not in FRAME_TO_PHASE:
-            raise DataError(f"{path}: unexpected file name. The HDF5 layout names volumes "
-                            "patientNNN_frame01.h5 (ED) and patientNNN_frame02.h5 (ES); move "
-                            "other .h5 files out of this folder.")
+            raise DataError(
+                f"{path}: unexpected file name. The HDF5 layout names volumes "
+                "patientNNN_frame01.h5 (ED) and patientNNN_frame02.h5 (ES); move "
+                "other .h5 files out of this folder."
+            )
         patient, phase = int(match.group(1)), FRAME_TO_PHASE[int(match.group(2))]
-        case = Case(patient, phase, group_from_number(patient), None, None, None, path,
-                    loader=functools.partial(read_h5, path, require_labels))
+        case = Case(
+            patient,
+            phase,
+            group_from_number(patient),
+            None,
+            None,
+            None,
+            path,
+            loader=functools.partial(read_h5, path, require_labels),
+        )
         if not lazy:
             case.image
             case.loader = None

@@ -1,8 +1,7 @@
 """The official ACDC layout: ``patientNNN/Info.cfg`` + ``patientNNN_frameXX[_gt].nii.gz``.
 
 Roots: a folder of ``patientNNN/`` folders or of ``training/`` / ``testing/`` (also under ``database/``).
-NIfTI (X, Y, Z) arrays become (Z, Y, X), zooms (z, y, x) mm; voxel order as stored (no reorientation).
-"""
+NIfTI (X, Y, Z) arrays become (Z, Y, X), zooms (z, y, x) mm; voxel order as stored (no reorientation)."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from .case import Case, GROUPS
+from .case import GROUPS, Case
 from .errors import DataError
 from .validate import checked_image, optional_label
 
@@ -40,8 +39,10 @@ def parse_info_cfg(path: Path) -> dict:
             info[key.strip()] = value.strip()
     for key in ("ED", "ES"):
         if key not in info:
-            raise DataError(f"{path}: no '{key}:' line (found keys {sorted(info)}). Info.cfg must "
-                            "name the ED and ES frames, e.g. 'ED: 1' and 'ES: 12'.")
+            raise DataError(
+                f"{path}: no '{key}:' line (found keys {sorted(info)}). Info.cfg must "
+                "name the ED and ES frames, e.g. 'ED: 1' and 'ES: 12'."
+            )
         try:
             info[key] = int(float(info[key]))
         except ValueError:
@@ -74,8 +75,10 @@ def read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
         img = nib.load(str(path))
         data, zooms = np.asanyarray(img.dataobj), img.header.get_zooms()
     except Exception as err:  # nibabel/gzip/zlib raise many types for a broken file
-        raise DataError(f"{path}: unreadable NIfTI ({type(err).__name__}: {err}). The file is "
-                        "probably truncated or not a NIfTI; download or extract it again.") from err
+        raise DataError(
+            f"{path}: unreadable NIfTI ({type(err).__name__}: {err}). The file is "
+            "probably truncated or not a NIfTI; download or extract it again."
+        ) from err
     if data.ndim not in (3, 4):
         raise DataError(f"{path}: expected a 3-D volume (X, Y, Z), got shape {data.shape}.")
     data = np.ascontiguousarray(np.transpose(data[..., 0] if data.ndim == 4 else data, (2, 1, 0)))
@@ -95,23 +98,36 @@ def load_official(root: Path, lazy: bool = False, require_labels: bool = True) -
         patient = int(PATIENT_DIR.match(folder.name).group(1))
         info_path = folder / "Info.cfg"
         if not info_path.is_file():
-            raise DataError(f"{info_path}: missing. Each patient folder of the official layout "
-                            "needs its Info.cfg (it names the ED and ES frames).")
+            raise DataError(
+                f"{info_path}: missing. Each patient folder of the official layout "
+                "needs its Info.cfg (it names the ED and ES frames)."
+            )
         info = parse_info_cfg(info_path)
         group = info["Group"] or group_from_number(patient)
         for phase in ("ED", "ES"):
             stem = f"{folder.name}_frame{info[phase]:02d}"
             image_path = _nifti_path(folder, stem)
             if image_path is None:
-                raise DataError(f"{folder / (stem + '.nii.gz')}: missing ({phase} frame {info[phase]} per "
-                                f"{info_path}).")
+                raise DataError(
+                    f"{folder / (stem + '.nii.gz')}: missing ({phase} frame {info[phase]} per {info_path})."
+                )
             label_path = _nifti_path(folder, stem + "_gt")
             if label_path is None and require_labels:
-                raise DataError(f"{folder / (stem + '_gt.nii.gz')}: missing ground truth for the "
-                                f"{phase} frame. Pass require_labels=False to load images only "
-                                "(e.g. the testing folder), or restore the file.")
-            case = Case(patient, phase, group, None, None, _header_spacing(image_path), image_path,
-                        loader=functools.partial(read_pair, image_path, label_path))
+                raise DataError(
+                    f"{folder / (stem + '_gt.nii.gz')}: missing ground truth for the "
+                    f"{phase} frame. Pass require_labels=False to load images only "
+                    "(e.g. the testing folder), or restore the file."
+                )
+            case = Case(
+                patient,
+                phase,
+                group,
+                None,
+                None,
+                _header_spacing(image_path),
+                image_path,
+                loader=functools.partial(read_pair, image_path, label_path),
+            )
             if not lazy:
                 case.image  # load now (and validate)
                 case.loader = None
@@ -126,6 +142,7 @@ def _header_spacing(path: Path) -> tuple[float, float, float]:
     try:
         zooms = nib.load(str(path)).header.get_zooms()
     except Exception as err:
-        raise DataError(f"{path}: unreadable NIfTI header ({type(err).__name__}: {err}). "
-                        "Download or extract the file again.") from err
+        raise DataError(
+            f"{path}: unreadable NIfTI header ({type(err).__name__}: {err}). Download or extract the file again."
+        ) from err
     return tuple(float(z) for z in zooms[:3][::-1])

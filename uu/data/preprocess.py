@@ -32,15 +32,18 @@ def to_uint8(image: np.ndarray, percentiles=CLIP_PERCENTILES) -> np.ndarray:
     return np.round(scaled * 255.0).astype(np.uint8)
 
 
-def resample(array: np.ndarray, spacing: Optional[Sequence[float]], target_spacing: Sequence[float],
-             order: int = 3) -> np.ndarray:
+def resample(
+    array: np.ndarray, spacing: Optional[Sequence[float]], target_spacing: Sequence[float], order: int = 3
+) -> np.ndarray:
     """Resample a (Z, Y, X) volume from ``spacing`` to ``target_spacing`` (mm, (z, y, x)); ``order=0`` for labels.
     Axes whose target is None or <= 0 keep their spacing."""
     from scipy import ndimage
 
     if spacing is None:
-        raise DataError("resample: this case has no voxel spacing (the HDF5 layout stores none); "
-                        "use the official NIfTI layout or skip resampling.")
+        raise DataError(
+            "resample: this case has no voxel spacing (the HDF5 layout stores none); "
+            "use the official NIfTI layout or skip resampling."
+        )
     if len(spacing) != array.ndim or len(target_spacing) != array.ndim:
         raise ValueError(f"resample: spacing {spacing} / target {target_spacing} do not match array dims {array.shape}")
     factors = [s / t if t and t > 0 else 1.0 for s, t in zip(spacing, target_spacing)]
@@ -62,8 +65,8 @@ def extract_patch(array: np.ndarray, start: Sequence[int], size: Sequence[int], 
         raise ValueError(f"extract_patch: size {tuple(size)} has more axes than array {array.shape}")
     if any(int(s) <= 0 for s in size):
         raise ValueError(f"extract_patch: size {tuple(size)} must be positive")
-    out = np.full(array.shape[:array.ndim - k] + tuple(int(s) for s in size), pad_value, dtype=array.dtype)
-    src, dst = crop_slices(start, size, array.shape[array.ndim - k:])
+    out = np.full(array.shape[: array.ndim - k] + tuple(int(s) for s in size), pad_value, dtype=array.dtype)
+    src, dst = crop_slices(start, size, array.shape[array.ndim - k :])
     if src is not None:  # else no overlap: all padding
         out[(Ellipsis, *dst)] = array[(Ellipsis, *src)]
     return out

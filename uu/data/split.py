@@ -8,7 +8,7 @@ import numpy as np
 
 from .errors import DataError
 
-# nnFormer / TransUNet / Swin-Unet ACDC split (../shared/acdc/README.md); train = the other 70 of 1-100.
+# The ACDC split of nnFormer / TransUNet / Swin-Unet (their published val/test lists); train = the other 70 of 1-100.
 NNFORMER_VAL = (89, 90, 91, 93, 94, 96, 97, 98, 99, 100)
 NNFORMER_TEST = (2, 3, 8, 9, 12, 14, 17, 24, 42, 48, 49, 53, 55, 64, 67, 79, 81, 88, 92, 95)
 NNFORMER_TRAIN = tuple(p for p in range(1, 101) if p not in NNFORMER_VAL + NNFORMER_TEST)
@@ -39,8 +39,9 @@ def _kfold(ids: list[int], group_of: Mapping[int, Optional[str]], fold, n_folds:
     if not isinstance(fold, (int, np.integer)) or not 0 <= fold < n_folds:
         raise DataError(f"split_patients: fold={fold!r} must be in 0..{n_folds - 1} or 'all'.")
     if len(ids) < n_folds:
-        raise DataError(f"split_patients: {len(ids)} patients cannot fill {n_folds} folds; "
-                        "lower n_folds or add patients.")
+        raise DataError(
+            f"split_patients: {len(ids)} patients cannot fill {n_folds} folds; lower n_folds or add patients."
+        )
     rng = np.random.default_rng(seed)
     by_group: dict[str, list[int]] = {}
     for p in ids:
@@ -53,10 +54,15 @@ def _kfold(ids: list[int], group_of: Mapping[int, Optional[str]], fold, n_folds:
     return sorted(p for p in ids if fold_of[p] != fold), sorted(p for p in ids if fold_of[p] == fold)
 
 
-def split_patients(patients: Iterable, scheme: str, fold: Union[int, str] = 0, n_folds: int = 5,
-                   seed: int = 0, groups: Optional[Mapping[int, str]] = None) -> dict[str, list[int]]:
+def split_patients(
+    patients: Iterable,
+    scheme: str,
+    fold: Union[int, str] = 0,
+    n_folds: int = 5,
+    seed: int = 0,
+    groups: Optional[Mapping[int, str]] = None,
+) -> dict[str, list[int]]:
     """{"train": [...], "val": [...], "test": [...]} of sorted patient ids.
-
     ``patients``: patient ids or `Case` objects (repeats are fine; Cases bring their group). Schemes:
       - "nnformer": the fixed 70/10/20 split of nnFormer/TransUNet (``NNFORMER_*``), restricted to ``patients``;
       - "kfold": stratified ``n_folds``-fold cross-validation, val = fold ``fold``, test = [];
@@ -68,28 +74,34 @@ def split_patients(patients: Iterable, scheme: str, fold: Union[int, str] = 0, n
     if scheme == "nnformer":
         outside = [p for p in ids if not 1 <= p <= 100]
         if outside:
-            raise DataError(f"split_patients: the nnformer split covers the ACDC training patients 1..100 only; "
-                            f"got {outside[:5]}{'...' if len(outside) > 5 else ''}. "
-                            "Load only the training folder, or use scheme 'official'.")
+            raise DataError(
+                f"split_patients: the nnformer split covers the ACDC training patients 1..100 only; "
+                f"got {outside[:5]}{'...' if len(outside) > 5 else ''}. "
+                "Load only the training folder, or use scheme 'official'."
+            )
         present = set(ids)
-        return {"train": [p for p in NNFORMER_TRAIN if p in present],
-                "val": [p for p in NNFORMER_VAL if p in present],
-                "test": [p for p in NNFORMER_TEST if p in present]}
+        return {
+            "train": [p for p in NNFORMER_TRAIN if p in present],
+            "val": [p for p in NNFORMER_VAL if p in present],
+            "test": [p for p in NNFORMER_TEST if p in present],
+        }
     if scheme == "kfold":
         train, val = _kfold(ids, group_of, fold, n_folds, seed)
         return {"train": train, "val": val, "test": []}
     if scheme == "official":
         training = [p for p in ids if p <= 100]
         if not training:
-            raise DataError(f"split_patients: scheme 'official' needs training patients (ids 1..100); "
-                            f"got only {ids[:5]}...")
+            raise DataError(
+                f"split_patients: scheme 'official' needs training patients (ids 1..100); got only {ids[:5]}..."
+            )
         train, val = _kfold(training, group_of, fold, n_folds, seed)
         return {"train": train, "val": val, "test": [p for p in ids if p > 100]}
     raise DataError(f"split_patients: unknown scheme {scheme!r}; choose one of {SCHEMES}.")
 
 
-def choose_split(cases: Iterable, scheme: str = "auto", fold: Union[int, str] = 0, n_folds: int = 5,
-                 seed: int = 0) -> tuple[str, dict[str, list[int]]]:
+def choose_split(
+    cases: Iterable, scheme: str = "auto", fold: Union[int, str] = 0, n_folds: int = 5, seed: int = 0
+) -> tuple[str, dict[str, list[int]]]:
     """(scheme used, {"train", "val", "test"}): the split training uses; "auto": "nnformer" when all of its
     validation patients are present, else "kfold". DataError when train or val would be empty."""
     cases = list(cases)
@@ -98,6 +110,8 @@ def choose_split(cases: Iterable, scheme: str = "auto", fold: Union[int, str] = 
         scheme = "nnformer" if set(NNFORMER_VAL) <= set(patients) else "kfold"
     split = split_patients(cases, scheme, fold=fold, n_folds=n_folds, seed=seed)
     if not split["train"] or not split["val"]:
-        raise DataError(f"split {scheme!r} of {len(patients)} patients gives {len(split['train'])} training and "
-                        f"{len(split['val'])} validation patients; both must be non-empty")
+        raise DataError(
+            f"split {scheme!r} of {len(patients)} patients gives {len(split['train'])} training and "
+            f"{len(split['val'])} validation patients; both must be non-empty"
+        )
     return scheme, split

@@ -1,8 +1,8 @@
 """Building blocks: conv-norm-activation, the ResNet-D residual block, the Mamba layer.
 
 Norm and activation are arguments, as factories: norm(spatial_dims, channels) -> nn.Module and
-act() -> nn.Module (defaults `instance_norm`, `leaky_relu`); `spatial_dims` picks the 2D or 3D op.
-"""
+act() -> nn.Module (defaults `instance_norm`, `leaky_relu`); `spatial_dims` picks the 2D or 3D op."""
+
 from __future__ import annotations
 
 import torch
@@ -24,10 +24,9 @@ def instance_norm(spatial_dims, channels):
 
 class InstanceNormInLayout(nn.Module):
     """nn.InstanceNorm{2,3}d(channels, eps, affine=True) computed as a reduction over the spatial dimensions of
-    (B, C, *spatial), so the output keeps the input's memory layout. nn.InstanceNorm runs a batch norm on the
-    input reshaped to (1, B * C, *spatial): for a channels-last tensor that reshape copies (B and C are not
-    adjacent in memory) and the output comes back NCHW / NCDHW, which the next channels-last convolution copies
-    again. Same parameters (weight, bias) and state_dict; statistics in fp32; output in the input's dtype."""
+    (B, C, *spatial), so the output keeps the input's memory layout (nn.InstanceNorm's reshape to (1, B * C,
+    *spatial) copies a channels-last tensor and returns NCHW / NCDHW). Same parameters and state_dict; statistics
+    in fp32; output in the input's dtype."""
 
     def __init__(self, spatial_dims, channels, eps=1e-5):
         super().__init__()
@@ -37,8 +36,10 @@ class InstanceNormInLayout(nn.Module):
 
     def forward(self, x):
         if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.num_features:
-            raise ValueError(f"InstanceNormInLayout: expected (B, {self.num_features}, "
-                             f"{self.spatial_dims} spatial dims), got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"InstanceNormInLayout: expected (B, {self.num_features}, "
+                f"{self.spatial_dims} spatial dims), got shape {tuple(x.shape)}"
+            )
         x32 = x.float()
         var, mean = torch.var_mean(x32, dim=tuple(range(2, x.dim())), correction=0, keepdim=True)
         shape = (1, -1) + (1,) * self.spatial_dims
@@ -62,12 +63,27 @@ def leaky_relu():
 class ConvNormAct(nn.Module):
     """conv (bias on) -> norm -> activation (None: none); (B, in, *spatial) -> (B, out, *spatial / stride)."""
 
-    def __init__(self, spatial_dims, in_channels, out_channels, kernel_size, stride=1, conv_bias=True,
-                 norm=instance_norm, act=leaky_relu):
+    def __init__(
+        self,
+        spatial_dims,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        conv_bias=True,
+        norm=instance_norm,
+        act=leaky_relu,
+    ):
         super().__init__()
         kernel_size = _tuple(kernel_size, spatial_dims)
-        self.conv = CONV[spatial_dims](in_channels, out_channels, kernel_size, _tuple(stride, spatial_dims),
-                                       padding=[k // 2 for k in kernel_size], bias=conv_bias)
+        self.conv = CONV[spatial_dims](
+            in_channels,
+            out_channels,
+            kernel_size,
+            _tuple(stride, spatial_dims),
+            padding=[k // 2 for k in kernel_size],
+            bias=conv_bias,
+        )
         self.norm = norm(spatial_dims, out_channels)
         self.act = act() if act is not None else nn.Identity()
 
@@ -79,8 +95,9 @@ class ResidualBlock(nn.Module):
     """ResNet-D basic block (nnU-Net's BasicBlockD): act(conv-norm-act-conv-norm + skip), the skip an avgpool
     when strided and a 1x1 conv + norm when the channel count changes."""
 
-    def __init__(self, spatial_dims, in_channels, out_channels, kernel_size, stride=1, norm=instance_norm,
-                 act=leaky_relu):
+    def __init__(
+        self, spatial_dims, in_channels, out_channels, kernel_size, stride=1, norm=instance_norm, act=leaky_relu
+    ):
         super().__init__()
         stride = _tuple(stride, spatial_dims)
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
@@ -101,8 +118,9 @@ class ResidualBlock(nn.Module):
         return f"{self.in_channels} -> {self.out_channels}, stride={tuple(self.stride)}"
 
 
-def stacked_blocks(block, n, spatial_dims, in_channels, out_channels, kernel_size, stride, norm=instance_norm,
-                   act=leaky_relu):
+def stacked_blocks(
+    block, n, spatial_dims, in_channels, out_channels, kernel_size, stride, norm=instance_norm, act=leaky_relu
+):
     """`n` blocks ("residual": ResidualBlock, "plain": ConvNormAct); only the first has the stride."""
     make = ResidualBlock if block == "residual" else ConvNormAct
     layers = dict(norm=norm, act=act)
@@ -113,16 +131,11 @@ def stacked_blocks(block, n, spatial_dims, in_channels, out_channels, kernel_siz
 
 class MambaLayer(nn.Module):
     """LayerNorm + Mamba over the flattened voxels of a feature map, no residual (as the authors trained).
-
-    (B, C, *spatial) -> tokens (B, N, C) with N = prod(spatial) in C order: for 3D (Z, Y, X) the x
-    index runs fastest, then y, then z (torch.flatten / reshape order) -> LayerNorm(C) -> Mamba ->
-    back to (B, C, *spatial). A contiguous (NCHW / NCDHW) input takes the channels-first path: the same
-    numbers on the (B, C, N) view (LayerNorm over dim 1, Mamba.forward_channels_first), no transpose copied;
-    a channels-last input takes the token path, for which (B, N, C) is the free view.
-    fp32=True: autocast off and the input cast to fp32 (output stays fp32, as in U-Mamba).
-    fp32=False: runs in whatever autocast dtype is active.
-    checkpoint=True: activation checkpointing (recompute in backward) for this layer.
-    """
+    (B, C, *spatial) -> tokens (B, N, C) with N = prod(spatial) in C order (x fastest, then y, then z) ->
+    LayerNorm(C) -> Mamba -> back to (B, C, *spatial). A contiguous (NCHW / NCDHW) input takes the channels-first
+    path: the same numbers on the (B, C, N) view (Mamba.forward_channels_first), no transpose copied; a channels-last
+    input takes the token path, for which (B, N, C) is the free view. fp32=True: autocast off and the input cast to
+    fp32 (output stays fp32, as in U-Mamba); else the active autocast dtype. checkpoint: activation checkpointing."""
 
     def __init__(self, dim, d_state=16, d_conv=4, expand=2, fp32=True, checkpoint=False, backend="auto"):
         super().__init__()
@@ -137,7 +150,9 @@ class MambaLayer(nn.Module):
             x32 = channels_first.to(torch.promote_types(x.dtype, torch.float32))  # fp32 statistics, as F.layer_norm
             mean = x32.mean(dim=1, keepdim=True)
             var = (x32 - mean).square().mean(dim=1, keepdim=True)
-            normed = (x32 - mean) * torch.rsqrt(var + self.norm.eps) * self.norm.weight[:, None] + self.norm.bias[:, None]
+            normed = (x32 - mean) * torch.rsqrt(var + self.norm.eps) * self.norm.weight[:, None] + self.norm.bias[
+                :, None
+            ]
             return self.mamba.forward_channels_first(normed).reshape(x.shape)
         tokens = x.reshape(b, c, -1).transpose(1, 2)  # (B, N, C)
         out = self.mamba(self.norm(tokens))

@@ -10,9 +10,9 @@ Same parameter names, shapes and initialisation, so a state_dict moves between t
     D         (d_inner,) ones (the skip)
     out_proj  Linear(d_inner, d_model, bias=bias)
 
-The forward is mamba_ssm's non-fused path (conv1d, x_proj, dt_proj, selective scan with z), with
-the scan dispatched by `uu.ssm.selective_scan` (fused CUDA kernel when available, else PyTorch).
-"""
+The forward is mamba_ssm's non-fused path (conv1d, x_proj, dt_proj, selective scan with z), with the scan
+dispatched by `uu.ssm.selective_scan` (fused CUDA kernel when available, else PyTorch)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -28,31 +28,48 @@ from ..ops.selective_scan import DEFAULT_CHUNK_SIZE, selective_scan
 class Mamba(nn.Module):
     """Mamba v1 mixer. Input (B, L, d_model) -> output (B, L, d_model)."""
 
-    def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_rank="auto", dt_min=0.001,
-                 dt_max=0.1, dt_init="random", dt_scale=1.0, dt_init_floor=1e-4, conv_bias=True,
-                 bias=False, backend="auto", chunk_size=DEFAULT_CHUNK_SIZE, conv_impl="auto", device=None,
-                 dtype=None):
+    def __init__(
+        self,
+        d_model,
+        d_state=16,
+        d_conv=4,
+        expand=2,
+        dt_rank="auto",
+        dt_min=0.001,
+        dt_max=0.1,
+        dt_init="random",
+        dt_scale=1.0,
+        dt_init_floor=1e-4,
+        conv_bias=True,
+        bias=False,
+        backend="auto",
+        chunk_size=DEFAULT_CHUNK_SIZE,
+        conv_impl="auto",
+        device=None,
+        dtype=None,
+    ):
         factory_kwargs = {"device": device, "dtype": dtype}
         super().__init__()
-        self.d_model = d_model
-        self.d_state = d_state
-        self.d_conv = d_conv
-        self.expand = expand
+        self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
         self.d_inner = int(expand * d_model)
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
-        self.backend = backend
-        self.chunk_size = chunk_size
+        self.backend, self.chunk_size = backend, chunk_size
         self.conv_impl = conv_impl  # uu.ssm.ops.causal_conv1d: "auto" | "conv1d" | "shift" (same function)
-
         self.in_proj = nn.Linear(d_model, self.d_inner * 2, bias=bias, **factory_kwargs)
-        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, kernel_size=d_conv, groups=self.d_inner,
-                                padding=d_conv - 1, bias=conv_bias, **factory_kwargs)
+        self.conv1d = nn.Conv1d(
+            self.d_inner,
+            self.d_inner,
+            kernel_size=d_conv,
+            groups=self.d_inner,
+            padding=d_conv - 1,
+            bias=conv_bias,
+            **factory_kwargs,
+        )
         self.act = nn.SiLU()
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False, **factory_kwargs)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **factory_kwargs)
-
         # dt projection: keeps the variance of dt at initialisation
-        dt_init_std = self.dt_rank ** -0.5 * dt_scale
+        dt_init_std = self.dt_rank**-0.5 * dt_scale
         if dt_init == "constant":
             nn.init.constant_(self.dt_proj.weight, dt_init_std)
         elif dt_init == "random":
@@ -60,18 +77,17 @@ class Mamba(nn.Module):
         else:
             raise ValueError(f"Mamba: dt_init={dt_init!r}; use 'random' or 'constant'")
         # dt bias such that softplus(bias) is log-uniform in [dt_min, dt_max]
-        dt = torch.exp(torch.rand(self.d_inner, **factory_kwargs) * (math.log(dt_max) - math.log(dt_min))
-                       + math.log(dt_min)).clamp(min=dt_init_floor)
+        dt = torch.exp(
+            torch.rand(self.d_inner, **factory_kwargs) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        ).clamp(min=dt_init_floor)
         inv_dt = dt + torch.log(-torch.expm1(-dt))  # inverse of softplus
         with torch.no_grad():
             self.dt_proj.bias.copy_(inv_dt)
         self.dt_proj.bias._no_reinit = True  # a model-wide "zero every Linear bias" init must skip it
-
         # S4D-real initialisation, kept in fp32
         A = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(self.d_inner, 1)
         self.A_log = nn.Parameter(torch.log(A))
         self.D = nn.Parameter(torch.ones(self.d_inner, device=device))  # fp32 (weight decay: see uu.runs)
-
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory_kwargs)
 
     def forward(self, hidden_states):
@@ -85,15 +101,24 @@ class Mamba(nn.Module):
         B = B.transpose(1, 2).contiguous()  # (B, d_state, L)
         C = C.transpose(1, 2).contiguous()
         A = -torch.exp(self.A_log.float())
-        y = selective_scan(x.contiguous(), dt.contiguous(), A, B, C, self.D.float(), z=z.contiguous(),
-                           delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-                           chunk_size=self.chunk_size, backend=self.backend)
+        y = selective_scan(
+            x.contiguous(),
+            dt.contiguous(),
+            A,
+            B,
+            C,
+            self.D.float(),
+            z=z.contiguous(),
+            delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True,
+            chunk_size=self.chunk_size,
+            backend=self.backend,
+        )
         return self.out_proj(y.transpose(1, 2))
 
     def forward_channels_first(self, x):
-        """x (B, d_model, L) -> (B, d_model, L): the same function as forward() on x.transpose(1, 2), computed
-        in the channels-first layout that an NCHW / NCDHW feature map flattens to for free. Each projection is a
-        matmul W @ x giving (B, out, L), the layout the scan wants, so no transpose is ever copied."""
+        """x (B, d_model, L) -> (B, d_model, L): forward() on x.transpose(1, 2), in the layout an NCHW / NCDHW
+        feature map flattens to for free; each projection W @ x gives (B, out, L), so no transpose is copied."""
         xz = torch.matmul(self.in_proj.weight, x)  # (B, 2 * d_inner, L)
         if self.in_proj.bias is not None:
             xz = xz + self.in_proj.bias[:, None]
@@ -101,9 +126,19 @@ class Mamba(nn.Module):
         u = self._conv(u)
         dt, B, C = torch.split(torch.matmul(self.x_proj.weight, u), [self.dt_rank, self.d_state, self.d_state], dim=1)
         dt = torch.matmul(self.dt_proj.weight, dt)  # (B, d_inner, L); the bias goes into the scan
-        y = selective_scan(u, dt, -torch.exp(self.A_log.float()), B.contiguous(), C.contiguous(), self.D.float(),
-                           z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-                           chunk_size=self.chunk_size, backend=self.backend)
+        y = selective_scan(
+            u,
+            dt,
+            -torch.exp(self.A_log.float()),
+            B.contiguous(),
+            C.contiguous(),
+            self.D.float(),
+            z=z,
+            delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True,
+            chunk_size=self.chunk_size,
+            backend=self.backend,
+        )
         out = torch.matmul(self.out_proj.weight, y)
         return out if self.out_proj.bias is None else out + self.out_proj.bias[:, None]
 
@@ -112,16 +147,15 @@ class Mamba(nn.Module):
         return causal_conv1d(x, self.conv1d.weight[:, 0], self.conv1d.bias, activation="silu", impl=self.conv_impl)
 
     def extra_repr(self):
-        return (f"d_model={self.d_model}, d_inner={self.d_inner}, d_state={self.d_state}, "
-                f"d_conv={self.d_conv}, dt_rank={self.dt_rank}, backend={self.backend!r}")
+        return (
+            f"d_model={self.d_model}, d_inner={self.d_inner}, d_state={self.d_state}, "
+            f"d_conv={self.d_conv}, dt_rank={self.dt_rank}, backend={self.backend!r}"
+        )
 
 
 @contextlib.contextmanager
 def scan_backend_override(model: nn.Module, backend: str):
-    """Within the block every `Mamba` inside `model` uses `backend` ("torch" | "cuda" | "auto") for its scan.
-
-    Used for double backpropagation (Hessian-vector products): mamba-ssm's fused backward is not itself
-    differentiable, so a gradient of the gradient through it would silently miss the scan's terms."""
+    """Within the block every `Mamba` in `model` scans with `backend` (double backprop needs "torch")."""
     layers = [m for m in model.modules() if isinstance(m, Mamba)]
     before = [m.backend for m in layers]
     try:

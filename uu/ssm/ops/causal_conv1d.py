@@ -2,17 +2,11 @@
 
     y[b, d, t] = act(bias[d] + sum_j weight[d, j] * x[b, d, t - (k - 1) + j])    (x = 0 before t = 0)
 
-Two implementations of the same function:
-  "conv1d"  F.conv1d(groups=d, padding=k - 1) cut to the first L outputs: nn.Conv1d's own path, as
-            mamba_ssm's Mamba without the causal-conv1d package (the reference).
-  "shift"   the sum of k shifted slices, with a hand-written backward: only elementwise work and k
-            per-channel reductions; faster than oneDNN's depthwise kernels on a CPU, and it fuses with its
-            neighbours under torch.compile (cuDNN's eager kernel stays faster in eager CUDA).
-"auto" picks "shift" on a CPU and under torch.compile, "conv1d" for eager CUDA: measured by
-benchmarks/bench_conv1d.py (fwd + bwd, all Mamba stages, bf16; results/h200/session6): H200, 2D plan batch 16,
-conv1d 5.1 ms / shift 12.9 eager, 7.6 / 7.7 compiled; 3D plan batch 4, 23.0 / 43.0 eager, 21.7 / 12.5 compiled
-(the whole compiled 3D SAM step 410.0 / 388.1 ms); 2 CPU cores, tiny2d batch 8, fp32: 13.6 / 9.5 ms.
-"""
+Two implementations of the same function: "conv1d", F.conv1d(groups=d, padding=k - 1) cut to the first L outputs
+(nn.Conv1d's own path, as mamba_ssm's Mamba without the causal-conv1d package: the reference), and "shift", the sum
+of k shifted slices with a hand-written backward (only elementwise work and k per-channel reductions). "auto" picks
+"shift" on a CPU and under torch.compile, "conv1d" for eager CUDA: the faster there (benchmarks/bench_conv1d.py)."""
+
 from __future__ import annotations
 
 import os
@@ -26,16 +20,24 @@ if DEFAULT_IMPL not in IMPLS:
     raise ValueError(f"UU_CONV1D={DEFAULT_IMPL!r}: use one of {IMPLS}")
 
 
-def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                  activation: str | None = None, impl: str = "auto") -> torch.Tensor:
+def causal_conv1d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: str | None = None,
+    impl: str = "auto",
+) -> torch.Tensor:
     """x (B, D, L), weight (D, K), bias (D,) or None, activation None | "silu" -> (B, D, L)."""
     if activation not in (None, "silu"):
         raise ValueError(f"causal_conv1d: activation={activation!r}; use None or 'silu'")
     if impl not in IMPLS:
         raise ValueError(f"causal_conv1d: impl={impl!r}; choose one of {IMPLS}")
     if impl == "auto":
-        impl = DEFAULT_IMPL if DEFAULT_IMPL != "auto" else (
-            "conv1d" if x.is_cuda and not torch.compiler.is_compiling() else "shift")
+        impl = (
+            DEFAULT_IMPL
+            if DEFAULT_IMPL != "auto"
+            else ("conv1d" if x.is_cuda and not torch.compiler.is_compiling() else "shift")
+        )
     if impl == "conv1d":
         return causal_conv1d_ref(x, weight, bias, activation)
     # as F.conv1d under autocast: the weights in the input's dtype (bf16 activations stay bf16)
@@ -56,15 +58,14 @@ def _shift_sum(xp: torch.Tensor, weight: torch.Tensor, seqlen: int) -> torch.Ten
     out = weight[:, 0, None] * xp[..., :seqlen]
     differentiable = torch.is_grad_enabled() and (xp.requires_grad or weight.requires_grad)
     for j in range(1, weight.shape[-1]):
-        term = xp[..., j:j + seqlen]
+        term = xp[..., j : j + seqlen]
         out = out + weight[:, j, None] * term if differentiable else out.addcmul_(weight[:, j, None], term)
     return out
 
 
 class _ShiftConv(torch.autograd.Function):
-    """Saves only the inputs: the backward recomputes the pre-activation from them (k multiply-adds), which
-    costs less than keeping it and keeps the backward differentiable (double backward for Hessian-vector
-    products sees x, weight and bias themselves)."""
+    """Saves only the inputs: the backward recomputes the pre-activation (k multiply-adds), cheaper than keeping it,
+    and stays differentiable in x, weight and bias (double backward for Hessian-vector products)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, silu: bool):
@@ -88,7 +89,7 @@ class _ShiftConv(torch.autograd.Function):
             # x[t] feeds outputs t .. t + k - 1 with weights w[k-1] .. w[0]: a correlation with the flipped kernel
             grad_x = _shift_sum(F.pad(g, (0, k - 1)), weight.flip(-1), seqlen)
         if ctx.needs_input_grad[1]:
-            grad_weight = torch.stack([(g * xp[..., j:j + seqlen]).sum(dim=(0, 2)) for j in range(k)], dim=1)
+            grad_weight = torch.stack([(g * xp[..., j : j + seqlen]).sum(dim=(0, 2)) for j in range(k)], dim=1)
         if ctx.needs_input_grad[2]:
             grad_bias = g.sum(dim=(0, 2))
         return grad_x, grad_weight, grad_bias, None

@@ -1,15 +1,15 @@
 """mamba-ssm's fused selective-scan kernel registered as PyTorch custom operators (torch.library).
 
-Why: torch.compile cannot trace into `mamba_ssm.selective_scan_fn` (a graph break per Mamba layer); as
-operators with fake implementations and an autograd formula it is one opaque node that CUDA graphs can hold.
+Why: torch.compile cannot trace into `mamba_ssm.selective_scan_fn` (a graph break per Mamba layer); as operators
+with fake implementations and an autograd formula it is one opaque node that CUDA graphs can hold.
     uu::selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus) -> (out_z, x, out)
     uu::selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, dout, x, out, delta_softplus)
         -> (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)      (the order of the inputs)
-Shapes: u, delta, z (batch, d, L) in the input dtype; A (d, n) fp32; B, C (batch, n, L) in the input dtype
-(input-dependent, one group); D, delta_bias (d,) fp32. out is the scan before the z gate, out_z = out *
-silu(z), x (batch, d, ceil(L / 2048), 2 n) fp32 the kernel's saved chunk prefixes (decay product, state).
-CUDA runs mamba-ssm's kernel; the CPU implementation (scan_chunked.py) exists only to test the contract.
-"""
+Shapes: u, delta, z (batch, d, L) in the input dtype; A (d, n) fp32; B, C (batch, n, L) in the input dtype (one
+group); D, delta_bias (d,) fp32. out is the scan before the z gate, out_z = out * silu(z), x (batch, d,
+ceil(L / 2048), 2 n) fp32 the kernel's saved chunk prefixes (decay product, state). CUDA runs mamba-ssm's kernel;
+the CPU implementation (scan_chunked.py) exists only to test the contract."""
+
 from __future__ import annotations
 
 import math
@@ -41,9 +41,16 @@ def _chunk_prefixes(u, delta, A, B, C, delta_bias, delta_softplus) -> Tensor:
     for c in range(n_chunks):
         end = min((c + 1) * KERNEL_CHUNK, L)
         x[..., c, 0::2] = torch.exp(A.float()[None] * dt[..., :end].sum(-1)[..., None])
-        x[..., c, 1::2] = selective_scan_torch(u[..., :end], delta[..., :end], A, B[..., :end], C[..., :end],
-                                               delta_bias=delta_bias, delta_softplus=delta_softplus,
-                                               return_last_state=True)[1]
+        x[..., c, 1::2] = selective_scan_torch(
+            u[..., :end],
+            delta[..., :end],
+            A,
+            B[..., :end],
+            C[..., :end],
+            delta_bias=delta_bias,
+            delta_softplus=delta_softplus,
+            return_last_state=True,
+        )[1]
     return x
 
 
@@ -84,13 +91,25 @@ def _reference_bwd(u, delta, A, B, C, D, z, delta_bias, dout, delta_softplus):
 
 
 if HAS_CUSTOM_OP:
+
     @torch.library.custom_op("uu::selective_scan_fwd", mutates_args=())
-    def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
-                           delta_bias: Tensor, delta_softplus: bool) -> tuple[Tensor, Tensor, Tensor]:
+    def selective_scan_fwd(
+        u: Tensor,
+        delta: Tensor,
+        A: Tensor,
+        B: Tensor,
+        C: Tensor,
+        D: Tensor,
+        z: Tensor,
+        delta_bias: Tensor,
+        delta_softplus: bool,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         if u.is_cuda:
             if _kernel is None:
-                raise RuntimeError("uu::selective_scan_fwd on CUDA needs mamba-ssm's selective_scan_cuda "
-                                   "extension (pip install mamba-ssm on a CUDA machine)")
+                raise RuntimeError(
+                    "uu::selective_scan_fwd on CUDA needs mamba-ssm's selective_scan_cuda "
+                    "extension (pip install mamba-ssm on a CUDA machine)"
+                )
             out, x, out_z = _kernel.fwd(u, delta, A, B.unsqueeze(1), C.unsqueeze(1), D, z, delta_bias, delta_softplus)
             return out_z, x, out
         return _reference_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
@@ -102,15 +121,26 @@ if HAS_CUSTOM_OP:
         return torch.empty_like(z), x, torch.empty_like(delta)
 
     @torch.library.custom_op("uu::selective_scan_bwd", mutates_args=())
-    def selective_scan_bwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, z: Tensor,
-                           delta_bias: Tensor, dout: Tensor, x: Tensor, out: Tensor, delta_softplus: bool
-                           ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def selective_scan_bwd(
+        u: Tensor,
+        delta: Tensor,
+        A: Tensor,
+        B: Tensor,
+        C: Tensor,
+        D: Tensor,
+        z: Tensor,
+        delta_bias: Tensor,
+        dout: Tensor,
+        x: Tensor,
+        out: Tensor,
+        delta_softplus: bool,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         if u.is_cuda:
             if _kernel is None:
                 raise RuntimeError("uu::selective_scan_bwd on CUDA needs mamba-ssm's selective_scan_cuda extension")
             du, ddelta, dA, dB, dC, dD, ddelta_bias, dz = _kernel.bwd(
-                u, delta, A, B.unsqueeze(1), C.unsqueeze(1), D, z, delta_bias, dout, x, out, None,
-                delta_softplus, False)
+                u, delta, A, B.unsqueeze(1), C.unsqueeze(1), D, z, delta_bias, dout, x, out, None, delta_softplus, False
+            )
             return du, ddelta, dA, dB.squeeze(1), dC.squeeze(1), dD, dz, ddelta_bias  # the inputs' order
         return _reference_bwd(u, delta, A, B, C, D, z, delta_bias, dout, delta_softplus)
 
@@ -127,17 +157,25 @@ if HAS_CUSTOM_OP:
     def _backward(ctx, d_out_z, d_x, d_out):
         """Only out_z is differentiable: x and out are the kernel's saved intermediates."""
         u, delta, A, B, C, D, z, delta_bias, x, out = ctx.saved_tensors
-        return (*selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, d_out_z.contiguous(), x, out,
-                                    ctx.delta_softplus), None)
+        return (
+            *selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, d_out_z.contiguous(), x, out, ctx.delta_softplus),
+            None,
+        )
 
     selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def fused_scan_applies(u, B, C, D, z, delta_bias, return_last_state) -> bool:
-    """The operators cover the Mamba block's call: one group of input-dependent B and C, D, z, delta_bias
-    given, no last state asked for. Other calls take mamba-ssm's own autograd.Function."""
-    return (HAS_CUSTOM_OP and not return_last_state and B.dim() == 3 and C.dim() == 3
-            and D is not None and z is not None and delta_bias is not None)
+    """Whether the operators cover the call (the Mamba block's: B, C (b, n, L), D, z, delta_bias, no last state)."""
+    return (
+        HAS_CUSTOM_OP
+        and not return_last_state
+        and B.dim() == 3
+        and C.dim() == 3
+        and D is not None
+        and z is not None
+        and delta_bias is not None
+    )
 
 
 def fused_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus=False) -> Tensor:
@@ -149,6 +187,3 @@ def fused_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus=Fal
 def has_kernel() -> bool:
     """True when mamba-ssm's compiled extension imported (the CUDA implementation exists)."""
     return _kernel is not None
-
-
-__all__ = ["fused_selective_scan", "fused_scan_applies", "has_kernel", "KERNEL_CHUNK", "HAS_CUSTOM_OP"]

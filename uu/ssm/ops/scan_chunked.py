@@ -1,15 +1,14 @@
 """The selective scan in pure PyTorch, chunked: the training path on CPUs and GPUs without mamba-ssm.
 
-Same results as scan_ref.py (h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t, y_t = C_t . h_t + D u_t,
-y *= silu(z)). Time-major inside ((L, b, d, n): one step is a contiguous slice). Blocks of `chunk_size` steps
-run one after the other carrying the (b, d, n) state; inside a block, the recurrence runs step by step over
-the sub-chunks of `sub_chunk` steps all at once, then over the sub-chunk end states, then once more from the
-right incoming states: 2 sub_chunk + chunk_size / sub_chunk small ops, only products of decays (<= 1),
-never a division by a tiny cumulative decay. fp32 inside (fp64 when given fp64).
-Gradients (`_Scan`): the adjoint by hand, dL/dh_t = C_t dy_t + decay_{t+1} dL/dh_{t+1}, the same scan run
-from the end; a sequence of one block keeps its states from the forward pass, longer ones keep the state
-entering each block and recompute the blocks in reverse: memory ~ one block.
-"""
+Same results as scan_ref.py (h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t, y_t = C_t . h_t + D u_t, y *= silu(z)).
+Time-major inside ((L, b, d, n): one step is a contiguous slice). Blocks of `chunk_size` steps run one after the
+other carrying the (b, d, n) state; inside a block, the recurrence runs step by step over the sub-chunks of
+`sub_chunk` steps all at once, then over the sub-chunk end states, then once more from the right incoming states:
+2 sub_chunk + chunk_size / sub_chunk small ops, only products of decays (<= 1), never a division by a tiny
+cumulative decay. fp32 inside (fp64 when given fp64). Gradients (`_Scan`): the adjoint by hand, dL/dh_t = C_t dy_t
++ decay_{t+1} dL/dh_{t+1}, the same scan run from the end; a sequence of one block keeps its states from the forward
+pass, longer ones keep the state entering each block and recompute the blocks in reverse: memory ~ one block."""
+
 from __future__ import annotations
 
 import math
@@ -19,15 +18,25 @@ import torch.nn.functional as F
 
 from . import scan_cpu
 
-# Measured at the tiny2d shapes on 2 CPU cores (benchmarks/bench_scan.py --tiny2d): sub-chunks of 16 and 32
-# tie, splitting 16 steps costs more than one sweep; 1024-step blocks keep the forward states of every layer
-# there. On a GPU without mamba-ssm (b 16, d 64, n 16) a block is ~64 MiB per (K, b, d, n) buffer.
+# benchmarks/bench_scan.py: sub-chunks of 16 and 32 tie; 1024-step blocks keep every tiny2d layer's forward states
 DEFAULT_CHUNK_SIZE = 1024  # steps per block
 DEFAULT_SUB_CHUNK = 16  # steps per sub-chunk inside a block
 
 
-def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                         return_last_state=False, chunk_size=DEFAULT_CHUNK_SIZE, sub_chunk=DEFAULT_SUB_CHUNK):
+def selective_scan_torch(
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus=False,
+    return_last_state=False,
+    chunk_size=DEFAULT_CHUNK_SIZE,
+    sub_chunk=DEFAULT_SUB_CHUNK,
+):
     """Arguments and results as `selective_scan_ref` (shapes there); chunk_size and sub_chunk set the blocks."""
     if chunk_size < 1 or sub_chunk < 1:
         raise ValueError(f"selective_scan: chunk_size={chunk_size} and sub_chunk={sub_chunk} must be >= 1")
@@ -39,7 +48,6 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     if delta_softplus:
         delta32 = F.softplus(delta32)
     B32, C32 = B.to(work), C.to(work)  # (b, n, L) input-dependent, or (d, n) constant
-
     sub = min(sub_chunk, chunk_size)
     block = math.ceil(chunk_size / sub) * sub  # a whole number of sub-chunks
     inputs = (u, delta, A, B, C, delta_bias)
@@ -139,7 +147,7 @@ def _sweep(a, x, h, reverse, out=None):
     """The states h <- a[i] h + x[i] for i along dim 0 (from the end if `reverse`; h None: zero), in order of i.
     One small op per step. `out` (shape of x): written step by step and returned instead of the list."""
     hs = []
-    for i in (range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])):
+    for i in range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0]):
         if out is not None:
             h = out[i].copy_(x[i]) if h is None else torch.addcmul(x[i], a[i], h, out=out[i])
             continue
@@ -159,8 +167,7 @@ def _linear_scan(a, x):
 
 
 class _Scan(torch.autograd.Function):
-    """The scan with its adjoint by hand (under no_grad: no autograd graph, no zero-filled slice gradients).
-    On CPUs, by the C kernel of scan_cpu.py where it applies."""
+    """The scan with its adjoint by hand (no autograd graph); on CPUs by scan_cpu.py's C kernel where it applies."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, sub, block):
@@ -189,9 +196,13 @@ class _Scan(torch.autograd.Function):
         u, delta, B, C, dy = map(_time_major, (u, delta, B, C, dy))
         L = u.shape[0]
         g_state = dlast  # zeros when the last state is unused (autograd materialises it)
-        grads = [torch.empty_like(u), torch.empty_like(delta), torch.zeros_like(A),
-                 torch.empty_like(B) if B.dim() == 3 else torch.zeros_like(B),
-                 torch.empty_like(C) if C.dim() == 3 else torch.zeros_like(C)]
+        grads = [
+            torch.empty_like(u),
+            torch.empty_like(delta),
+            torch.zeros_like(A),
+            torch.empty_like(B) if B.dim() == 3 else torch.zeros_like(B),
+            torch.empty_like(C) if C.dim() == 3 else torch.zeros_like(C),
+        ]
         for i in reversed(range(math.ceil(L / block))):
             sl = slice(i * block, (i + 1) * block)
             Bi, Ci = _steps(B, sl), _steps(C, sl)
@@ -216,8 +227,9 @@ class _Scan(torch.autograd.Function):
         inputs = (u, delta, A, B, C)
         wanted = [i for i, t in enumerate(inputs) if ctx.needs_input_grad[i]]
         y, last = _scan_blocks(u, delta, A, B, C, ctx.sub, ctx.block)
-        grads = torch.autograd.grad((y, last), [inputs[i] for i in wanted], (dy, dlast), create_graph=True,
-                                    allow_unused=True)
+        grads = torch.autograd.grad(
+            (y, last), [inputs[i] for i in wanted], (dy, dlast), create_graph=True, allow_unused=True
+        )
         out = [None] * 5
         for i, g in zip(wanted, grads):
             out[i] = g

@@ -1,14 +1,12 @@
 """The selective scan as a small C kernel on CPUs (scan_cpu.c), compiled on first use, called through ctypes.
 
-It implements exactly the contract of scan_chunked.py's `_Scan` for input-dependent B and C (b, n, L) in
-float32 / float64: y (without the D and z terms) and the last state forward, the five gradients backward.
-`_Scan` and `selective_scan_torch` call it when `kernel_for` returns a kernel; otherwise (no compiler, a failed
-build, CUDA tensors, constant B / C) the PyTorch scan runs, which stays the reference.
+The contract of scan_chunked.py's `_Scan` for input-dependent B and C (b, n, L) in float32 / float64: y (without
+the D and z terms) and the last state forward, the five gradients backward. Where `kernel_for` returns None (no
+compiler, a failed build, CUDA tensors, constant B / C) the PyTorch scan runs, which stays the reference.
+Built once per (source, flags, compiler) into ${UU_CACHE_DIR:-~/.cache/uu}/scan_cpu-<hash>.so; env CC picks the
+compiler (default cc). UU_CPU_SCAN=torch disables the kernel, UU_CPU_SCAN=c makes a failed build an error (default
+"auto": warn once and use the PyTorch scan)."""
 
-The library is built once per (source, flags, compiler) into ${UU_CACHE_DIR:-~/.cache/uu}/scan_cpu-<hash>.so;
-env CC picks the compiler (default cc). UU_CPU_SCAN=torch disables the kernel, UU_CPU_SCAN=c makes a failed
-build an error (default "auto": warn once and use the PyTorch scan).
-"""
 from __future__ import annotations
 
 import ctypes
@@ -24,16 +22,15 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("scan_cpu.c")
-# No -ffast-math (NaN / inf must propagate: the training step detects non-finite losses), no -march=native
-# (a cached library may be reused on another machine). -fno-trapping-math only lets the compiler vectorise
-# the selects of exp_vec (it ignores floating-point exception flags; results do not change).
+# No -ffast-math (NaN / inf must propagate to the skip check), no -march=native (a cached library may move to
+# another machine); -fno-trapping-math lets the compiler vectorise exp_vec's selects (results do not change).
 FLAGS = ["-O3", "-std=c99", "-fPIC", "-shared", "-fno-trapping-math"]
 CHECKPOINT = 64  # steps between the states the forward pass keeps for the backward pass
 
 _UNTRIED = object()
 _kernel = _UNTRIED  # the loaded library, None after a failed build, _UNTRIED before the first try
 _error = ""  # why the build failed
-last_cpu_path: str | None = None  # "c" or "torch": which scan the last CPU call of `kernel_for` chose
+last_cpu_path: str | None = None  # "c" or "torch": which scan the last call of `kernel_for` chose
 
 
 def _cache_dir() -> Path:
@@ -56,8 +53,7 @@ def _compile(cc: str) -> Path:
     try:
         errors = []
         for openmp in (["-fopenmp"], []):  # without OpenMP: single-threaded
-            run = subprocess.run([path, *FLAGS, *openmp, str(SOURCE), "-o", tmp, "-lm"], capture_output=True,
-                                 text=True)
+            run = subprocess.run([path, *FLAGS, *openmp, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True)
             if run.returncode == 0:
                 os.replace(tmp, out)  # atomic: processes building side by side never load a partial file
                 return out
@@ -79,8 +75,7 @@ def load_kernel(required: bool = False):
         except (RuntimeError, OSError) as e:
             _kernel, _error = None, f"the C scan kernel could not be built with CC={cc!r}: {e}"
             if not required:
-                warnings.warn(f"{_error}\nUsing the PyTorch selective scan instead.", RuntimeWarning,
-                              stacklevel=2)
+                warnings.warn(f"{_error}\nUsing the PyTorch selective scan instead.", RuntimeWarning, stacklevel=2)
         else:
             ptr, i64, i32 = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
             for sfx in ("f32", "f64"):
@@ -99,12 +94,18 @@ def kernel_for(u, delta, A, B, C):
     global last_cpu_path
     tensors = (u, delta, A, B, C)
     if any(t.device.type != "cpu" for t in tensors):
+        last_cpu_path = "torch"
         return None
     mode = os.environ.get("UU_CPU_SCAN", "auto")
     if mode not in ("auto", "c", "torch"):
         raise ValueError(f"UU_CPU_SCAN={mode!r}: expected auto, c or torch")
-    fits = (mode != "torch" and B.dim() == 3 and C.dim() == 3 and u.dtype in (torch.float32, torch.float64)
-            and all(t.dtype == u.dtype for t in tensors))
+    fits = (
+        mode != "torch"
+        and B.dim() == 3
+        and C.dim() == 3
+        and u.dtype in (torch.float32, torch.float64)
+        and all(t.dtype == u.dtype for t in tensors)
+    )
     kernel = load_kernel(required=mode == "c") if fits else None
     last_cpu_path = "torch" if kernel is None else "c"
     return kernel
@@ -125,8 +126,9 @@ def forward(kernel, u, delta, A, B, C, T=CHECKPOINT):
     u, delta, A = u.contiguous(), delta.contiguous(), A.contiguous()
     Bt, Ct = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
     y, last, ckpt = u.new_empty(b, d, L), u.new_empty(b, d, n), u.new_empty(b, d, math.ceil(L / T), n)
-    getattr(kernel, f"scan_fwd_{_sfx(u)}")(b, d, n, L, *_ptrs(u, delta, A, Bt, Ct, y, last, ckpt), T,
-                                           torch.get_num_threads())
+    getattr(kernel, f"scan_fwd_{_sfx(u)}")(
+        b, d, n, L, *_ptrs(u, delta, A, Bt, Ct, y, last, ckpt), T, torch.get_num_threads()
+    )
     return y, last, (Bt, Ct, ckpt)
 
 
@@ -136,9 +138,16 @@ def backward(kernel, u, delta, A, kept, dy, dlast, T=CHECKPOINT):
     (b, d, L), n = u.shape, A.shape[1]
     u, delta, A, dy, dlast = (t.contiguous() for t in (u, delta, A, dy, dlast))
     du, ddelta, dA_b, dBt, dCt = (u.new_empty(s) for s in ((b, d, L), (b, d, L), (b, d, n), (b, L, n), (b, L, n)))
-    rc = getattr(kernel, f"scan_bwd_{_sfx(u)}")(b, d, n, L, *_ptrs(u, delta, A, Bt, Ct, ckpt), T,
-                                                *_ptrs(dy, dlast, du, ddelta, dA_b, dBt, dCt),
-                                                torch.get_num_threads())
+    rc = getattr(kernel, f"scan_bwd_{_sfx(u)}")(
+        b,
+        d,
+        n,
+        L,
+        *_ptrs(u, delta, A, Bt, Ct, ckpt),
+        T,
+        *_ptrs(dy, dlast, du, ddelta, dA_b, dBt, dCt),
+        torch.get_num_threads(),
+    )
     if rc != 0:
         raise MemoryError("scan_cpu.c: out of memory in the backward pass")
     return du, ddelta, dA_b.sum(0), dBt.transpose(1, 2), dCt.transpose(1, 2)

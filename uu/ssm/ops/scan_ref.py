@@ -1,28 +1,23 @@
 """The selective scan as the paper writes it: a readable loop over time (the reference for tests).
 
-The state-space model of Mamba (Eqs. 1-2 of the paper), for one channel with an n-dimensional state:
-
     continuous (Eq. 1):  h'(t) = A h(t) + B x(t),        y(t) = C h(t)
     discrete   (Eq. 2):  h_t = A_bar h_{t-1} + B_bar x_t,  y_t = C h_t
                          A_bar = exp(delta A)  (zero-order hold),  B_bar ~ delta B  (as Mamba's kernel)
 
-"Selective": delta, B and C depend on the input at step t. This file is that loop, step by step, with the
-semantics of `mamba_ssm.selective_scan_ref`; `scan_chunked.py` computes the same thing in parallel blocks.
-"""
+"Selective": delta, B and C depend on the input at step t; semantics of `mamba_ssm.selective_scan_ref`."""
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 
-def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                       return_last_state=False):
+def selective_scan_ref(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False
+):
     """u, delta, z: (batch, d, L); A: (d, n) real; B, C: (batch, n, L) or constant (d, n); D, delta_bias: (d,).
-
-    delta <- softplus(delta + delta_bias); h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t;
-    y_t = C_t . h_t + D u_t, then y *= silu(z). Computed in fp32 (fp64 if given fp64).
-    Returns y (batch, d, L) in u's dtype, or (y, h_L) with the last state h_L (batch, d, n).
-    """
+    delta <- softplus(delta + delta_bias); h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t; y_t = C_t . h_t + D u_t,
+    then y *= silu(z), in fp32 (fp64 if given fp64). Returns y (batch, d, L) in u's dtype, or (y, h_L (batch, d, n))."""
     work = torch.promote_types(u.dtype, torch.float32)
     u32, A32, B32, C32 = u.to(work), A.to(work), B.to(work), C.to(work)
     dt = delta.to(work)
