@@ -10,34 +10,26 @@ import importlib
 import sys
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m uu", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+def _add_stop_at_and_set(s: argparse.ArgumentParser, stop_help: str, set_help: str) -> None:
+    """The two options that train and ablation share: a pause deadline and profile overrides."""
+    s.add_argument("--stop-at", type=float, default=None, metavar="UNIX_SECONDS", help=stop_help)
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
 
-    s = sub.add_parser("info", help="describe an ACDC folder (either layout)")
-    s.add_argument("data_dir")
-    s.add_argument("--max-cases", type=int, default=None, help="read only the first N volumes")
 
+def _add_train(sub) -> None:
     s = sub.add_parser("train", help="train one run from a profile")
     s.add_argument("--params", required=True, help="profile YAML (uu/params/*.yaml)")
     s.add_argument("--data", default="", help="ACDC folder; empty: a phantom made in OUT/phantom")
     s.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, metrics)")
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    s.add_argument(
-        "--stop-at",
-        type=float,
-        default=None,
-        metavar="UNIX_SECONDS",
-        help="pause with a checkpoint before an epoch that would end after this time (resume later)",
-    )
-    s.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a profile entry, e.g. --set epochs=2 (repeatable)",
+    _add_stop_at_and_set(
+        s,
+        "pause with a checkpoint before an epoch that would end after this time (resume later)",
+        "override a profile entry, e.g. --set epochs=2 (repeatable)",
     )
 
+
+def _add_ablation(sub) -> None:
     s = sub.add_parser(
         "ablation",
         help="train the ablation configurations' missing runs "
@@ -55,13 +47,6 @@ def _parser() -> argparse.ArgumentParser:
         "a comma list; fold k trains on the other folds with seed k and is evaluated on fold k",
     )
     s.add_argument(
-        "--stop-at",
-        type=float,
-        default=None,
-        metavar="UNIX_SECONDS",
-        help="start no run after this time and pause the running ones with a checkpoint (resume later)",
-    )
-    s.add_argument(
         "--min-start",
         type=float,
         default=120.0,
@@ -74,13 +59,22 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="runs trained side by side, each a `python -m uu train` process (sharing the GPU)",
     )
-    s.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a profile entry for every run (repeatable)",
+    _add_stop_at_and_set(
+        s,
+        "start no run after this time and pause the running ones with a checkpoint (resume later)",
+        "override a profile entry for every run (repeatable)",
     )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m uu", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("info", help="describe an ACDC folder (either layout)")
+    s.add_argument("data_dir")
+    s.add_argument("--max-cases", type=int, default=None, help="read only the first N volumes")
+    _add_train(sub)
+    _add_ablation(sub)
 
     s = sub.add_parser("predict", help="predict label maps with a trained run")
     for name in ("--run", "--data"):

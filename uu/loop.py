@@ -301,23 +301,31 @@ class _Run:
             or self.stopped_by == "paused"
             or self.clock() - self.last_ckpt_at >= 60.0 * p["checkpoint_minutes"]
         ):
-            t0 = self.clock()
-            self.saver.save(
-                {
-                    **training_state(self.model, self.loss, self.optimizer, self.scaler, self.batches),
-                    "epoch": self.epoch,
-                    "step": self.step,
-                    "train_seconds": self.train_seconds,
-                    "wall": self.wall(),
-                    "skipped_total": self.skipped_total,
-                    "val_at": self.val_at,
-                    "sigma_first": self.sigma_first,
-                    "finished": finished,
-                },
-                self.ckpt_path,
-            )
-            self.last_ckpt_at = self.clock()
-            ckpt_seconds = self.clock() - t0
+            ckpt_seconds = self.save_checkpoint(finished)
+        self.write_log_line(epoch_start, epoch_seconds, iters, means, skipped, val, val_seconds, ckpt_seconds)
+
+    def save_checkpoint(self, finished: bool) -> float:
+        """Write the resumable training state; returns the seconds it took."""
+        t0 = self.clock()
+        self.saver.save(
+            {
+                **training_state(self.model, self.loss, self.optimizer, self.scaler, self.batches),
+                "epoch": self.epoch,
+                "step": self.step,
+                "train_seconds": self.train_seconds,
+                "wall": self.wall(),
+                "skipped_total": self.skipped_total,
+                "val_at": self.val_at,
+                "sigma_first": self.sigma_first,
+                "finished": finished,
+            },
+            self.ckpt_path,
+        )
+        self.last_ckpt_at = self.clock()
+        return self.clock() - t0
+
+    def write_log_line(self, epoch_start, epoch_seconds, iters, means, skipped, val, val_seconds, ckpt_seconds):
+        """One line per epoch in log.jsonl, the progress bar's postfix and, if asked, a line on stderr."""
         line = {
             "epoch": self.epoch,
             "step": self.step,

@@ -6,6 +6,8 @@ train(): list of logits, highest resolution first; eval(): full-resolution logit
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 
@@ -43,19 +45,16 @@ class UMambaNet(nn.Module):
         else:
             self.stem = ConvNormAct(dims, in_channels, feats[0], plan.kernel_sizes[0], 1, norm=norm, act=act)
             prev = feats[0]
+        stack = partial(stacked_blocks, block, spatial_dims=dims, norm=norm, act=act)
         self.encoder = nn.ModuleList()
         for s, f in enumerate(feats):
             self.encoder.append(
-                stacked_blocks(
-                    block,
+                stack(
                     plan.n_blocks_encoder[s],
-                    dims,
-                    prev,
-                    f,
-                    plan.kernel_sizes[s],
-                    plan.strides[s],
-                    norm=norm,
-                    act=act,
+                    in_channels=prev,
+                    out_channels=f,
+                    kernel_size=plan.kernel_sizes[s],
+                    stride=plan.strides[s],
                 )
             )
             prev = f
@@ -74,16 +73,12 @@ class UMambaNet(nn.Module):
             below, skip = feats[s], feats[s - 1]
             self.upsample.append(CONV_T[dims](below, skip, plan.strides[s], plan.strides[s], bias=True))
             self.decoder.append(
-                stacked_blocks(
-                    block,
+                stack(
                     plan.n_blocks_decoder[s - 1],
-                    dims,
-                    2 * skip,
-                    skip,
-                    plan.kernel_sizes[s - 1],
-                    1,
-                    norm=norm,
-                    act=act,
+                    in_channels=2 * skip,
+                    out_channels=skip,
+                    kernel_size=plan.kernel_sizes[s - 1],
+                    stride=1,
                 )
             )
             self.heads.append(CONV[dims](skip, num_classes, 1, 1, 0, bias=True))
