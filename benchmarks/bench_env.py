@@ -58,7 +58,8 @@ def commit() -> str | None:
 
 def environment(device=None) -> dict:
     """{device, device_type, cpu, threads, python, torch, cuda, cudnn, mamba-ssm, causal-conv1d, triton, numpy,
-    commit}; ``device``: a torch.device or string (default: cuda when available)."""
+    commit, inductor_env (the TORCHINDUCTOR_* variables set)}; ``device``: a torch.device or string (default: cuda
+    when available)."""
     import torch
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -75,6 +76,8 @@ def environment(device=None) -> dict:
     }
     env.update({name: _version(name) for name in PACKAGES})
     env["commit"] = commit()
+    # inductor settings given through the environment change what a compiled row measures
+    env["inductor_env"] = {k: v for k, v in sorted(os.environ.items()) if k.startswith("TORCHINDUCTOR_")}
     return env
 
 

@@ -7,7 +7,7 @@ compiled; one JSON, one table.
     python benchmarks/profile_step.py --plan tiny2d --batch 2 --steps 2 --modes eager --out /tmp/p.json  # CPU
 
 Each row (plan, arch, optimizer, precision, batch, compile, ms_per_step, ...) times ``--steps`` steps after a
-warm-up (torch.compile's included, reported as warmup_s), then profiles ``--profile-steps`` more with
+warm-up (torch.compile's included, reported as warmup_s), then profiles ``--profile-steps`` more (0: none) with
 torch.profiler and sums the device time of every kernel into classes: convolution, matmul, scan, norm,
 copy/cast, elementwise, reduction, optimizer, compiled (Triton kernels torch.compile fused), other; idle is the
 step's wall time the device spent on nothing (launch overhead, host synchronisation). Random batches: the data
@@ -192,6 +192,18 @@ def main(argv=None):
             )
             opt = SAM(groups, torch.optim.SGD, rho=0.05, **kw) if optimizer == "sam" else torch.optim.SGD(groups, **kw)
             step = partial(train_step, run, loss_fn, opt, x, y, autocast_dtype=autocast)
+            setting = {
+                "label": args.label,
+                "plan": plan.name,
+                "arch": arch,
+                "optimizer": optimizer,
+                "precision": args.precision,
+                "mamba_fp32": args.mamba_fp32,
+                "channels_last": args.channels_last,
+                "norm_layer": args.norm,
+                "batch": args.batch,
+                "compile": False if mode == "eager" else mode,
+            }
             try:
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats()
@@ -206,44 +218,30 @@ def main(argv=None):
                 sync()
                 ms = (time.perf_counter() - t0) / args.steps * 1e3
                 activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-                t0 = time.perf_counter()
-                with profile(activities=activities) as prof:
-                    for _ in range(args.profile_steps):
-                        step()
-                    sync()
-                wall = (time.perf_counter() - t0) / args.profile_steps * 1e3
+                t0, prof, wall = time.perf_counter(), None, None
+                if args.profile_steps > 0:
+                    with profile(activities=activities) as prof:
+                        for _ in range(args.profile_steps):
+                            step()
+                        sync()
+                    wall = (time.perf_counter() - t0) / args.profile_steps * 1e3
             except Exception as err:  # a mode that fails on this stack is reported, not fatal
                 print(f"[profile_step] {mode} {spec} failed: {type(err).__name__}: {err}", flush=True)
                 traceback.print_exc()  # the whole trace in the log: an inductor error's message alone names no cause
-                rows.append(
-                    {
-                        "plan": plan.name,
-                        "arch": arch,
-                        "optimizer": optimizer,
-                        "compile": mode,
-                        "error": f"{type(err).__name__}: {str(err)[:300]}",
-                    }
-                )
+                rows.append({**setting, "error": f"{type(err).__name__}: {str(err)[:300]}"})
+                out_path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
                 continue
+            profiled = prof is not None and device.type == "cuda"
             row = {
-                "label": args.label,
-                "plan": plan.name,
-                "arch": arch,
-                "optimizer": optimizer,
-                "precision": args.precision,
-                "mamba_fp32": args.mamba_fp32,
-                "channels_last": args.channels_last,
-                "norm_layer": args.norm,
-                "batch": args.batch,
-                "compile": False if mode == "eager" else mode,
+                **setting,
                 "ms_per_step": round(ms, 2),
                 "warmup_s": round(warmup, 1),
-                "profiled_ms_per_step": round(wall, 2),
+                "profiled_ms_per_step": None if wall is None else round(wall, 2),
                 "samples_per_s": round(args.batch / ms * 1e3, 1),
                 "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None,
                 "conv1d_impl": os.environ.get("UU_CONV1D", "auto"),
-                "kernels_ms": kernel_table(prof, args.profile_steps, wall) if device.type == "cuda" else {},
-                "top_kernels": top_kernels(prof, args.profile_steps) if device.type == "cuda" else [],
+                "kernels_ms": kernel_table(prof, args.profile_steps, wall) if profiled else {},
+                "top_kernels": top_kernels(prof, args.profile_steps) if profiled else [],
             }
             rows.append(row)
             print(
@@ -262,16 +260,17 @@ def main(argv=None):
 
 def markdown(rows) -> str:
     """The kernel-class table: one line per row, device ms per step per class."""
-    head = ["label", "plan", "arch", "optimizer", "compile", "batch", "ms_per_step", *CLASSES, "idle_ms"]
+    head = ["label", "plan", "arch", "optimizer", "compile", "channels_last", "norm_layer", "batch", "ms_per_step"]
+    head += ["peak_mem_gb", *CLASSES, "idle_ms"]
     rows = [
         dict(r, idle_ms=round(max(r["ms_per_step"] - r["kernels_ms"]["busy_ms"], 0.0), 2)) if r.get("kernels_ms") else r
         for r in rows
     ]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for r in rows:
-        if "error" in r:
-            continue
         k = r.get("kernels_ms") or {}
+        if "error" in r:
+            r = dict(r, ms_per_step="failed: " + r["error"][:60].replace("|", "/"))
         lines.append("| " + " | ".join(str(r[h] if h in r else k.get(h, "")) for h in head) + " |")
     return "\n".join(lines)
 
