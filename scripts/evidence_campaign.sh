@@ -17,6 +17,8 @@
 #     it if it lands on the same machine, else trains it again. UU_JOBS=2 trains two at a time under CUDA MPS
 #     instead: measured 1.10x the throughput of one (results/performance/h100/concurrency_mps), not worth a run that
 #     spans calls;
+#     UU_FOLLOWS=1 says that another call follows at once on the same machine: runs start even when they cannot
+#     finish in this call (they pause with a checkpoint and the next call resumes them), so no minutes go idle;
 #   - packs every finished run's small files (profile, split, log, per-case table, summary), the logs and the
 #     software versions into $OUT/evidence.tgz every 30 s, to be unpacked into results/evidence/acdc2d_cv5.
 # A 30-minute lease holds about one fold: call 1 builds mamba-ssm while the U-Net trains, then umamba_ua; call 2
@@ -91,7 +93,8 @@ else
     for config in $ORDER; do
       finished $config $fold && continue
       { [ $config = unet_dice_ce ] || kernel > /dev/null 2>&1; } || continue
-      if [ "$(left)" -lt "${RUN_SECONDS[$config]}" ] && [ ! -e "$RUNS/$config/fold$fold/checkpoint.pt" ]; then
+      if [ "$(left)" -lt "${RUN_SECONDS[$config]}" ] && [ ! -e "$RUNS/$config/fold$fold/checkpoint.pt" ] \
+         && [ -z "${UU_FOLLOWS:-}" ]; then
         log "$config fold $fold: expects ${RUN_SECONDS[$config]} s, $(left) s left: not started"; continue
       fi
       log "$config fold $fold"; train $config "$fold," 1
