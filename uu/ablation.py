@@ -29,44 +29,26 @@ class AblationConfig:
     overrides: dict = field(default_factory=dict)
 
 
+def _config(row: int, name: str, label: str, arch: str, loss: str, optimizer: str, **more) -> AblationConfig:
+    return AblationConfig(name, row, label, {"arch": arch, "loss": loss, "optimizer": optimizer, **more})
+
+
 CONFIGS: dict[str, AblationConfig] = {
     c.name: c
     for c in [
-        AblationConfig(
-            "unet_dice_ce",
-            1,
-            "U-Net + Dice/CE + SGD (nnU-Net-like)",
-            {"arch": "unet", "loss": "dice_ce", "optimizer": "sgd"},
-        ),
-        AblationConfig(
-            "umamba_dice_ce",
-            2,
-            "U-Mamba Enc + Dice/CE + SGD (U-Mamba default)",
-            {"arch": "umamba_enc", "loss": "dice_ce", "optimizer": "sgd"},
-        ),
-        AblationConfig(
-            "umamba_ce",
-            3,
-            "U-Mamba Enc + CE + SGD (Table I: CE)",
-            {"arch": "umamba_enc", "loss": "ce", "optimizer": "sgd"},
-        ),
-        AblationConfig(
-            "umamba_ua",
-            4,
-            "U-Mamba Enc + UA + SGD (Table I: UA)",
-            {"arch": "umamba_enc", "loss": "ua", "optimizer": "sgd"},
-        ),
-        AblationConfig(
-            "umamba_ua_sam",
-            5,
-            "U-Mamba Enc + UA + SAM (Table I: UA+SAM, UU-Mamba)",
-            {"arch": "umamba_enc", "loss": "ua", "optimizer": "sam"},
-        ),
-        AblationConfig(
-            "umamba_ua_fixed_sam",
+        _config(1, "unet_dice_ce", "U-Net + Dice/CE + SGD (nnU-Net-like)", "unet", "dice_ce", "sgd"),
+        _config(2, "umamba_dice_ce", "U-Mamba Enc + Dice/CE + SGD (U-Mamba default)", "umamba_enc", "dice_ce", "sgd"),
+        _config(3, "umamba_ce", "U-Mamba Enc + CE + SGD (Table I: CE)", "umamba_enc", "ce", "sgd"),
+        _config(4, "umamba_ua", "U-Mamba Enc + UA + SGD (Table I: UA)", "umamba_enc", "ua", "sgd"),
+        _config(5, "umamba_ua_sam", "U-Mamba Enc + UA + SAM (Table I: UA+SAM, UU-Mamba)", "umamba_enc", "ua", "sam"),
+        _config(
             6,
+            "umamba_ua_fixed_sam",
             "U-Mamba Enc + UA (sigma fixed) + SAM, lr 1e-2 (authors' code)",
-            {"arch": "umamba_enc", "loss": "ua_fixed", "optimizer": "sam", "lr": 1e-2},
+            "umamba_enc",
+            "ua_fixed",
+            "sam",
+            lr=1e-2,
         ),
     ]
 }
@@ -174,18 +156,9 @@ def train_side_by_side(
         path = run_dir_for(runs_dir, config, run)
         if stop_at is not None and time.time() > stop_at - min_start_s:
             return None, 0
-        cmd = [
-            sys.executable,
-            "-m",
-            "uu",
-            "train",
-            "--params",
-            str(profile),
-            "--data",
-            str(data_dir or ""),
-            "--out",
-            str(path),
-        ] + [a for k, v in _settings(config, run, overrides).items() for a in ("--set", f"{k}={json.dumps(v)}")]
+        sets = [a for k, v in _settings(config, run, overrides).items() for a in ("--set", f"{k}={json.dumps(v)}")]
+        cmd = [sys.executable, "-m", "uu", "train", "--params", str(profile), "--data", str(data_dir or ""), "--out"]
+        cmd += [str(path)] + sets
         cmd += ["--resume"] if (path / "checkpoint.pt").is_file() else []
         cmd += [] if stop_at is None else ["--stop-at", repr(float(stop_at))]
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ zeros), Gaussian noise, brightness, contrast, gamma (also inverted), mirroring. 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -35,16 +35,7 @@ class AugmentConfig:
     @classmethod
     def off(cls) -> "AugmentConfig":
         """Every probability 0: the identity."""
-        return cls(
-            p_rotation=0.0,
-            p_scale=0.0,
-            p_noise=0.0,
-            p_brightness=0.0,
-            p_contrast=0.0,
-            p_gamma=0.0,
-            p_gamma_inverted=0.0,
-            p_mirror=0.0,
-        )
+        return cls(**{f.name: 0.0 for f in fields(cls) if f.name.startswith("p_")})
 
 
 class Augmenter:
@@ -98,13 +89,10 @@ class Augmenter:
         angle = torch.where(rotate, angle, torch.zeros_like(angle))
         scale = torch.where(scale_on, scale, torch.ones_like(scale))
         grid = F.affine_grid(self._affine(angle, scale, images.shape[-2:]), tuple(images.shape), align_corners=False)
-        warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        warped_labels = (
-            F.grid_sample(labels.unsqueeze(1).float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
-            .squeeze(1)
-            .round()
-            .to(labels.dtype)
-        )
+        outside = dict(padding_mode="zeros", align_corners=False)
+        warped = F.grid_sample(images, grid, mode="bilinear", **outside)
+        warped_labels = F.grid_sample(labels.unsqueeze(1).float(), grid, mode="nearest", **outside).squeeze(1)
+        warped_labels = warped_labels.round().to(labels.dtype)
         chosen = (rotate | scale_on).view((-1,) + (1,) * (labels.ndim - 1))
         return torch.where(chosen[:, None], warped, images), torch.where(chosen, warped_labels, labels)
 

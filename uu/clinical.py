@@ -15,15 +15,7 @@ import pandas as pd
 from uu.metrics import clinical_indices
 
 # index -> unit, in the order of the tables; the uu.metrics key is NAME_ml, NAME_pct or NAME_g
-INDICES = {
-    "LV_EDV": "ml",
-    "LV_ESV": "ml",
-    "LV_EF": "%",
-    "RV_EDV": "ml",
-    "RV_ESV": "ml",
-    "RV_EF": "%",
-    "Myo_mass_ED": "g",
-}
+INDICES = dict(LV_EDV="ml", LV_ESV="ml", LV_EF="%", RV_EDV="ml", RV_ESV="ml", RV_EF="%", Myo_mass_ED="g")
 NO_SPACING = (
     "the HDF5 layout stores no voxel spacing, so volumes, ejection fractions, myocardial mass and "
     "distances in mm cannot be computed; evaluate on the official NIfTI layout (or a phantom) for them"

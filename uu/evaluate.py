@@ -144,13 +144,8 @@ def clinical_report(patients: list[dict], overall: dict, spacing_known: bool, ou
         index: {k: None if v != v else v for k, v in stats.items()}  # JSON has no nan
         for index, stats in agreement.to_dict().items()
     }
-    return {
-        "available": True,
-        "n_patients": len(table),
-        "agreement": undefined_to_none,
-        "hd95_mm": overall["hd95"],
-        "msd_mm": overall["msd"],
-    }
+    report = {"available": True, "n_patients": len(table), "agreement": undefined_to_none}
+    return {**report, "hd95_mm": overall["hd95"], "msd_mm": overall["msd"]}
 
 
 def evaluate_predictions(pred_dir, data, out_dir=None, progress: bool = True, context: dict | None = None):
@@ -184,14 +179,8 @@ def evaluate_predictions(pred_dir, data, out_dir=None, progress: bool = True, co
             )
         probs_path = pred_dir / entry["probs"] if entry["probs"] else None
         probs = load_probs(probs_path) if probs_path and probs_path.is_file() else None
-        rows.append(
-            {
-                "patient": int(case.patient),
-                "phase": case.phase,
-                "group": case.group,
-                **score_case(pred, probs, case.label, case.spacing),
-            }
-        )
+        row = {"patient": int(case.patient), "phase": case.phase, "group": case.group}
+        rows.append({**row, **score_case(pred, probs, case.label, case.spacing)})
         if spacing_known:
             volumes = pending.setdefault(case.patient, {})
             volumes[case.phase] = (pred, case.label, case.spacing)
@@ -204,12 +193,8 @@ def evaluate_predictions(pred_dir, data, out_dir=None, progress: bool = True, co
         out_dir.mkdir(parents=True, exist_ok=True)
         table.to_csv(out_dir / "per_case.csv", index=False)
     overall = {k: v for k, v in per_phase["overall"].items() if k != "hd95_undefined"}
-    summary = {
-        **overall,
-        "per_phase": per_phase,
-        "clinical": clinical_report(patients, overall, spacing_known, out_dir),
-        **(context or {}),
-    }
+    report = clinical_report(patients, overall, spacing_known, out_dir)
+    summary = {**overall, "per_phase": per_phase, "clinical": report, **(context or {})}
     if out_dir is not None:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return table, summary

@@ -23,40 +23,30 @@ from uu.tables import PAPER_TABLE_I, PAPER_TABLE_II, read_per_case
 SCORES = [f"dice_{c}" for c in CLASSES] + ["dice_avg", "mse"]
 
 
-def _paper(table: pd.DataFrame, method: str, column: str = "avg Dice (%)") -> float:
-    return float(table.loc[table["method"] == method, column].iloc[0])
+TABLE_I_ROWS = [
+    ("umamba_ce", "U-Mamba + CE"),
+    ("umamba_ua", "U-Mamba + UA loss"),
+    ("umamba_ua_sam", "U-Mamba + UA + SAM (UU-Mamba)"),
+]
+TABLE_II_ROWS = [
+    ("unet_dice_ce", "nnU-Net (run by nnFormer authors)"),
+    ("umamba_dice_ce", "U-Mamba"),
+    ("umamba_ua_sam", "UU-Mamba"),
+]
 
 
-# (claim, baseline, method, paper's baseline and method in mean Dice %)
+def _claim(claim: str, baseline: str, method: str, table: pd.DataFrame, rows) -> tuple:
+    """(claim, baseline, method, the paper's mean Dice % of the baseline and of the method in `table`)."""
+    paper = dict(rows)
+    dice = [float(table.loc[table["method"] == paper[c], "avg Dice (%)"].iloc[0]) for c in (baseline, method)]
+    return (claim, baseline, method, *dice)
+
+
 CLAIMS = [
-    (
-        "uncertainty-aware loss over CE",
-        "umamba_ce",
-        "umamba_ua",
-        _paper(PAPER_TABLE_I, "U-Mamba + CE"),
-        _paper(PAPER_TABLE_I, "U-Mamba + UA loss"),
-    ),
-    (
-        "SAM over the UA loss alone",
-        "umamba_ua",
-        "umamba_ua_sam",
-        _paper(PAPER_TABLE_I, "U-Mamba + UA loss"),
-        _paper(PAPER_TABLE_I, "U-Mamba + UA + SAM (UU-Mamba)"),
-    ),
-    (
-        "UU-Mamba over U-Mamba",
-        "umamba_dice_ce",
-        "umamba_ua_sam",
-        _paper(PAPER_TABLE_II, "U-Mamba"),
-        _paper(PAPER_TABLE_II, "UU-Mamba"),
-    ),
-    (
-        "UU-Mamba over nnU-Net",
-        "unet_dice_ce",
-        "umamba_ua_sam",
-        _paper(PAPER_TABLE_II, "nnU-Net (run by nnFormer authors)"),
-        _paper(PAPER_TABLE_II, "UU-Mamba"),
-    ),
+    _claim("uncertainty-aware loss over CE", "umamba_ce", "umamba_ua", PAPER_TABLE_I, TABLE_I_ROWS),
+    _claim("SAM over the UA loss alone", "umamba_ua", "umamba_ua_sam", PAPER_TABLE_I, TABLE_I_ROWS),
+    _claim("UU-Mamba over U-Mamba", "umamba_dice_ce", "umamba_ua_sam", PAPER_TABLE_II, TABLE_II_ROWS),
+    _claim("UU-Mamba over nnU-Net", "unet_dice_ce", "umamba_ua_sam", PAPER_TABLE_II, TABLE_II_ROWS),
 ]
 
 
@@ -108,16 +98,8 @@ def paired_difference(
     if where is not None:
         both = both[where.reindex(both.index).fillna(False).to_numpy(bool)]
     if both.empty:
-        return {
-            "delta": math.nan,
-            "ci_low": math.nan,
-            "ci_high": math.nan,
-            "n_patients": 0,
-            "n_volumes": 0,
-            "n_folds": 0,
-            "fold_mean": math.nan,
-            "fold_std": math.nan,
-        }
+        keys = ("delta", "ci_low", "ci_high", "n_patients", "n_volumes", "n_folds", "fold_mean", "fold_std")
+        return {k: 0 if k.startswith("n_") else math.nan for k in keys}
     diff = both[f"{metric}_method"] - both[metric]
     patients = both.index.get_level_values("patient").to_numpy()
     ci = cluster_bootstrap_ci(diff.to_numpy(), patients, both["fold"].to_numpy(), n_boot=n_boot, seed=seed)
@@ -161,16 +143,8 @@ def claims_table(scores: pd.DataFrame, claims=CLAIMS, n_boot: int = 10_000, seed
     for claim, baseline, method, paper_a, paper_b in claims:
         d = paired_difference(scores, baseline, method, n_boot=n_boot, seed=seed)
         paper = round(paper_b - paper_a, 3)
-        rows.append(
-            {
-                "claim": claim,
-                "baseline": baseline,
-                "method": method,
-                "paper": paper,
-                **d,
-                "verdict": verdict(d["delta"], d["ci_low"], d["ci_high"], paper, method),
-            }
-        )
+        words = verdict(d["delta"], d["ci_low"], d["ci_high"], paper, method)
+        rows.append({"claim": claim, "baseline": baseline, "method": method, "paper": paper, **d, "verdict": words})
     return pd.DataFrame(rows)
 
 
@@ -179,21 +153,10 @@ def claims_by_group(scores: pd.DataFrame, claims=CLAIMS, n_boot: int = 10_000, s
     rows = []
     for claim, baseline, method, *_ in claims:
         for group in GROUPS:
-            d = paired_difference(
-                scores,
-                baseline,
-                method,
-                n_boot=n_boot,
-                seed=seed,
-                where=scores[scores["config"] == baseline].set_index(["patient", "phase"])["group"] == group,
-            )
-            rows.append(
-                {
-                    "claim": claim,
-                    "group": group,
-                    **{k: d[k] for k in ("delta", "ci_low", "ci_high", "n_patients", "n_volumes")},
-                }
-            )
+            where = scores[scores["config"] == baseline].set_index(["patient", "phase"])["group"] == group
+            d = paired_difference(scores, baseline, method, n_boot=n_boot, seed=seed, where=where)
+            keys = ("delta", "ci_low", "ci_high", "n_patients", "n_volumes")
+            rows.append({"claim": claim, "group": group, **{k: d[k] for k in keys}})
     return pd.DataFrame(rows)
 
 
@@ -249,18 +212,6 @@ def _fmt(value) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):g}"
 
 
-TABLE_I_ROWS = [
-    ("umamba_ce", "U-Mamba + CE"),
-    ("umamba_ua", "U-Mamba + UA loss"),
-    ("umamba_ua_sam", "U-Mamba + UA + SAM (UU-Mamba)"),
-]
-TABLE_II_ROWS = [
-    ("unet_dice_ce", "nnU-Net (run by nnFormer authors)"),
-    ("umamba_dice_ce", "U-Mamba"),
-    ("umamba_ua_sam", "UU-Mamba"),
-]
-
-
 def best_median_worst(scores: pd.DataFrame, config: str, metric: str = "dice_avg") -> list[str]:
     """The case names ("patient001_ED") of the best, the median and the worst volume of a configuration."""
     ranked = scores[scores["config"] == config].sort_values([metric, "patient", "phase"], ascending=[False, True, True])
@@ -292,12 +243,7 @@ def length_table(runs: Mapping[str, Sequence], tail: float = 0.4, threshold: flo
     for config, run_dirs in runs.items():
         slopes = {Path(r).name: still_rising(read_log(r), tail, threshold)[0] for r in run_dirs}
         mean = float(np.nanmean(list(slopes.values()))) if any(not math.isnan(s) for s in slopes.values()) else math.nan
-        rows.append(
-            {
-                "config": config,
-                **{f"slope {k}": v for k, v in slopes.items()},
-                "mean slope (Dice points / 1k iterations)": mean,
-                "still rising": bool(mean > threshold) if not math.isnan(mean) else False,
-            }
-        )
+        rising = bool(mean > threshold) if not math.isnan(mean) else False
+        row = {"config": config, **{f"slope {k}": v for k, v in slopes.items()}}
+        rows.append({**row, "mean slope (Dice points / 1k iterations)": mean, "still rising": rising})
     return pd.DataFrame(rows)

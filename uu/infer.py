@@ -87,19 +87,18 @@ def predict_volume(
     was_training = net.training
     net.eval()
     try:
-        logits = predict_logits(
-            net,
-            normalize_intensity(np.asarray(image)),
-            patch_size,
-            mirror=mirror,
-            device=device,
-            sw_batch_size=sw_batch_size,
-            overlap=overlap,
-            autocast_dtype=autocast_dtype,
-        )
+        image = normalize_intensity(np.asarray(image))
+        options = dict(device=device, sw_batch_size=sw_batch_size, overlap=overlap, autocast_dtype=autocast_dtype)
+        logits = predict_logits(net, image, patch_size, mirror=mirror, **options)
         return torch.softmax(logits, dim=0).cpu().numpy().astype(np.float32)
     finally:
         net.train(was_training)
+
+
+def window_options(profile: dict, device) -> dict:
+    """The sliding-window keywords of predict_volume / predict_cases a run's profile sets (its own precision)."""
+    options = dict(device=device, sw_batch_size=profile["sw_batch_size"], overlap=profile["sw_overlap"])
+    return {**options, "autocast_dtype": resolve_amp(profile["amp"], device)[0]}
 
 
 def case_affine(case) -> np.ndarray:
@@ -151,16 +150,8 @@ def predict_cases(
     out_dir.mkdir(parents=True, exist_ok=True)
     index = []
     for case in tqdm(list(cases), desc="predict", disable=not progress, leave=False):
-        probs = predict_volume(
-            model,
-            case.image,
-            plan,
-            mirror=mirror,
-            device=device,
-            sw_batch_size=sw_batch_size,
-            overlap=overlap,
-            autocast_dtype=autocast_dtype,
-        )
+        options = dict(device=device, sw_batch_size=sw_batch_size, overlap=overlap, autocast_dtype=autocast_dtype)
+        probs = predict_volume(model, case.image, plan, mirror=mirror, **options)
         if getattr(case, "loader", None) is not None:
             case.release()  # lazy cases: do not keep every volume in memory
         label = probs.argmax(0).astype(np.uint8)
@@ -204,17 +195,6 @@ def cli_predict(args) -> int:
     plan = resolve_plan(profile)
     cases = load_acdc(args.data, lazy=True, require_labels=False)
     cases = select_cases(cases, args.split, Path(args.run) / "split.json")
-    amp, _ = resolve_amp(profile["amp"], device)  # the run's own precision
-    out = predict_cases(
-        model,
-        cases,
-        plan,
-        args.out,
-        mirror=not args.no_mirror,
-        device=device,
-        sw_batch_size=profile["sw_batch_size"],
-        overlap=profile["sw_overlap"],
-        autocast_dtype=amp,
-    )
+    out = predict_cases(model, cases, plan, args.out, mirror=not args.no_mirror, **window_options(profile, device))
     print(f"predicted {len(cases)} volumes into {out}")
     return 0

@@ -168,21 +168,10 @@ def landscape_report(
     each started only within hessian_budget_s. save_to: JSON rewritten after every step (a cut run keeps its work).
     hessian_method "finite_difference" is unusable on U-Mamba (fp32 gradients jump); keep "double_backprop"."""
     start = time.perf_counter()
-    meta = dict(
-        loss=loss,
-        n_patches=n_patches,
-        rho=rho,
-        sam_steps=sam_steps,
-        line_points=line_points,
-        grid_points=grid_points,
-        span=span,
-        seed=seed,
-        data_dir=data_dir,
-        device=device,
-        hessian_iters=hessian_iters,
-        hessian_method=hessian_method,
-        runs={m: str(r) for m, r in run_dirs.items()},
-    )
+    meta = dict(loss=loss, n_patches=n_patches, rho=rho, sam_steps=sam_steps, line_points=line_points)
+    meta |= dict(grid_points=grid_points, span=span, seed=seed, data_dir=data_dir, device=device)
+    meta |= dict(hessian_iters=hessian_iters, hessian_method=hessian_method)
+    meta["runs"] = {m: str(r) for m, r in run_dirs.items()}
     images, target = training_patches(next(iter(run_dirs.values())), n=n_patches, seed=seed, data_dir=data_dir)
     loss_fn = build_loss(loss, num_classes=NUM_CLASSES).to(device)
     alphas_line = np.linspace(-0.25, 1.25, line_points)

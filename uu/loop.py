@@ -82,15 +82,8 @@ class _EpochSums:
     def add(self, result) -> None:
         ok = (~result.skipped).float()
         names = sorted(result.components)
-        row = torch.stack(
-            [
-                ok,
-                1 - ok,
-                torch.nan_to_num(result.loss.float() * ok),
-                torch.nan_to_num(result.grad_norm.float().to(self.device) * ok),
-            ]
-            + [torch.nan_to_num(result.components[k].float() * ok) for k in names]
-        )
+        values = [result.loss, result.grad_norm.to(self.device)] + [result.components[k] for k in names]
+        row = torch.stack([ok, 1 - ok] + [torch.nan_to_num(v.float() * ok) for v in values])
         self.values = row if self.values is None else self.values + row
         self.names = names
         self.streak = (self.streak + 1) * (1 - ok)
@@ -126,17 +119,7 @@ def fit(
     """Train ``model`` as the profile says (module docstring); writes RUN/log.jsonl, checkpoint.pt, init.pt and
     final.pt unless run_dir is None. ``stop_at`` (Unix seconds): pause before an epoch that would end after it,
     with a checkpoint to resume from (stopped_by "paused", no final.pt): a run can span machine leases."""
-    run = _Run(
-        model,
-        loss,
-        optimizer,
-        batches,
-        profile,
-        run_dir,
-        device,
-        clock,
-        profile["progress"] if progress is None else progress,
-    )
+    run = _Run(model, loss, optimizer, batches, profile, run_dir, device, clock, progress)
     if resume and run.ckpt_path is not None and run.ckpt_path.is_file():
         run.restore()
     elif run.writer:
@@ -171,9 +154,9 @@ class _Run:
     """One call of fit: the parts, the settings and where the run stands (epoch, step, train_seconds, the
     wall-clock, skipped_total, val_at, sigma_first: what a checkpoint keeps, so a resume goes on where it was)."""
 
-    def __init__(self, model, loss, optimizer, batches, profile: dict, run_dir, device, clock, show: bool):
+    def __init__(self, model, loss, optimizer, batches, profile: dict, run_dir, device, clock, show: Optional[bool]):
         self.model, self.loss, self.optimizer, self.batches = unwrap(model), loss, optimizer, batches
-        self.profile, self.clock, self.show = profile, clock, show
+        self.profile, self.clock, self.show = profile, clock, profile["progress"] if show is None else show
         self.device, (self.rank, self.n_ranks) = resolve_device(device), world()
         self.autocast_dtype, use_scaler = resolve_amp(profile["amp"], self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if use_scaler else None
@@ -233,6 +216,7 @@ class _Run:
         """Up to iters_per_epoch steps at the poly LR, none waiting for the GPU; stopped_by "time" once max_minutes
         of training are spent. Returns (the epoch's start on the clock, steps taken)."""
         epoch_start, iters, p = self.clock(), 0, self.profile
+        options = dict(scaler=self.scaler, autocast_dtype=self.autocast_dtype, grad_clip=p["grad_clip"])
         for _ in range(p["iters_per_epoch"]):
             seconds = self.train_seconds + self.clock() - epoch_start
             if self.n_ranks > 1:  # rank 0's clock, so every rank computes the same LR and stops together
@@ -248,18 +232,7 @@ class _Run:
                 group["lr"] = self.lr
             images, target = self.batches.sample()
             images, target = images.to(self.device, non_blocking=True), target.to(self.device, non_blocking=True)
-            self.sums.add(
-                train_step(
-                    train_model,
-                    train_loss,
-                    self.optimizer,
-                    images,
-                    target,
-                    scaler=self.scaler,
-                    autocast_dtype=self.autocast_dtype,
-                    grad_clip=p["grad_clip"],
-                )
-            )
+            self.sums.add(train_step(train_model, train_loss, self.optimizer, images, target, **options))
             self.step, iters = self.step + 1, iters + 1
             self.bar.update(1)
         return epoch_start, iters
@@ -307,20 +280,11 @@ class _Run:
     def save_checkpoint(self, finished: bool) -> float:
         """Write the resumable training state; returns the seconds it took."""
         t0 = self.clock()
-        self.saver.save(
-            {
-                **training_state(self.model, self.loss, self.optimizer, self.scaler, self.batches),
-                "epoch": self.epoch,
-                "step": self.step,
-                "train_seconds": self.train_seconds,
-                "wall": self.wall(),
-                "skipped_total": self.skipped_total,
-                "val_at": self.val_at,
-                "sigma_first": self.sigma_first,
-                "finished": finished,
-            },
-            self.ckpt_path,
-        )
+        position = {
+            k: getattr(self, k) for k in ("epoch", "step", "train_seconds", "skipped_total", "val_at", "sigma_first")
+        }
+        state = training_state(self.model, self.loss, self.optimizer, self.scaler, self.batches)
+        self.saver.save({**state, **position, "wall": self.wall(), "finished": finished}, self.ckpt_path)
         self.last_ckpt_at = self.clock()
         return self.clock() - t0
 
@@ -360,15 +324,8 @@ class _Run:
     def finish(self) -> FitResult:
         """final.pt (not when paused: the checkpoint is what a resume needs) and the run's record."""
         if self.writer and self.stopped_by != "paused":
-            atomic_save(
-                {
-                    "model": self.model.state_dict(),
-                    "loss": self.loss.state_dict(),
-                    "epoch": self.epoch,
-                    "step": self.step,
-                },
-                self.run_dir / "final.pt",
-            )
+            state = {"model": self.model.state_dict(), "loss": self.loss.state_dict(), "epoch": self.epoch}
+            atomic_save({**state, "step": self.step}, self.run_dir / "final.pt")
         peak, kind = _peak_memory(self.device)
         return FitResult(
             steps=self.step,

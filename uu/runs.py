@@ -35,16 +35,8 @@ def resolve_plan(profile: dict):
 
 def build_model(profile: dict, plan=None, device="cpu") -> torch.nn.Module:
     plan = resolve_plan(profile) if plan is None else plan
-    model = build_network(
-        plan,
-        profile["arch"],
-        in_channels=1,
-        num_classes=NUM_CLASSES,
-        mamba_fp32=profile["mamba_fp32"],
-        checkpoint_mamba=profile["checkpoint_mamba"],
-        channels_last=profile["channels_last"],
-        norm=NORMS[profile["norm"]],
-    )
+    options = {key: profile[key] for key in ("mamba_fp32", "checkpoint_mamba", "channels_last")}
+    model = build_network(plan, profile["arch"], 1, NUM_CLASSES, norm=NORMS[profile["norm"]], **options)
     return model.to(device)
 
 
@@ -112,13 +104,5 @@ def log_table(run_dir):
     return pd.DataFrame(rows)
 
 
-__all__ = [
-    "resolve_plan",
-    "build_model",
-    "build_loss",
-    "build_optimizer",
-    "load_checkpoint",
-    "load_run_model",
-    "read_log",
-    "log_table",
-]
+__all__ = ["resolve_plan", "build_model", "build_loss", "build_optimizer", "load_checkpoint", "load_run_model"]
+__all__ += ["read_log", "log_table"]

@@ -147,11 +147,5 @@ def top_hessian_eigenvalue(
             mu, trace_shifted, converged_shifted = _power_iteration(shifted, v, iters, tol)
             eigenvalue, converged = mu + dominant, converged and converged_shifted
             trace = trace + [t + dominant for t in trace_shifted]
-    return {
-        "eigenvalue": eigenvalue,
-        "dominant": dominant,
-        "iterations": len(trace),
-        "converged": converged,
-        "trace": trace,
-        "method": method,
-    }
+    out = {"eigenvalue": eigenvalue, "dominant": dominant, "iterations": len(trace), "converged": converged}
+    return {**out, "trace": trace, "method": method}

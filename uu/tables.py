@@ -85,18 +85,13 @@ def _pm(mean: float, std: float, digits: int) -> str:
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
     """Readable strings: 'mean ± std over runs' per metric (Dice (%) with 2 decimals, MSE x100 with 4)."""
-    return pd.DataFrame(
-        [
-            {
-                "row": r["row"],
-                "configuration": r["label"],
-                **{HEADERS[m]: _pm(r[f"{m}_mean"], r[f"{m}_std"], DIGITS[m]) for m in METRICS},
-                "runs": f"{r['n_runs']} {r['kind'] if r['n_runs'] > 1 else r['kind'][:-1]}",
-                "volumes": r["n_volumes"],
-            }
-            for _, r in table.iterrows()
-        ]
-    )
+
+    def row(r) -> dict:
+        cells = {HEADERS[m]: _pm(r[f"{m}_mean"], r[f"{m}_std"], DIGITS[m]) for m in METRICS}
+        runs = f"{r['n_runs']} {r['kind'] if r['n_runs'] > 1 else r['kind'][:-1]}"
+        return {"row": r["row"], "configuration": r["label"], **cells, "runs": runs, "volumes": r["n_volumes"]}
+
+    return pd.DataFrame([row(r) for _, r in table.iterrows()])
 
 
 # The paper's numbers (percent) with the protocol each was measured under (docs/reproduction.md).
@@ -112,74 +107,28 @@ PAPER_TABLE_I = pd.DataFrame(
 )
 PAPER_TABLE_II = pd.DataFrame(
     [
-        {
-            "method": "TransUNet",
-            "our_row": None,
-            _AVG: 89.71,
-            _RV: 88.86,
-            _MYO: 84.54,
-            _LV: 95.73,
-            "protocol": _NNFORMER,
-        },
-        {
-            "method": "Swin-Unet",
-            "our_row": None,
-            _AVG: 90.00,
-            _RV: 88.55,
-            _MYO: 85.62,
-            _LV: 95.83,
-            "protocol": _NNFORMER,
-        },
-        {
-            "method": "nnU-Net (run by nnFormer authors)",
-            "our_row": 1,
-            _AVG: 91.61,
-            _RV: 90.24,
-            _MYO: 89.24,
-            _LV: 95.36,
-            "protocol": _NNFORMER,
-        },
-        {
-            "method": "nnFormer",
-            "our_row": None,
-            _AVG: 92.06,
-            _RV: 90.94,
-            _MYO: 89.58,
-            _LV: 95.65,
-            "protocol": _NNFORMER,
-        },
-        {"method": "U-Mamba", "our_row": 2, _AVG: 92.22, _RV: 91.83, _MYO: 90.22, _LV: 94.54, "protocol": _OFFICIAL},
-        {"method": "UU-Mamba", "our_row": 5, _AVG: 92.79, _RV: 92.41, _MYO: 90.90, _LV: 95.04, "protocol": _OFFICIAL},
-        {
-            "method": "U-Mamba Enc (nnU-Net Revisited)",
-            "our_row": 2,
-            _AVG: 91.22,
-            _RV: None,
-            _MYO: None,
-            _LV: None,
-            "protocol": "nnU-Net Revisited; 5-fold CV on 100 patients",
-        },
-    ]
+        ("TransUNet", None, 89.71, 88.86, 84.54, 95.73, _NNFORMER),
+        ("Swin-Unet", None, 90.00, 88.55, 85.62, 95.83, _NNFORMER),
+        ("nnU-Net (run by nnFormer authors)", 1, 91.61, 90.24, 89.24, 95.36, _NNFORMER),
+        ("nnFormer", None, 92.06, 90.94, 89.58, 95.65, _NNFORMER),
+        ("U-Mamba", 2, 92.22, 91.83, 90.22, 94.54, _OFFICIAL),
+        ("UU-Mamba", 5, 92.79, 92.41, 90.90, 95.04, _OFFICIAL),
+        ("U-Mamba Enc (nnU-Net Revisited)", 2, 91.22, None, None, None, "nnU-Net Revisited; 5-fold CV on 100 patients"),
+    ],
+    columns=["method", "our_row", _AVG, _RV, _MYO, _LV, "protocol"],
 )
 
 
 # ----------------------------------------------------------------------------- sharpness and calibration
+_NO_HESSIAN = dict(eigenvalue=math.nan, dominant=math.nan, iterations=0, converged=False, method="not computed")
+
+
 def sharpness_table(report: Mapping, loss: str = "") -> pd.DataFrame:
     """One row per method of a uu.landscape report; loss: its common loss's name (for the headers)."""
     name = f"{loss} loss" if loss else "loss"
     rows = []
     for m, r in report.items():
-        sam, h = (
-            r["sam"],
-            r["hessian"]
-            or {
-                "eigenvalue": math.nan,
-                "dominant": math.nan,
-                "iterations": 0,
-                "converged": False,
-                "method": "not computed",
-            },
-        )
+        sam, h = r["sam"], r["hessian"] or _NO_HESSIAN
         rows.append(
             {
                 "method": m,

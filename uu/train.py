@@ -17,9 +17,9 @@ import torch
 
 import uu
 from uu.data import CLASSES, LABELS, DataError, choose_split, ensure_phantom, load_acdc
-from uu.device import barrier, resolve_amp, seed_everything, setup_distributed, world
+from uu.device import barrier, seed_everything, setup_distributed, world
 from uu.evaluate import evaluate_predictions
-from uu.infer import predict_cases, predict_volume
+from uu.infer import predict_cases, predict_volume, window_options
 from uu.loop import FitResult, fit
 from uu.metrics import dice_per_class
 from uu.profiles import dump_profile, load_profile
@@ -31,21 +31,11 @@ from uu.step import unwrap
 def validation_dice(model, cases, plan, device, profile: dict) -> dict:
     """Mean Dice per class over the volumes (sliding window, the profile's val_mirror): {RV, Myo, LV, mean}.
     cuDNN's autotuning is off meanwhile: the windows' batch shapes vary per volume, and tuning each is slow."""
-    autocast_dtype, _ = resolve_amp(profile["amp"], device)
-    per_class = defaultdict(list)
+    per_class, options = defaultdict(list), window_options(profile, device)
     tuning, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
     try:
         for case in cases:
-            probs = predict_volume(
-                model,
-                case.image,
-                plan,
-                mirror=profile["val_mirror"],
-                device=device,
-                sw_batch_size=profile["sw_batch_size"],
-                overlap=profile["sw_overlap"],
-                autocast_dtype=autocast_dtype,
-            )
+            probs = predict_volume(model, case.image, plan, profile["val_mirror"], **options)
             for name, d in zip(CLASSES, dice_per_class(probs.argmax(0), case.label, tuple(LABELS.values())).values()):
                 per_class[name].append(d)
     finally:
@@ -107,18 +97,9 @@ def train_run(
             seed=profile["seed"] + 1000 * rank,
         )
         shown = val_cases[: profile["max_val_cases"]] if profile["max_val_cases"] else val_cases
-        result = fit(
-            model,
-            loss,
-            optimizer,
-            batches,
-            profile,
-            run_dir=run_dir,
-            device=device,
-            resume=resume,
-            validate=lambda m: validation_dice(m, shown, plan, device, profile),
-            stop_at=stop_at,
-        )
+        validate = lambda m: validation_dice(m, shown, plan, device, profile)
+        options = dict(run_dir=run_dir, device=device, resume=resume, validate=validate, stop_at=stop_at)
+        result = fit(model, loss, optimizer, batches, profile, **options)
         if rank == 0 and result.stopped_by != "paused":
             evaluate_run(run_dir, model, plan, val_cases, profile, device, result, scheme)
         barrier()
@@ -132,39 +113,16 @@ def evaluate_run(run_dir, model, plan, val_cases, profile, device, result: FitRe
     """Predict the validation cases with the final model into RUN/eval/pred and score them into RUN/eval/
     (per_case.csv, summary.json with the training record, the clinical tables). Returns the summary."""
     eval_dir = Path(run_dir) / "eval"
-    autocast_dtype, _ = resolve_amp(profile["amp"], device)
-    pred_dir = predict_cases(
-        unwrap(model),
-        val_cases,
-        plan,
-        eval_dir / "pred",
-        mirror=profile["eval_mirror"],
-        device=device,
-        sw_batch_size=profile["sw_batch_size"],
-        overlap=profile["sw_overlap"],
-        autocast_dtype=autocast_dtype,
-        progress=profile["progress"] and sys.stderr.isatty(),
-    )
-    context = {
-        "profile": profile["name"],
-        "split": scheme,
-        "eval_mirror": profile["eval_mirror"],
-        "training": {
-            "steps": result.steps,
-            "epochs": result.epochs,
-            "stopped_by": result.stopped_by,
-            "it_per_s": result.it_per_s,
-            "train_seconds": result.train_seconds,
-            "wall_seconds": result.wall_seconds,
-            "train_fraction": result.train_seconds / max(result.wall_seconds, 1e-9),
-            "peak_memory_mb": result.peak_memory_mb,
-            "peak_memory_kind": result.peak_memory_kind,
-            "device": str(device),
-        },
-        "skipped_steps": result.skipped_total,
-        "sigma_first": result.sigma_first,
-        "sigma_last": result.sigma_last,
-    }
+    progress = profile["progress"] and sys.stderr.isatty()
+    options = dict(mirror=profile["eval_mirror"], progress=progress, **window_options(profile, device))
+    pred_dir = predict_cases(unwrap(model), val_cases, plan, eval_dir / "pred", **options)
+    training = {k: getattr(result, k) for k in ("steps", "epochs", "stopped_by", "it_per_s", "train_seconds")}
+    training["wall_seconds"] = result.wall_seconds
+    training["train_fraction"] = result.train_seconds / max(result.wall_seconds, 1e-9)
+    training |= {"peak_memory_mb": result.peak_memory_mb, "peak_memory_kind": result.peak_memory_kind}
+    training["device"] = str(device)
+    context = {"profile": profile["name"], "split": scheme, "eval_mirror": profile["eval_mirror"], "training": training}
+    context |= dict(skipped_steps=result.skipped_total, sigma_first=result.sigma_first, sigma_last=result.sigma_last)
     return evaluate_predictions(pred_dir, val_cases, eval_dir, progress=False, context=context)[1]
 
 

@@ -37,14 +37,8 @@ def _grid(n_rows: int, n_cols: int, size: float = 2.4):
 
 def _show_labels(ax, image, label, alpha: float = 0.45):
     ax.imshow(image, cmap="gray")
-    ax.imshow(
-        np.ma.masked_equal(np.asarray(label), 0),
-        cmap=LABEL_COLORS,
-        vmin=0,
-        vmax=3,
-        alpha=alpha,
-        interpolation="nearest",
-    )
+    masked = np.ma.masked_equal(np.asarray(label), 0)
+    ax.imshow(masked, cmap=LABEL_COLORS, vmin=0, vmax=3, alpha=alpha, interpolation="nearest")
 
 
 # ----------------------------------------------------------------------------- segmentations
@@ -337,15 +331,8 @@ def claims_plot(claims, path=None):
     fig, ax = plt.subplots(figsize=(7, 0.6 + 0.55 * len(claims)))
     ys = np.arange(len(claims))[::-1]
     for y, (_, c) in zip(ys, claims.iterrows()):
-        ax.errorbar(
-            c["delta"],
-            y,
-            xerr=[[c["delta"] - c["ci_low"]], [c["ci_high"] - c["delta"]]],
-            fmt="o",
-            color="tab:blue",
-            capsize=4,
-            label="ours (95 % interval)" if y == ys[0] else None,
-        )
+        xerr, label = [[c["delta"] - c["ci_low"]], [c["ci_high"] - c["delta"]]], "ours (95 % interval)"
+        ax.errorbar(c["delta"], y, xerr=xerr, fmt="o", color="tab:blue", capsize=4, label=label if y == ys[0] else None)
         ax.plot(c["paper"], y, "x", color="tab:red", ms=9, mew=2, label="paper" if y == ys[0] else None)
     ax.axvline(0.0, color="0.4", lw=1)
     ax.set_yticks(ys, [f"{c['claim']}\n{c['baseline']} → {c['method']}" for _, c in claims.iterrows()], fontsize=8)

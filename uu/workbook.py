@@ -111,13 +111,8 @@ def read_params(params: str) -> dict:
         raise DataError(f"workbook file {path}: 'only' must be a list of notebooks, e.g. [04_ablation, 05_figures]")
     only = None if only is None else [_notebook_stem(str(name), path) for name in only]
     data_dir = _relative_to(path.parent, {"data_dir": str(raw.get("data_dir") or "")})["data_dir"]
-    return {
-        "profile": profile,
-        "data_dir": data_dir,
-        "only": only,
-        "parameters": _relative_to(path.parent, raw.get("parameters") or {}),
-        "notebooks": notebooks,
-    }
+    parameters = _relative_to(path.parent, raw.get("parameters") or {})
+    return {"profile": profile, "data_dir": data_dir, "only": only, "parameters": parameters, "notebooks": notebooks}
 
 
 def _is_workbook_file(path: Path) -> bool:
@@ -276,17 +271,10 @@ def run_notebook(job: NotebookJob, cwd) -> float:
     from papermill.exceptions import PapermillExecutionError
 
     job.output.parent.mkdir(parents=True, exist_ok=True)
+    options = dict(kernel_name="python3", progress_bar=False, cwd=str(cwd), extra_arguments=list(KERNEL_ARGUMENTS))
     start = time.time()
     try:
-        pm.execute_notebook(
-            str(job.source),
-            str(job.output),
-            parameters=job.parameters,
-            kernel_name="python3",
-            progress_bar=False,
-            cwd=str(cwd),
-            extra_arguments=list(KERNEL_ARGUMENTS),
-        )
+        pm.execute_notebook(str(job.source), str(job.output), parameters=job.parameters, **options)
     except PapermillExecutionError as err:
         first_line = next((line for line in str(err.source).splitlines() if line.strip()), "")
         raise WorkbookError(
@@ -315,14 +303,8 @@ def run_workbook(params: str, data: str, out, notebooks_dir=None, stems=None) ->
     for job in jobs:
         print(f"[run] {job.stem}: executing into {job.output}", flush=True)
         seconds = run_notebook(job, cwd=out)
-        record["notebooks"].append(
-            {
-                "notebook": job.stem,
-                "seconds": round(seconds, 1),
-                "parameters": job.parameters,
-                "output": str(job.output),
-            }
-        )
+        entry = {"notebook": job.stem, "seconds": round(seconds, 1), "parameters": job.parameters}
+        record["notebooks"].append({**entry, "output": str(job.output)})
         (out / "workbook.json").write_text(json.dumps(record, indent=2))
         print(f"[run] {job.stem}: done in {seconds:.0f} s", flush=True)
     return record

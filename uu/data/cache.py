@@ -133,18 +133,7 @@ def load_cache(path, lazy: bool = False, require_labels: bool = True) -> list[Ca
     cases = []
     for i in range(len(a["patient"])):
         spacing = None if np.isnan(a["spacing"][i]).any() else tuple(float(s) for s in a["spacing"][i])
-        case = Case(
-            int(a["patient"][i]),
-            str(a["phase"][i]),
-            str(a["group"][i]) or None,
-            None,
-            None,
-            spacing,
-            path,
-            loader=functools.partial(store.volume, i),
-        )
-        if not lazy:
-            case.image
-            case.loader = None
-        cases.append(case)
+        patient, phase, group = int(a["patient"][i]), str(a["phase"][i]), str(a["group"][i]) or None
+        loader = functools.partial(store.volume, i)
+        cases.append(Case.lazy(patient, phase, group, spacing, path, loader, load_now=not lazy))
     return cases

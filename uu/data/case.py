@@ -56,6 +56,15 @@ class Case:
         self.__dict__["image"], self.__dict__["label"] = image, label
         return self.__dict__[name]
 
+    @classmethod
+    def lazy(cls, patient: int, phase: str, group, spacing, source, loader, load_now: bool = False) -> Case:
+        """A case whose arrays ``loader()`` reads on first access; load_now: read (and validate) them at once."""
+        case = cls(patient, phase, group, None, None, spacing, source, loader=loader)
+        if load_now:
+            case.image
+            case.loader = None
+        return case
+
     @property
     def is_loaded(self) -> bool:
         return "image" in self.__dict__

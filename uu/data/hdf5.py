@@ -59,20 +59,8 @@ def load_hdf5(root: Path, lazy: bool = False, require_labels: bool = True) -> li
                 "other .h5 files out of this folder."
             )
         patient, phase = int(match.group(1)), FRAME_TO_PHASE[int(match.group(2))]
-        case = Case(
-            patient,
-            phase,
-            group_from_number(patient),
-            None,
-            None,
-            None,
-            path,
-            loader=functools.partial(read_h5, path, require_labels),
-        )
-        if not lazy:
-            case.image
-            case.loader = None
-        cases.append(case)
+        loader = functools.partial(read_h5, path, require_labels)
+        cases.append(Case.lazy(patient, phase, group_from_number(patient), None, path, loader, load_now=not lazy))
     return cases
 
 

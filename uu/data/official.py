@@ -118,20 +118,9 @@ def load_official(root: Path, lazy: bool = False, require_labels: bool = True) -
                     f"{phase} frame. Pass require_labels=False to load images only "
                     "(e.g. the testing folder), or restore the file."
                 )
-            case = Case(
-                patient,
-                phase,
-                group,
-                None,
-                None,
-                _header_spacing(image_path),
-                image_path,
-                loader=functools.partial(read_pair, image_path, label_path),
-            )
-            if not lazy:
-                case.image  # load now (and validate)
-                case.loader = None
-            cases.append(case)
+            loader = functools.partial(read_pair, image_path, label_path)
+            spacing = _header_spacing(image_path)
+            cases.append(Case.lazy(patient, phase, group, spacing, image_path, loader, load_now=not lazy))
     return cases
 
 

@@ -20,16 +20,9 @@ def case_rows(cases: Sequence[Case], release: bool = True):
     for case in cases:
         was_loaded = case.is_loaded
         image, label = case.image, case.label
-        row = {
-            "patient": case.patient,
-            "phase": case.phase,
-            "group": case.group,
-            "Z": image.shape[0],
-            "Y": image.shape[1],
-            "X": image.shape[2],
-            "spacing": None if case.spacing is None else "x".join(f"{s:g}" for s in case.spacing),
-            "source": case.source.name,
-        }
+        row = {"patient": case.patient, "phase": case.phase, "group": case.group, **dict(zip("ZYX", image.shape))}
+        row["spacing"] = None if case.spacing is None else "x".join(f"{s:g}" for s in case.spacing)
+        row["source"] = case.source.name
         voxels = class_voxels(label) if label is not None else {n: None for n in CLASS_NAMES.values()}
         voxel_ml = None if case.spacing is None else float(np.prod(case.spacing)) / 1000.0
         for name in CLASSES:

@@ -46,31 +46,10 @@ __all__ = [
 NORMS = {"instance": instance_norm, "instance_in_layout": instance_norm_in_layout}  # by name, as profiles give them
 
 
-def build_network(
-    plan,
-    arch,
-    in_channels=1,
-    num_classes=4,
-    mamba_fp32=True,
-    checkpoint_mamba=False,
-    mamba_backend="auto",
-    channels_last=False,
-    norm=instance_norm,
-    act=leaky_relu,
-):
-    """Build a network from a Plan (or a plan name); channels_last: NHWC / NDHWC layout (same results)."""
-    return UMambaNet(
-        get_plan(plan),
-        arch,
-        in_channels=in_channels,
-        num_classes=num_classes,
-        mamba_fp32=mamba_fp32,
-        checkpoint_mamba=checkpoint_mamba,
-        mamba_backend=mamba_backend,
-        channels_last=channels_last,
-        norm=norm,
-        act=act,
-    )
+def build_network(plan, arch, in_channels=1, num_classes=4, **options):
+    """Build a network from a Plan (or a plan name); options: UMambaNet's keywords (mamba_fp32, checkpoint_mamba,
+    mamba_backend, channels_last: NHWC / NDHWC layout (same results), norm, act)."""
+    return UMambaNet(get_plan(plan), arch, in_channels, num_classes, **options)
 
 
 def count_parameters(module) -> int:

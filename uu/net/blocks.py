@@ -75,15 +75,9 @@ class ConvNormAct(nn.Module):
         act=leaky_relu,
     ):
         super().__init__()
-        kernel_size = _tuple(kernel_size, spatial_dims)
-        self.conv = CONV[spatial_dims](
-            in_channels,
-            out_channels,
-            kernel_size,
-            _tuple(stride, spatial_dims),
-            padding=[k // 2 for k in kernel_size],
-            bias=conv_bias,
-        )
+        kernel_size, stride = _tuple(kernel_size, spatial_dims), _tuple(stride, spatial_dims)
+        padding = [k // 2 for k in kernel_size]
+        self.conv = CONV[spatial_dims](in_channels, out_channels, kernel_size, stride, padding=padding, bias=conv_bias)
         self.norm = norm(spatial_dims, out_channels)
         self.act = act() if act is not None else nn.Identity()
 
@@ -150,9 +144,8 @@ class MambaLayer(nn.Module):
             x32 = channels_first.to(torch.promote_types(x.dtype, torch.float32))  # fp32 statistics, as F.layer_norm
             mean = x32.mean(dim=1, keepdim=True)
             var = (x32 - mean).square().mean(dim=1, keepdim=True)
-            normed = (x32 - mean) * torch.rsqrt(var + self.norm.eps) * self.norm.weight[:, None] + self.norm.bias[
-                :, None
-            ]
+            normed = (x32 - mean) * torch.rsqrt(var + self.norm.eps)
+            normed = normed * self.norm.weight[:, None] + self.norm.bias[:, None]
             return self.mamba.forward_channels_first(normed).reshape(x.shape)
         tokens = x.reshape(b, c, -1).transpose(1, 2)  # (B, N, C)
         out = self.mamba(self.norm(tokens))

@@ -6,8 +6,6 @@ train(): list of logits, highest resolution first; eval(): full-resolution logit
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 import torch.nn as nn
 
@@ -45,18 +43,10 @@ class UMambaNet(nn.Module):
         else:
             self.stem = ConvNormAct(dims, in_channels, feats[0], plan.kernel_sizes[0], 1, norm=norm, act=act)
             prev = feats[0]
-        stack = partial(stacked_blocks, block, spatial_dims=dims, norm=norm, act=act)
+        stack = lambda n, cin, cout, k, stride: stacked_blocks(block, n, dims, cin, cout, k, stride, norm, act)
         self.encoder = nn.ModuleList()
         for s, f in enumerate(feats):
-            self.encoder.append(
-                stack(
-                    plan.n_blocks_encoder[s],
-                    in_channels=prev,
-                    out_channels=f,
-                    kernel_size=plan.kernel_sizes[s],
-                    stride=plan.strides[s],
-                )
-            )
+            self.encoder.append(stack(plan.n_blocks_encoder[s], prev, f, plan.kernel_sizes[s], plan.strides[s]))
             prev = f
         stages = {"umamba_enc": sorted(plan.mamba_stages), "umamba_bot": [len(feats) - 1]}.get(arch, [])
         # only the full-resolution layer is checkpointed: it holds by far the most tokens
@@ -72,15 +62,7 @@ class UMambaNet(nn.Module):
         for s in range(len(feats) - 1, 0, -1):  # bottleneck first
             below, skip = feats[s], feats[s - 1]
             self.upsample.append(CONV_T[dims](below, skip, plan.strides[s], plan.strides[s], bias=True))
-            self.decoder.append(
-                stack(
-                    plan.n_blocks_decoder[s - 1],
-                    in_channels=2 * skip,
-                    out_channels=skip,
-                    kernel_size=plan.kernel_sizes[s - 1],
-                    stride=1,
-                )
-            )
+            self.decoder.append(stack(plan.n_blocks_decoder[s - 1], 2 * skip, skip, plan.kernel_sizes[s - 1], 1))
             self.heads.append(CONV[dims](skip, num_classes, 1, 1, 0, bias=True))
         self.apply(_init_he)
         if arch == "umamba_enc":  # as U-Mamba's get_umamba_enc_from_plans (init_last_bn_before_add_to_0)

@@ -56,15 +56,8 @@ class Mamba(nn.Module):
         self.backend, self.chunk_size = backend, chunk_size
         self.conv_impl = conv_impl  # uu.ssm.ops.causal_conv1d: "auto" | "conv1d" | "shift" (same function)
         self.in_proj = nn.Linear(d_model, self.d_inner * 2, bias=bias, **factory_kwargs)
-        self.conv1d = nn.Conv1d(
-            self.d_inner,
-            self.d_inner,
-            kernel_size=d_conv,
-            groups=self.d_inner,
-            padding=d_conv - 1,
-            bias=conv_bias,
-            **factory_kwargs,
-        )
+        conv = dict(kernel_size=d_conv, groups=self.d_inner, padding=d_conv - 1, bias=conv_bias)
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, **conv, **factory_kwargs)
         self.act = nn.SiLU()
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False, **factory_kwargs)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **factory_kwargs)
@@ -100,20 +93,7 @@ class Mamba(nn.Module):
         dt = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # (B, d_inner, L); bias goes into the scan
         B = B.transpose(1, 2).contiguous()  # (B, d_state, L)
         C = C.transpose(1, 2).contiguous()
-        A = -torch.exp(self.A_log.float())
-        y = selective_scan(
-            x.contiguous(),
-            dt.contiguous(),
-            A,
-            B,
-            C,
-            self.D.float(),
-            z=z.contiguous(),
-            delta_bias=self.dt_proj.bias.float(),
-            delta_softplus=True,
-            chunk_size=self.chunk_size,
-            backend=self.backend,
-        )
+        y = self._scan(x.contiguous(), dt.contiguous(), B, C, z.contiguous())
         return self.out_proj(y.transpose(1, 2))
 
     def forward_channels_first(self, x):
@@ -126,21 +106,16 @@ class Mamba(nn.Module):
         u = self._conv(u)
         dt, B, C = torch.split(torch.matmul(self.x_proj.weight, u), [self.dt_rank, self.d_state, self.d_state], dim=1)
         dt = torch.matmul(self.dt_proj.weight, dt)  # (B, d_inner, L); the bias goes into the scan
-        y = selective_scan(
-            u,
-            dt,
-            -torch.exp(self.A_log.float()),
-            B.contiguous(),
-            C.contiguous(),
-            self.D.float(),
-            z=z,
-            delta_bias=self.dt_proj.bias.float(),
-            delta_softplus=True,
-            chunk_size=self.chunk_size,
-            backend=self.backend,
-        )
+        y = self._scan(u, dt, B.contiguous(), C.contiguous(), z)
         out = torch.matmul(self.out_proj.weight, y)
         return out if self.out_proj.bias is None else out + self.out_proj.bias[:, None]
+
+    def _scan(self, u, dt, B, C, z):
+        """The selective scan as mamba_ssm's Mamba runs it (A = -exp(A_log), D, z, dt's bias and softplus in the
+        scan): u, dt, z (B, d_inner, L), B, C (B, d_state, L) -> (B, d_inner, L)."""
+        A, D, dt_bias = -torch.exp(self.A_log.float()), self.D.float(), self.dt_proj.bias.float()
+        options = dict(delta_softplus=True, chunk_size=self.chunk_size, backend=self.backend)
+        return selective_scan(u, dt, A, B, C, D, z=z, delta_bias=dt_bias, **options)
 
     def _conv(self, x):
         """The causal depthwise conv + SiLU on (B, d_inner, L)."""

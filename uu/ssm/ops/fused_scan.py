@@ -167,15 +167,8 @@ if HAS_CUSTOM_OP:
 
 def fused_scan_applies(u, B, C, D, z, delta_bias, return_last_state) -> bool:
     """Whether the operators cover the call (the Mamba block's: B, C (b, n, L), D, z, delta_bias, no last state)."""
-    return (
-        HAS_CUSTOM_OP
-        and not return_last_state
-        and B.dim() == 3
-        and C.dim() == 3
-        and D is not None
-        and z is not None
-        and delta_bias is not None
-    )
+    fits = B.dim() == 3 and C.dim() == 3 and all(t is not None for t in (D, z, delta_bias))
+    return HAS_CUSTOM_OP and not return_last_state and fits
 
 
 def fused_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus=False) -> Tensor:

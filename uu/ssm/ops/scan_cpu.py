@@ -99,13 +99,8 @@ def kernel_for(u, delta, A, B, C):
     mode = os.environ.get("UU_CPU_SCAN", "auto")
     if mode not in ("auto", "c", "torch"):
         raise ValueError(f"UU_CPU_SCAN={mode!r}: expected auto, c or torch")
-    fits = (
-        mode != "torch"
-        and B.dim() == 3
-        and C.dim() == 3
-        and u.dtype in (torch.float32, torch.float64)
-        and all(t.dtype == u.dtype for t in tensors)
-    )
+    one_dtype = u.dtype in (torch.float32, torch.float64) and all(t.dtype == u.dtype for t in tensors)
+    fits = mode != "torch" and B.dim() == 3 and C.dim() == 3 and one_dtype
     kernel = load_kernel(required=mode == "c") if fits else None
     last_cpu_path = "torch" if kernel is None else "c"
     return kernel
@@ -138,16 +133,8 @@ def backward(kernel, u, delta, A, kept, dy, dlast, T=CHECKPOINT):
     (b, d, L), n = u.shape, A.shape[1]
     u, delta, A, dy, dlast = (t.contiguous() for t in (u, delta, A, dy, dlast))
     du, ddelta, dA_b, dBt, dCt = (u.new_empty(s) for s in ((b, d, L), (b, d, L), (b, d, n), (b, L, n), (b, L, n)))
-    rc = getattr(kernel, f"scan_bwd_{_sfx(u)}")(
-        b,
-        d,
-        n,
-        L,
-        *_ptrs(u, delta, A, Bt, Ct, ckpt),
-        T,
-        *_ptrs(dy, dlast, du, ddelta, dA_b, dBt, dCt),
-        torch.get_num_threads(),
-    )
+    args = (*_ptrs(u, delta, A, Bt, Ct, ckpt), T, *_ptrs(dy, dlast, du, ddelta, dA_b, dBt, dCt))
+    rc = getattr(kernel, f"scan_bwd_{_sfx(u)}")(b, d, n, L, *args, torch.get_num_threads())
     if rc != 0:
         raise MemoryError("scan_cpu.c: out of memory in the backward pass")
     return du, ddelta, dA_b.sum(0), dBt.transpose(1, 2), dCt.transpose(1, 2)
