@@ -85,14 +85,14 @@ if ! kernel > /dev/null 2>&1; then  # build mamba-ssm (CPU only) while the U-Net
   train unet_dice_ce "${FOLDS%%,*}," 1
   wait $build; tail -1 "$RUNS/build.log"
 fi
-kernel >> "$RUNS/versions.txt" 2>&1 || log "NO mamba-ssm KERNEL: the U-Mamba rows cannot train"
+has_kernel=1; kernel >> "$RUNS/versions.txt" 2>&1 || { has_kernel=0; log "NO mamba-ssm KERNEL: the U-Mamba rows cannot train"; }
 if [ "$JOBS" -gt 1 ]; then
-  kernel > /dev/null 2>&1 && train "${ORDER// /,}" "$FOLDS" "$JOBS"
+  [ $has_kernel = 1 ] && train "${ORDER// /,}" "$FOLDS" "$JOBS"
 else
   for fold in ${FOLDS//,/ }; do
     for config in $ORDER; do
       finished $config $fold && continue
-      { [ $config = unet_dice_ce ] || kernel > /dev/null 2>&1; } || continue
+      { [ $config = unet_dice_ce ] || [ $has_kernel = 1 ]; } || continue  # checked once: a torch import costs ~10 s
       if [ "$(left)" -lt "${RUN_SECONDS[$config]}" ] && [ ! -e "$RUNS/$config/fold$fold/checkpoint.pt" ] \
          && [ -z "${UU_FOLLOWS:-}" ]; then
         log "$config fold $fold: expects ${RUN_SECONDS[$config]} s, $(left) s left: not started"; continue
