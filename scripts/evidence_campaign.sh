@@ -82,7 +82,9 @@ if ! kernel > /dev/null 2>&1; then  # build mamba-ssm (CPU only) while the U-Net
   log "building mamba-ssm; meanwhile the U-Net row"
   nice -n 19 bash scripts/build_mamba.sh > "$RUNS/build.log" 2>&1 &
   build=$!
-  train unet_dice_ce "${FOLDS%%,*}," 1
+  for fold in ${FOLDS//,/ }; do  # the first fold whose U-Net is missing: the GPU is not idle during the build
+    finished unet_dice_ce $fold || { train unet_dice_ce "$fold," 1; break; }
+  done
   wait $build; tail -1 "$RUNS/build.log"
 fi
 has_kernel=1; kernel >> "$RUNS/versions.txt" 2>&1 || { has_kernel=0; log "NO mamba-ssm KERNEL: the U-Mamba rows cannot train"; }
