@@ -21,6 +21,10 @@
 #     finish in this call (they pause with a checkpoint and the next call resumes them), so no minutes go idle;
 #   - packs every finished run's small files (profile, split, log, per-case table, summary), the logs and the
 #     software versions into $OUT/evidence.tgz every 30 s, to be unpacked into results/evidence/acdc2d_cv5.
+# UU_LENGTH=10000: the length check instead, once the 25 runs are in: fold 0's umamba_ce, umamba_ua and umamba_ua_sam
+# trained for that many iterations (--set epochs=LENGTH/50: the profile's 50 iterations per epoch) under
+# RUNS/length10k/, brought back as length10k/<config>/fold0; run it as `UU_LENGTH=10000 ... evidence_campaign.sh 578 0,`
+# with UU_FOLLOWS=1 on all but the last call (a 10,000-iteration SAM run spans two calls).
 # A 30-minute lease holds about one fold: call 1 builds mamba-ssm while the U-Net trains, then umamba_ua; call 2
 # umamba_ua_sam; call 3 umamba_ce and umamba_dice_ce. Issue each call the moment the last one returns.
 set -u
@@ -28,8 +32,14 @@ BUDGET=${1:?seconds for this call}; FOLDS=${2:?folds, e.g. 0,}; LANDSCAPE_FOLD=$
 case $FOLDS in *,*) ;; *) FOLDS=$(seq -s, 0 $(( FOLDS - 1 ))),;; esac
 JOBS=${UU_JOBS:-1}; PROFILE=${UU_PROFILE:-acdc2d_cv5}; DATA=${UU_DATA:-.cache/acdc.uucache.npz}
 RUNS=${UU_RUNS:-/tmp/uu_cv5}; RESULTS=results/evidence/$PROFILE; OUT=${OUT:-/tmp/out}
-ORDER=${UU_ORDER:-umamba_ua_sam umamba_ua umamba_ce umamba_dice_ce unet_dice_ce}
 declare -A RUN_SECONDS=([unet_dice_ce]=260 [umamba_ce]=300 [umamba_dice_ce]=300 [umamba_ua]=320 [umamba_ua_sam]=540)
+LENGTH=${UU_LENGTH:-}; SUB=""; SET=(); ORDER=""  # SUB: where this call's runs live under RUNS; SET: overrides for every run
+if [ -n "$LENGTH" ]; then
+  SUB=length$(( LENGTH / 1000 ))k/; SET=(--set "epochs=$(( LENGTH / 50 ))")
+  ORDER=${UU_ORDER:-umamba_ce umamba_ua umamba_ua_sam}
+  for c in "${!RUN_SECONDS[@]}"; do RUN_SECONDS[$c]=$(( RUN_SECONDS[$c] * LENGTH / 5000 )); done
+fi
+ORDER=${ORDER:-${UU_ORDER:-umamba_ua_sam umamba_ua umamba_ce umamba_dice_ce unet_dice_ce}}
 T0=$(date +%s); STOP_AT=$(( T0 + BUDGET - 40 ))  # time for the packing after the last run
 mkdir -p "$RUNS" "$OUT"
 log() { echo "[campaign t+$(( $(date +%s) - T0 ))s] $*" | tee -a "$RUNS/campaign.log"; }
@@ -38,7 +48,8 @@ lf=$RUNS/landscape_fold$LANDSCAPE_FOLD
 
 pack() {  # the small files of the finished runs, the logs of unfinished ones, versions: $OUT/evidence.tgz
   local dir=/tmp/uu_pack run rel; rm -rf $dir; mkdir -p $dir
-  for run in "$RUNS"/*/fold*/; do
+  for run in "$RUNS"/*/fold*/ "$RUNS"/length*/*/fold*/; do
+    [ -d "$run" ] || continue
     run=${run%/}; rel=${run#"$RUNS"/}
     if [ -e "$run/eval/summary.json" ]; then
       mkdir -p "$dir/$rel/eval"
@@ -57,7 +68,7 @@ pack() {  # the small files of the finished runs, the logs of unfinished ones, v
 ( while sleep 30; do pack > /dev/null; done ) &  # a call cut at its limit still brings back what finished
 packer=$!
 
-for done in "$RESULTS"/*/fold*/eval/summary.json; do  # committed runs: read, never retrained
+for done in "$RESULTS"/*/fold*/eval/summary.json "$RESULTS"/length*/*/fold*/eval/summary.json; do  # committed runs: read, never retrained
   [ -e "$done" ] || continue
   run=$(dirname "$(dirname "$done")"); dest=$RUNS/${run#"$RESULTS"/}
   [ -e "$dest/eval/summary.json" ] || { mkdir -p "$dest"; cp -r "$run"/. "$dest"/; }
@@ -74,15 +85,16 @@ fi
 
 kernel() { python3 -c "import torch, selective_scan_cuda, mamba_ssm; print('mamba_ssm', mamba_ssm.__version__)"; }
 train() {  # $1 configs, $2 folds, $3 jobs
-  python3 -m uu ablation --params "$PROFILE" --data "$DATA" --runs "$RUNS" --folds "$2" --configs "$1" \
-    --jobs "$3" --stop-at "$STOP_AT" --min-start 60 2>&1 | grep -v "^|" | tail -3
+  python3 -m uu ablation --params "$PROFILE" --data "$DATA" --runs "$RUNS/$SUB" --folds "$2" --configs "$1" \
+    --jobs "$3" --stop-at "$STOP_AT" --min-start 60 ${SET[@]+"${SET[@]}"} 2>&1 | grep -v "^|" | tail -3
 }
-finished() { [ -e "$RUNS/$1/fold$2/eval/summary.json" ]; }
+finished() { [ -e "$RUNS/$SUB$1/fold$2/eval/summary.json" ]; }
 if ! kernel > /dev/null 2>&1; then  # build mamba-ssm (CPU only) while the U-Net of the first fold trains
   log "building mamba-ssm; meanwhile the U-Net row"
   nice -n 19 bash scripts/build_mamba.sh > "$RUNS/build.log" 2>&1 &
   build=$!
   for fold in ${FOLDS//,/ }; do  # the first fold whose U-Net is missing: the GPU is not idle during the build
+    [ -z "$SUB" ] || break  # the length check has no U-Net row
     finished unet_dice_ce $fold || { train unet_dice_ce "$fold," 1; break; }
   done
   wait $build; tail -1 "$RUNS/build.log"
@@ -95,7 +107,7 @@ else
     for config in $ORDER; do
       finished $config $fold && continue
       { [ $config = unet_dice_ce ] || [ $has_kernel = 1 ]; } || continue  # checked once: a torch import costs ~10 s
-      if [ "$(left)" -lt "${RUN_SECONDS[$config]}" ] && [ ! -e "$RUNS/$config/fold$fold/checkpoint.pt" ] \
+      if [ "$(left)" -lt "${RUN_SECONDS[$config]}" ] && [ ! -e "$RUNS/$SUB$config/fold$fold/checkpoint.pt" ] \
          && [ -z "${UU_FOLLOWS:-}" ]; then
         log "$config fold $fold: expects ${RUN_SECONDS[$config]} s, $(left) s left: not started"; continue
       fi

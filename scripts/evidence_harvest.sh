@@ -4,6 +4,7 @@
 #   bash scripts/evidence_harvest.sh PATH/TO/evidence.tgz [...]
 # - a run (<config>/fold<k>) is added only when it finished (eval/summary.json); a run already there is kept, never
 #   replaced: a finished run is read, never retrained or overwritten;
+# - a run of the length check (length10k/<config>/fold0) likewise;
 # - the landscape, sharpness and calibration files (landscape_fold<k>/) go to landscape/;
 # - prints what came in, the software versions of the call, how many of the 25 runs are in, and the tail of the
 #   campaign's log; then renders notebooks 04 and 05 (uu/params/evidence.yaml) and copies their tables and figures
@@ -22,7 +23,7 @@ for archive in "${archives[@]}"; do
   tmp=$(mktemp -d)
   tar xzf "$archive" -C "$tmp"
   echo "== $archive"
-  for summary in "$tmp"/*/fold*/eval/summary.json; do
+  for summary in "$tmp"/*/fold*/eval/summary.json "$tmp"/length*/*/fold*/eval/summary.json; do
     [ -e "$summary" ] || continue
     run=$(dirname "$(dirname "$summary")"); rel=${run#"$tmp"/}
     if [ -e "$DEST/$rel/eval/summary.json" ]; then
@@ -31,7 +32,7 @@ for archive in "${archives[@]}"; do
       mkdir -p "$DEST/$rel"; cp -r "$run"/. "$DEST/$rel/"; echo "added  $rel"
     fi
   done
-  for unfinished in "$tmp"/unfinished/*/fold*; do
+  for unfinished in "$tmp"/unfinished/*/fold* "$tmp"/unfinished/length*/*/fold*; do
     [ -d "$unfinished" ] && echo "unfinished ${unfinished#"$tmp"/unfinished/} (not added)"
   done
   for lf in "$tmp"/landscape_fold*/; do
@@ -50,6 +51,9 @@ for fold in 0 1 2 3 4; do
     [ -e "$DEST/$config/fold$fold/eval/summary.json" ] && printf ' %s' $config
   done
   echo
+done
+for long in "$DEST"/length*/; do  # the length check (fold 0 trained longer)
+  [ -d "$long" ] && echo "length check $(basename "$long"): $(cd "$long" && ls -d */fold*/eval 2>/dev/null | cut -d/ -f1,2 | tr '\n' ' ')"
 done
 [ "${UU_RENDER:-1}" = 0 ] && exit 0
 rm -rf runs/evidence_render

@@ -114,3 +114,24 @@ def test_best_median_worst_volume_names(scores):
     # umamba_ua: fold 1's patients 3 and 4 score 83, fold 0's 81; stable sort keeps (patient, phase) order
     assert evidence.best_median_worst(scores[1], "umamba_ua") == ["patient003_ED", "patient001_ED", "patient002_ES"]
     assert evidence.best_median_worst(scores[1], "unet_dice_ce") == []
+
+
+def test_length_check_pairs_the_two_lengths_on_the_longer_runs_volumes(scores, tmp_path):
+    # fold 0 again, longer: umamba_ce 80 -> 82, umamba_ua 81 -> 84: the difference +1 -> +2 on fold 0's 4 volumes
+    long_dir = tmp_path / "length10k"
+    fake_cv_run(long_dir, "umamba_ce", 0, 0.82)
+    fake_cv_run(long_dir, "umamba_ua", 0, 0.84)
+    long_scores = evidence.pooled_scores(ablation.collect_runs(long_dir, kind="fold"))
+    check = evidence.length_check(scores[1], long_scores, n_boot=200)
+    assert list(check["claim"]) == ["uncertainty-aware loss over CE"]  # the SAM claims need umamba_ua_sam
+    row = check.iloc[0]
+    assert row["n_volumes"] == 4
+    assert (row["delta_short"], row["delta_long"], row["change"]) == pytest.approx((1.0, 2.0, 1.0))
+    assert (row["change_low"], row["change_high"]) == pytest.approx((1.0, 1.0))
+    assert row["with training"] == (
+        "with longer training the difference moves toward umamba_ua: +1.00 -> +2.00 points (change +1.00, "
+        "95 % interval [+1.00, +1.00])"
+    )
+    same = evidence.length_check(scores[1], scores[1][scores[1]["fold"] == 0], n_boot=200).iloc[0]
+    assert same["change"] == pytest.approx(0.0) and "holds still" in same["with training"]
+    assert evidence.length_check(scores[1], long_scores.iloc[0:0]).empty

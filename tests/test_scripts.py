@@ -30,6 +30,7 @@ def test_harvest_adds_finished_runs_keeps_committed_ones_and_skips_unfinished(tm
     _run(packed, "umamba_ua/fold0", True, "new")
     _run(packed, "unet_dice_ce/fold0", True, "new")  # already committed: must be kept as it is
     _run(packed, "unfinished/umamba_ua_sam/fold0", False, "partial")
+    _run(packed, "length10k/umamba_ce/fold0", True, "long")  # the length check: beside the 25, not among them
     (packed / "landscape_fold0").mkdir()
     (packed / "landscape_fold0" / "landscape.json").write_text("{}")
     (packed / "versions.txt").write_text("NVIDIA H100 80GB HBM3\n")
@@ -54,7 +55,8 @@ def test_harvest_adds_finished_runs_keeps_committed_ones_and_skips_unfinished(tm
     assert "added  umamba_ua/fold0" in out and "kept   unet_dice_ce/fold0" in out
     assert "unfinished umamba_ua_sam/fold0 (not added)" in out
     assert "versions: NVIDIA H100 80GB HBM3" in out
-    assert "runs in: 2 of 25" in out
+    assert (dest / "length10k/umamba_ce/fold0/eval/summary.json").read_text() == "long"
+    assert "runs in: 2 of 25" in out and "length check length10k: umamba_ce/fold0" in out
     assert "fold 0: unet_dice_ce umamba_ua\n" in out
 
 

@@ -247,3 +247,52 @@ def length_table(runs: Mapping[str, Sequence], tail: float = 0.4, threshold: flo
         row = {"config": config, **{f"slope {k}": v for k, v in slopes.items()}}
         rows.append({**row, "mean slope (Dice points / 1k iterations)": mean, "still rising": rising})
     return pd.DataFrame(rows)
+
+
+def _per_volume_difference(scores: pd.DataFrame, baseline: str, method: str, metric: str) -> pd.DataFrame:
+    """method - baseline per volume scored by both: columns diff, fold; index (patient, phase)."""
+    a, b = (scores[scores["config"] == c].set_index(["patient", "phase"]) for c in (baseline, method))
+    both = a[["fold", metric]].join(b[[metric]], rsuffix="_method", how="inner")
+    return pd.DataFrame({"diff": both[f"{metric}_method"] - both[metric], "fold": both["fold"]})
+
+
+def length_check(
+    scores: pd.DataFrame,
+    long_scores: pd.DataFrame,
+    claims=CLAIMS,
+    metric: str = "dice_avg",
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Each claim whose two configurations were also trained longer (long_scores, e.g. fold 0 at 10,000
+    iterations), on the volumes both lengths scored: the difference at the campaign's length (delta_short), at
+    the longer one (delta_long), and the change with training (delta_long - delta_short, paired per volume), each
+    with its 95 % interval (patients resampled within folds), and the change in words ("holds still" when the
+    change's interval includes 0)."""
+    rows = []
+    for claim, baseline, method, *_ in claims:
+        if not {baseline, method} <= set(long_scores["config"]):
+            continue
+        short = _per_volume_difference(scores, baseline, method, metric)
+        long = _per_volume_difference(long_scores, baseline, method, metric)
+        both = short.join(long[["diff"]], rsuffix="_long", how="inner")
+        if both.empty:
+            continue
+        patients = both.index.get_level_values("patient").to_numpy()
+        row = {"claim": claim, "baseline": baseline, "method": method, "n_volumes": len(both)}
+        for name, values in (
+            ("delta_short", both["diff"]),
+            ("delta_long", both["diff_long"]),
+            ("change", both["diff_long"] - both["diff"]),
+        ):
+            ci = cluster_bootstrap_ci(values.to_numpy(), patients, both["fold"].to_numpy(), n_boot=n_boot, seed=seed)
+            row.update({name: ci.mean, f"{name}_low": ci.low, f"{name}_high": ci.high})
+        low, high = row["change_low"], row["change_high"]
+        trend = f"moves toward {method}" if low > 0 else f"moves away from {method}" if high < 0 else "holds still"
+        row["with training"] = (
+            f"with longer training the difference {trend}: {row['delta_short']:+.2f} -> {row['delta_long']:+.2f} "
+            f"points "
+            f"(change {row['change']:+.2f}, 95 % interval [{low:+.2f}, {high:+.2f}])"
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
