@@ -68,3 +68,72 @@ def test_harvest_names_a_missing_archive(tmp_path):
         text=True,
     )
     assert result.returncode == 2 and "nope.tgz: no such archive" in result.stderr
+
+
+STUB_PYTHON = r"""#!/bin/bash
+# python3 for the campaign's dry run: `-m uu ablation` marks its runs finished, the kernel check reads a file
+echo "python3 $*" >> "$STUB_LOG"
+case "$*" in *selective_scan_cuda*) [ -e "$STUB_KERNEL" ]; exit;; esac
+if [ "$1 $2 $3" = "-m uu ablation" ]; then
+  while [ $# -gt 0 ]; do case $1 in --runs) runs=$2;; --folds) folds=$2;; --configs) configs=$2;; esac; shift; done
+  for c in ${configs//,/ }; do for f in ${folds//,/ }; do
+    mkdir -p "$runs/$c/fold$f/eval"; echo '{}' > "$runs/$c/fold$f/eval/summary.json"; done; done
+fi
+exit 0
+"""
+
+
+def _dry_campaign(tmp_path: Path, args: list[str], kernel: bool, **env) -> tuple[str, Path]:
+    """scripts/evidence_campaign.sh on stubbed python3 and nvidia-smi: (the stub's log, the packed archive)."""
+    repo, stubs = tmp_path / "repo", tmp_path / "bin"
+    (repo / "scripts").mkdir(parents=True, exist_ok=True)
+    for name in ("evidence_campaign.sh", "gpu_env.sh", "build_mamba.sh"):
+        (repo / "scripts" / name).write_text((REPO / "scripts" / name).read_text())
+    stubs.mkdir(exist_ok=True)
+    for name, text in (("python3", STUB_PYTHON), ("nvidia-smi", "#!/bin/bash\necho NVIDIA H100\n")):
+        (stubs / name).write_text(text)
+        (stubs / name).chmod(0o755)
+    if kernel:
+        (tmp_path / "kernel").touch()
+    log = tmp_path / "python3.log"
+    log.write_text("")
+    environment = {
+        "PATH": f"{stubs}:/usr/bin:/bin",
+        "STUB_LOG": str(log),
+        "STUB_KERNEL": str(tmp_path / "kernel"),
+        "UU_RUNS": str(tmp_path / "runs"),
+        "OUT": str(tmp_path / "out"),
+        **env,
+    }
+    subprocess.run(["bash", "scripts/evidence_campaign.sh", *args], cwd=repo, env=environment, check=True, timeout=60)
+    return log.read_text(), tmp_path / "out" / "evidence.tgz"
+
+
+def _trained(log: str) -> list[tuple[str, str]]:
+    """(configs, folds) of each `uu ablation` call, in order."""
+    calls = [line.split() for line in log.splitlines() if line.startswith("python3 -m uu ablation")]
+    return [(c[c.index("--configs") + 1], c[c.index("--folds") + 1]) for c in calls]
+
+
+def test_campaign_trains_missing_runs_fold_by_fold_reads_committed_ones_and_packs_them(tmp_path):
+    committed = tmp_path / "repo" / "results" / "evidence" / "acdc2d_cv5" / "unet_dice_ce" / "fold0"
+    _run(committed.parent, "fold0", True, "committed")
+    order = "umamba_ce unet_dice_ce"
+    log, archive = _dry_campaign(tmp_path, ["500", "0,1,"], kernel=False, UU_FOLLOWS="1", UU_ORDER=order)
+    # no kernel: fold 1's U-Net trains while mamba-ssm builds (fold 0's is committed), then no U-Mamba row
+    assert _trained(log) == [("unet_dice_ce", "1,")]
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert "./unet_dice_ce/fold0/eval/summary.json" in names and "./unet_dice_ce/fold1/eval/summary.json" in names
+
+    log, _ = _dry_campaign(tmp_path, ["500", "0,1,"], kernel=True, UU_FOLLOWS="1", UU_ORDER=order)
+    assert _trained(log) == [("umamba_ce", "0,"), ("umamba_ce", "1,")]  # finished runs are never retrained
+
+
+def test_campaign_length_check_trains_fold0_longer_under_length10k(tmp_path):
+    log, archive = _dry_campaign(tmp_path, ["500", "0,"], kernel=True, UU_FOLLOWS="1", UU_LENGTH="10000")
+    calls = [line for line in log.splitlines() if line.startswith("python3 -m uu ablation")]
+    assert _trained(log) == [("umamba_ce", "0,"), ("umamba_ua", "0,"), ("umamba_ua_sam", "0,")]
+    assert all(f"--runs {tmp_path}/runs/length10k/" in c and "--set epochs=200" in c for c in calls)
+    with tarfile.open(archive) as tar:
+        assert "./length10k/umamba_ua_sam/fold0/eval/summary.json" in tar.getnames()
