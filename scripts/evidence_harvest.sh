@@ -5,7 +5,7 @@
 # - a run (<config>/fold<k>) is added only when it finished (eval/summary.json); a run already there is kept, never
 #   replaced: a finished run is read, never retrained or overwritten;
 # - a run of the length check (length10k/<config>/fold0) likewise;
-# - the landscape, sharpness and calibration files (landscape_fold<k>/) go to landscape/;
+# - the landscape, sharpness and calibration numbers (landscape_fold<k>/*.json, csv, md) go to landscape/;
 # - prints what came in, the software versions of the call, how many of the 25 runs are in, and the tail of the
 #   campaign's log; then renders notebooks 04 and 05 (uu/params/evidence.yaml) and copies their tables and figures
 #   beside the runs. The Progress table of the campaign's README is written by hand from what this prints.
@@ -37,7 +37,9 @@ for archive in "${archives[@]}"; do
   done
   for lf in "$tmp"/landscape_fold*/; do
     [ -e "$lf/landscape.json" ] || continue
-    mkdir -p "$DEST/landscape"; cp -r "$lf". "$DEST/landscape/"; echo "added  landscape (${lf#"$tmp"/})"
+    mkdir -p "$DEST/landscape"  # the numbers; the figures are drawn from them by notebook 05
+    for f in "$lf"/*.json "$lf"/*.csv "$lf"/*.md; do [ -e "$f" ] && cp "$f" "$DEST/landscape/"; done
+    echo "added  landscape (${lf#"$tmp"/})"
   done
   [ -e "$tmp/versions.txt" ] && sed 's/^/versions: /' "$tmp/versions.txt"
   [ -e "$tmp/campaign.log" ] && tail -n 12 "$tmp/campaign.log"
