@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -114,6 +115,10 @@ def test_best_median_worst_volume_names(scores):
     # umamba_ua: fold 1's patients 3 and 4 score 83, fold 0's 81; stable sort keeps (patient, phase) order
     assert evidence.best_median_worst(scores[1], "umamba_ua") == ["patient003_ED", "patient001_ED", "patient002_ES"]
     assert evidence.best_median_worst(scores[1], "unet_dice_ce") == []
+    table = evidence.volume_scores(scores[1], ["patient003_ED", "patient001_ED"])
+    assert list(table.columns) == ["volume", "umamba_ce", "umamba_ua"]
+    assert list(table["volume"]) == ["patient003_ED", "patient001_ED"]
+    assert table[["umamba_ce", "umamba_ua"]].to_numpy() == pytest.approx(np.array([[80.0, 83.0], [80.0, 81.0]]))
 
 
 def test_length_check_pairs_the_two_lengths_on_the_longer_runs_volumes(scores, tmp_path):

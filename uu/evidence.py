@@ -296,3 +296,11 @@ def length_check(
         )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def volume_scores(scores: pd.DataFrame, case_names: Sequence[str], metric: str = "dice_avg") -> pd.DataFrame:
+    """`metric` of each configuration (columns) on the named volumes (rows, "patient001_ED"), e.g. the best, median
+    and worst of best_median_worst."""
+    names = scores["patient"].map(lambda p: f"patient{int(p):03d}") + "_" + scores["phase"]
+    table = scores.assign(volume=names).pivot_table(index="volume", columns="config", values=metric)
+    return table.reindex(list(case_names)).rename_axis(columns=None).reset_index()
