@@ -8,7 +8,8 @@
 # - the landscape, sharpness and calibration numbers (landscape_fold<k>/*.json, csv, md) go to landscape/;
 # - prints what came in, the software versions of the call, how many of the 25 runs are in, and the tail of the
 #   campaign's log; then renders notebooks 04 and 05 (uu/params/evidence.yaml) and copies their tables and figures
-#   beside the runs. The Progress table of the campaign's README is written by hand from what this prints.
+#   beside the runs, and the README's results block (scripts/readme_results.py). The Progress table of the
+#   campaign's README is written by hand from what this prints.
 # UU_EVIDENCE_DIR: another destination folder; UU_RENDER=0: add the runs, render nothing.
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: bash scripts/evidence_harvest.sh PATH/TO/evidence.tgz [...]" >&2; exit 2; }
@@ -62,3 +63,4 @@ rm -rf runs/evidence_render
 "$PY" -m uu run --params evidence --out runs/evidence_render
 cp -r runs/evidence_render/results/. "$DEST/"
 echo "rendered into $DEST: $(cd runs/evidence_render/results && ls | tr '\n' ' ')"
+[ "$DEST" = results/evidence/acdc2d_cv5 ] && "$PY" scripts/readme_results.py  # the README's numbers are the campaign's

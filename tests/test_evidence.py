@@ -140,3 +140,11 @@ def test_length_check_pairs_the_two_lengths_on_the_longer_runs_volumes(scores, t
     same = evidence.length_check(scores[1], scores[1][scores[1]["fold"] == 0], n_boot=200).iloc[0]
     assert same["change"] == pytest.approx(0.0) and "holds still" in same["with training"]
     assert evidence.length_check(scores[1], long_scores.iloc[0:0]).empty
+
+
+def test_beside_paper_pools_the_volumes_every_row_scored(scores):
+    _, table = scores
+    partial = table[(table["config"] == "umamba_ce") | (table["fold"] == 0)]  # umamba_ua on fold 0 only
+    rows = evidence.beside_paper(partial, evidence.TABLE_I_ROWS, tables_paper_i()).set_index("source")
+    assert rows.loc["ours (umamba_ce, 4 volumes, 1 fold)", "avg Dice (%)"] == "80.00"  # fold 1 left out: 4, not 8
+    assert rows.loc["ours (umamba_ua, 4 volumes, 1 fold)", "avg Dice (%)"] == "81.00"

@@ -1,6 +1,7 @@
 """The shell scripts: valid bash, and the campaign's harvest step on a hand-made archive."""
 
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -137,3 +138,45 @@ def test_campaign_length_check_trains_fold0_longer_under_length10k(tmp_path):
     assert all(f"--runs {tmp_path}/runs/length10k/" in c and "--set epochs=200" in c for c in calls)
     with tarfile.open(archive) as tar:
         assert "./length10k/umamba_ua_sam/fold0/eval/summary.json" in tar.getnames()
+
+
+def _readme_results(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(REPO / "scripts" / "readme_results.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def test_readme_results_block_is_the_committed_campaigns():
+    result = _readme_results("--check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_readme_results_block_from_a_hand_made_campaign(tmp_path):
+    evidence = tmp_path / "evidence"
+    _run(evidence, "unet_dice_ce/fold0", True, "{}")
+    _run(evidence, "umamba_ua_sam/fold0", True, "{}")
+    _run(evidence, "umamba_ua/fold3", False, "")  # unfinished: not counted
+    claims = (
+        "claim,baseline,method,paper,delta,ci_low,ci_high,n_patients,n_volumes,n_folds,verdict\n"
+        "UU-Mamba over nnU-Net,unet_dice_ce,umamba_ua_sam,1.18,0.5,-0.25,1.25,16,32,1,not resolved at this scale: x\n"
+        "SAM over the UA loss alone,umamba_ua,umamba_ua_sam,0.185,,,,0,0,0,not measured yet: y\n"
+    )
+    (evidence / "claims.csv").write_text(claims)
+    (evidence / "table_I.md").write_text("TABLE ONE\n")
+    (evidence / "table_II.md").write_text("TABLE TWO\n")
+    readme = tmp_path / "README.md"
+    begin, end = (
+        "<!-- results:begin: written by scripts/readme_results.py from results/evidence/acdc2d_cv5 -->",
+        ("<!-- results:end -->"),
+    )
+    readme.write_text(f"intro\n{begin}\nold numbers\n{end}\noutro\n")
+    paths = ("--readme", str(readme), "--evidence", str(evidence))
+    assert _readme_results("--check", *paths).returncode == 1
+    assert _readme_results(*paths).returncode == 0
+    text = readme.read_text()
+    assert text.startswith(f"intro\n{begin}\n**2 of the 25 runs are in** (fold 0: `unet_dice_ce`, `umamba_ua_sam`).")
+    assert text.endswith(f"{end}\noutro\n") and "old numbers" not in text
+    assert (
+        "| UU-Mamba over nnU-Net | `unet_dice_ce` → `umamba_ua_sam` | +1.18 | +0.50 [-0.25, +1.25] | 32 (1) |" in text
+    )
+    assert "| +0.185 | - | 0 | not measured yet |" in text and "TABLE ONE" in text and "TABLE TWO" in text
+    assert _readme_results("--check", *paths).returncode == 0

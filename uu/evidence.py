@@ -182,9 +182,15 @@ def fold_table(scores: pd.DataFrame, metric: str = "dice_avg") -> pd.DataFrame:
 def beside_paper(
     scores: pd.DataFrame, rows: Sequence[tuple[str, str]], paper: pd.DataFrame, metrics: Sequence[str] = SCORES
 ) -> pd.DataFrame:
-    """A paper table with ours interleaved: rows [(config, paper method)]; ours pooled over every evaluated
-    volume, with the std of the fold means after ±."""
+    """A paper table with ours interleaved: rows [(config, paper method)]; ours pooled over the volumes that every
+    row with scores has scored (all of them once a campaign is complete: rows of a partial one stay comparable),
+    with the std of the fold means after ±."""
     headers = {**{f"dice_{c}": f"{c} Dice (%)" for c in CLASSES}, "dice_avg": "avg Dice (%)", "mse": "MSE x100"}
+    volumes = [
+        set(zip(g["patient"], g["phase"])) for _, g in scores[scores["config"].isin(dict(rows))].groupby("config")
+    ]
+    common = set.intersection(*volumes) if volumes else set()
+    scores = scores[[v in common for v in zip(scores["patient"], scores["phase"])]]
     lines = []
     for config, method in rows:
         ours = scores[scores["config"] == config]
@@ -195,7 +201,7 @@ def beside_paper(
             lines.append(
                 {
                     "method": method,
-                    "source": f"ours ({config}, {len(ours)} volumes, {len(folds)} folds)",
+                    "source": f"ours ({config}, {len(ours)} volumes, {len(folds)} fold{'s' * (len(folds) > 1)})",
                     **{
                         headers[m]: f"{ours[m].mean():.{digits[m]}f}"
                         + ("" if math.isnan(spread[m]) else f" ± {spread[m]:.{digits[m]}f}")
