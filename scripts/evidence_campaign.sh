@@ -74,23 +74,33 @@ for done in "$RESULTS"/*/fold*/eval/summary.json "$RESULTS"/length*/*/fold*/eval
   [ -e "$dest/eval/summary.json" ] || { mkdir -p "$dest"; cp -r "$run"/. "$dest"/; }
 done
 
-UU_SKIP_MAMBA_BUILD=1 . scripts/gpu_env.sh > "$RUNS/gpu_env.log" 2>&1
-log "environment ready"  # the set-up's cost per call, measured: about 40 s on a warm H100 machine
+UU_ENV_CHECKS=0 UU_SKIP_MAMBA_BUILD=1 . scripts/gpu_env.sh > "$RUNS/gpu_env.log" 2>&1
+log "environment ready"
 export TORCHINDUCTOR_CACHE_DIR=/tmp/uu_inductor PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
   echo "commit ${UU_COMMIT:-unknown}"; } > "$RUNS/versions.txt" 2>&1
 if [ "$JOBS" -gt 1 ] && command -v nvidia-cuda-mps-control > /dev/null; then
   nvidia-cuda-mps-control -d 2>/dev/null && log "CUDA MPS on"
 fi
 
-kernel() { python3 -c "import torch, selective_scan_cuda, mamba_ssm; print('mamba_ssm', mamba_ssm.__version__)"; }
+versions() {  # torch and the mamba-ssm kernel, one interpreter: a torch import costs seconds on the device
+  python3 - 2>&1 <<'PY'
+import torch
+print("torch", torch.__version__, "cuda", torch.version.cuda)
+try:
+    import selective_scan_cuda, mamba_ssm
+    print("mamba_ssm", mamba_ssm.__version__)
+except ImportError as err:
+    print("no mamba-ssm kernel:", err)
+PY
+}
 train() {  # $1 configs, $2 folds, $3 jobs
   python3 -m uu ablation --params "$PROFILE" --data "$DATA" --runs "$RUNS/$SUB" --folds "$2" --configs "$1" \
     --jobs "$3" --stop-at "$STOP_AT" --min-start 60 ${SET[@]+"${SET[@]}"} 2>&1 | grep -v "^|" | tail -3
 }
 finished() { [ -e "$RUNS/$SUB$1/fold$2/eval/summary.json" ]; }
-if ! kernel > /dev/null 2>&1; then  # build mamba-ssm (CPU only) while the U-Net of the first fold trains
+found=$(versions)
+if ! grep -q '^mamba_ssm' <<< "$found"; then  # build mamba-ssm (CPU only) while the U-Net of the first fold trains
   log "building mamba-ssm; meanwhile the U-Net row"
   nice -n 19 bash scripts/build_mamba.sh > "$RUNS/build.log" 2>&1 &
   build=$!
@@ -99,8 +109,10 @@ if ! kernel > /dev/null 2>&1; then  # build mamba-ssm (CPU only) while the U-Net
     finished unet_dice_ce $fold || { train unet_dice_ce "$fold," 1; break; }
   done
   wait $build; tail -1 "$RUNS/build.log"
+  found=$(versions)
 fi
-has_kernel=1; kernel >> "$RUNS/versions.txt" 2>&1 || { has_kernel=0; log "NO mamba-ssm KERNEL: the U-Mamba rows cannot train"; }
+echo "$found" >> "$RUNS/versions.txt"
+has_kernel=1; grep -q '^mamba_ssm' <<< "$found" || { has_kernel=0; log "NO mamba-ssm KERNEL: the U-Mamba rows cannot train"; }
 log "versions and kernel checked"
 if [ "$JOBS" -gt 1 ]; then
   [ $has_kernel = 1 ] && train "${ORDER// /,}" "$FOLDS" "$JOBS"
@@ -108,7 +120,7 @@ else
   for fold in ${FOLDS//,/ }; do
     for config in $ORDER; do
       finished $config $fold && continue
-      { [ $config = unet_dice_ce ] || [ $has_kernel = 1 ]; } || continue  # checked once: a torch import costs ~10 s
+      { [ $config = unet_dice_ce ] || [ $has_kernel = 1 ]; } || continue
       if [ "$(left)" -lt "${RUN_SECONDS[$config]}" ] && [ ! -e "$RUNS/$SUB$config/fold$fold/checkpoint.pt" ] \
          && [ -z "${UU_FOLLOWS:-}" ]; then
         log "$config fold $fold: expects ${RUN_SECONDS[$config]} s, $(left) s left: not started"; continue

@@ -74,7 +74,10 @@ def test_harvest_names_a_missing_archive(tmp_path):
 STUB_PYTHON = r"""#!/bin/bash
 # python3 for the campaign's dry run: `-m uu ablation` marks its runs finished, the kernel check reads a file
 echo "python3 $*" >> "$STUB_LOG"
-case "$*" in *selective_scan_cuda*) [ -e "$STUB_KERNEL" ]; exit;; esac
+if [ "$1" = - ]; then  # the versions check, its script on stdin
+  grep -q selective_scan_cuda && { [ -e "$STUB_KERNEL" ] && echo "mamba_ssm 2.3.2" || echo "no mamba-ssm kernel"; }
+  exit 0
+fi
 if [ "$1 $2 $3" = "-m uu ablation" ]; then
   while [ $# -gt 0 ]; do case $1 in --runs) runs=$2;; --folds) folds=$2;; --configs) configs=$2;; esac; shift; done
   for c in ${configs//,/ }; do for f in ${folds//,/ }; do
@@ -127,8 +130,11 @@ def test_campaign_trains_missing_runs_fold_by_fold_reads_committed_ones_and_pack
         names = tar.getnames()
     assert "./unet_dice_ce/fold0/eval/summary.json" in names and "./unet_dice_ce/fold1/eval/summary.json" in names
 
-    log, _ = _dry_campaign(tmp_path, ["500", "0,1,"], kernel=True, UU_FOLLOWS="1", UU_ORDER=order)
+    log, archive = _dry_campaign(tmp_path, ["500", "0,1,"], kernel=True, UU_FOLLOWS="1", UU_ORDER=order)
     assert _trained(log) == [("umamba_ce", "0,"), ("umamba_ce", "1,")]  # finished runs are never retrained
+    with tarfile.open(archive) as tar:
+        versions = tar.extractfile("./versions.txt").read().decode()
+    assert versions.splitlines() == ["NVIDIA H100", "commit unknown", "mamba_ssm 2.3.2"]
 
 
 def test_campaign_length_check_trains_fold0_longer_under_length10k(tmp_path):
