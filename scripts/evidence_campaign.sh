@@ -25,8 +25,9 @@
 # trained for that many iterations (--set epochs=LENGTH/50: the profile's 50 iterations per epoch) under
 # RUNS/length10k/, brought back as length10k/<config>/fold0; run it as `UU_LENGTH=10000 ... evidence_campaign.sh 578 0,`
 # with UU_FOLLOWS=1 on all but the last call (a 10,000-iteration SAM run spans two calls).
-# A 30-minute lease holds about one fold: call 1 builds mamba-ssm while the U-Net trains, then umamba_ua; call 2
-# umamba_ua_sam; call 3 umamba_ce and umamba_dice_ce. Issue each call the moment the last one returns.
+# A 30-minute lease holds about 1,400 s of training, measured on an H100: call 1 builds mamba-ssm while a U-Net trains,
+# then umamba_ua; call 2 umamba_ua_sam; call 3 the landscapes of the pair and another U-Net. Issue each call the
+# moment the last one returns.
 set -u
 BUDGET=${1:?seconds for this call}; FOLDS=${2:?folds, e.g. 0,}; LANDSCAPE_FOLD=${3:-}
 case $FOLDS in *,*) ;; *) FOLDS=$(seq -s, 0 $(( FOLDS - 1 ))),;; esac
@@ -68,7 +69,8 @@ pack() {  # the small files of the finished runs, the logs of unfinished ones, v
 ( while sleep 30; do pack > /dev/null; done ) &  # a call cut at its limit still brings back what finished
 packer=$!
 
-for done in "$RESULTS"/*/fold*/eval/summary.json "$RESULTS"/length*/*/fold*/eval/summary.json; do  # committed runs: read, never retrained
+# committed runs: read, never retrained
+for done in "$RESULTS"/*/fold*/eval/summary.json "$RESULTS"/length*/*/fold*/eval/summary.json; do
   [ -e "$done" ] || continue
   run=$(dirname "$(dirname "$done")"); dest=$RUNS/${run#"$RESULTS"/}
   [ -e "$dest/eval/summary.json" ] || { mkdir -p "$dest"; cp -r "$run"/. "$dest"/; }
@@ -90,8 +92,8 @@ print("torch", torch.__version__, "cuda", torch.version.cuda)
 try:
     import selective_scan_cuda, mamba_ssm
     print("mamba_ssm", mamba_ssm.__version__)
-except ImportError as err:
-    print("no mamba-ssm kernel:", err)
+except Exception as err:  # ImportError, or a CUDA library that does not load
+    print("no mamba-ssm kernel:", repr(err))
 PY
 }
 train() {  # $1 configs, $2 folds, $3 jobs
