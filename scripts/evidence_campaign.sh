@@ -21,6 +21,9 @@
 #     finish in this call (they pause with a checkpoint and the next call resumes them), so no minutes go idle;
 #   - packs every finished run's small files (profile, split, log, per-case table, summary), the logs and the
 #     software versions into $OUT/evidence.tgz every 30 s, to be unpacked into results/evidence/acdc2d_cv5.
+# UU_SET="key=value ...": profile settings for every run of this call that change its speed, not its mathematics;
+# unset, those in $UU_SPEED_SETTINGS (/tmp/uu_speed_settings), where scripts/bench_loss_compile.sh writes
+# "compile_loss=true" on this machine when it pays. Each run's profile.yaml records them.
 # UU_LENGTH=10000: the length check instead, once the 25 runs are in: fold 0's umamba_ce, umamba_ua and umamba_ua_sam
 # trained for that many iterations (--set epochs=LENGTH/50: the profile's 50 iterations per epoch) under
 # RUNS/length10k/, brought back as length10k/<config>/fold0; run it as `UU_LENGTH=10000 ... evidence_campaign.sh 578 0,`
@@ -41,6 +44,8 @@ if [ -n "$LENGTH" ]; then
   for c in "${!RUN_SECONDS[@]}"; do RUN_SECONDS[$c]=$(( RUN_SECONDS[$c] * LENGTH / 5000 )); done
 fi
 ORDER=${ORDER:-${UU_ORDER:-umamba_ua_sam umamba_ua umamba_ce umamba_dice_ce unet_dice_ce}}
+SPEED_SETTINGS=${UU_SET-$(cat "${UU_SPEED_SETTINGS:-/tmp/uu_speed_settings}" 2>/dev/null)}  # the bench's verdict
+for kv in $SPEED_SETTINGS; do SET+=(--set "$kv"); done
 T0=$(date +%s); STOP_AT=$(( T0 + BUDGET - 40 ))  # time for the packing after the last run
 mkdir -p "$RUNS" "$OUT"
 log() { echo "[campaign t+$(( $(date +%s) - T0 ))s] $*" | tee -a "$RUNS/campaign.log"; }
@@ -115,7 +120,7 @@ if ! grep -q '^mamba_ssm' <<< "$found"; then  # build mamba-ssm (CPU only) while
 fi
 echo "$found" >> "$RUNS/versions.txt"
 has_kernel=1; grep -q '^mamba_ssm' <<< "$found" || { has_kernel=0; log "NO mamba-ssm KERNEL: the U-Mamba rows cannot train"; }
-log "versions and kernel checked"
+log "versions and kernel checked; speed settings: ${SPEED_SETTINGS:-none}"
 if [ "$JOBS" -gt 1 ]; then
   [ $has_kernel = 1 ] && train "${ORDER// /,}" "$FOLDS" "$JOBS"
 else
