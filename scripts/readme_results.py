@@ -48,6 +48,8 @@ def claims_rows(claims: pd.DataFrame) -> list[str]:
         ours = f"{_signed(c['delta'])} [{_signed(c['ci_low'])}, {_signed(c['ci_high'])}]" if measured else "-"
         counts = f"{int(c['n_volumes'])} ({int(c['n_folds'])})" if measured else "0"
         word = str(c["verdict"]).split(":")[0]
+        if measured and int(c["n_folds"]) < 5:  # a partial campaign: say how partial
+            word += f" so far ({int(c['n_folds'])} of 5 folds)"
         lines.append(
             f"| {c['claim']} | `{c['baseline']}` → `{c['method']}` | {c['paper']:+.3g} | {ours} | {counts} | {word} |"
         )
