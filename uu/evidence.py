@@ -82,6 +82,13 @@ def pooled_scores(runs: Mapping[str, Sequence]) -> pd.DataFrame:
     )
 
 
+def _per_volume_difference(scores: pd.DataFrame, baseline: str, method: str, metric: str) -> pd.DataFrame:
+    """method - baseline per volume scored by both: columns diff, fold; index (patient, phase)."""
+    a, b = (scores[scores["config"] == c].set_index(["patient", "phase"]) for c in (baseline, method))
+    both = a[["fold", metric]].join(b[[metric]], rsuffix="_method", how="inner")
+    return pd.DataFrame({"diff": both[f"{metric}_method"] - both[metric], "fold": both["fold"]})
+
+
 def paired_difference(
     scores: pd.DataFrame,
     baseline: str,
@@ -93,14 +100,13 @@ def paired_difference(
 ) -> dict:
     """method - baseline over the volumes both scored (optionally those `where` selects): the mean, its 95 %
     interval (patients resampled within folds), the spread of the fold means and the counts."""
-    a, b = (scores[scores["config"] == c].set_index(["patient", "phase"]) for c in (baseline, method))
-    both = a.join(b[[metric]], rsuffix="_method", how="inner")
+    both = _per_volume_difference(scores, baseline, method, metric)
     if where is not None:
         both = both[where.reindex(both.index).fillna(False).to_numpy(bool)]
     if both.empty:
         keys = ("delta", "ci_low", "ci_high", "n_patients", "n_volumes", "n_folds", "fold_mean", "fold_std")
         return {k: 0 if k.startswith("n_") else math.nan for k in keys}
-    diff = both[f"{metric}_method"] - both[metric]
+    diff = both["diff"]
     patients = both.index.get_level_values("patient").to_numpy()
     ci = cluster_bootstrap_ci(diff.to_numpy(), patients, both["fold"].to_numpy(), n_boot=n_boot, seed=seed)
     per_fold = diff.groupby(both["fold"].to_numpy()).mean()
@@ -255,13 +261,6 @@ def length_table(runs: Mapping[str, Sequence], tail: float = 0.4, threshold: flo
     return pd.DataFrame(rows)
 
 
-def _per_volume_difference(scores: pd.DataFrame, baseline: str, method: str, metric: str) -> pd.DataFrame:
-    """method - baseline per volume scored by both: columns diff, fold; index (patient, phase)."""
-    a, b = (scores[scores["config"] == c].set_index(["patient", "phase"]) for c in (baseline, method))
-    both = a[["fold", metric]].join(b[[metric]], rsuffix="_method", how="inner")
-    return pd.DataFrame({"diff": both[f"{metric}_method"] - both[metric], "fold": both["fold"]})
-
-
 def length_check(
     scores: pd.DataFrame,
     long_scores: pd.DataFrame,
@@ -297,8 +296,7 @@ def length_check(
         trend = f"moves toward {method}" if low > 0 else f"moves away from {method}" if high < 0 else "holds still"
         row["with training"] = (
             f"with longer training the difference {trend}: {row['delta_short']:+.2f} -> {row['delta_long']:+.2f} "
-            f"points "
-            f"(change {row['change']:+.2f}, 95 % interval [{low:+.2f}, {high:+.2f}])"
+            f"points (change {row['change']:+.2f}, 95 % interval [{low:+.2f}, {high:+.2f}])"
         )
         rows.append(row)
     return pd.DataFrame(rows)
