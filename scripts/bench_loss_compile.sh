@@ -17,7 +17,7 @@ mkdir -p "$dir"
 . scripts/gpu_env.sh > "$dir/gpu_env.log" 2>&1
 export TORCHINDUCTOR_CACHE_DIR=/tmp/uu_inductor
 if [ "${UU_BENCH_TEST:-1}" = 1 ]; then
-  python3 -m pytest -q -s tests/test_cuda_paths.py -k compiled_sam_step > "$dir/test_cuda_paths.log" 2>&1
+  python3 -m pytest -q -s tests/test_cuda_paths.py -k compiled_loss > "$dir/test_cuda_paths.log" 2>&1
   grep -E "\[cuda paths\]|passed|failed" "$dir/test_cuda_paths.log"
 fi
 rows=${UU_BENCH_ROWS:-umamba_enc:sgd:ua,umamba_enc:sam:ua,umamba_enc:sgd:dice_ce,umamba_enc:sgd:ce}

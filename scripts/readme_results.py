@@ -10,25 +10,25 @@ table_II.md and landscape/sharpness.csv, as notebook 04 and 05 rendered them (sc
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's uu, never the standard library's module of that name
+from uu.ablation import DEFAULT_CONFIGS, collect_runs  # noqa: E402
+
 BEGIN = "<!-- results:begin: written by scripts/readme_results.py from results/evidence/acdc2d_cv5 -->"
 END = "<!-- results:end -->"
-CONFIGS = ["unet_dice_ce", "umamba_dice_ce", "umamba_ce", "umamba_ua", "umamba_ua_sam"]
 
 
 def runs_in(evidence: Path) -> str:
     """ "**5 of the 25 runs are in** (fold 0: `a`, `b`; fold 1: `a`)." """
     folds = {}
-    for config in CONFIGS:
-        for k in range(5):
-            if (evidence / config / f"fold{k}" / "eval" / "summary.json").is_file():
-                folds.setdefault(k, []).append(f"`{config}`")
+    for config, runs in collect_runs(evidence, DEFAULT_CONFIGS, kind="fold").items():
+        for run in runs:
+            folds.setdefault(int(run.name[4:]), []).append(f"`{config}`")
     n = sum(len(v) for v in folds.values())
     where = "; ".join(f"fold {k}: {', '.join(v)}" for k, v in sorted(folds.items()))
     return f"**{n} of the 25 runs {'is' if n == 1 else 'are'} in**" + (f" ({where})." if where else ".")
@@ -44,7 +44,7 @@ def claims_rows(claims: pd.DataFrame) -> list[str]:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for _, c in claims.iterrows():
-        measured = not (isinstance(c["delta"], float) and math.isnan(c["delta"]))
+        measured = pd.notna(c["delta"])
         ours = f"{_signed(c['delta'])} [{_signed(c['ci_low'])}, {_signed(c['ci_high'])}]" if measured else "-"
         counts = f"{int(c['n_volumes'])} ({int(c['n_folds'])})" if measured else "0"
         word = str(c["verdict"]).split(":")[0]
