@@ -127,6 +127,7 @@ else
   for fold in ${FOLDS//,/ }; do
     for config in $ORDER; do
       finished $config $fold && continue
+      [ "$(left)" -lt 60 ] && { log "under a minute left: no further run starts in this call"; break 2; }
       { [ $config = unet_dice_ce ] || [ $has_kernel = 1 ]; } || continue
       if [ "$(left)" -lt "${RUN_SECONDS[$config]}" ] && [ ! -e "$RUNS/$SUB$config/fold$fold/checkpoint.pt" ] \
          && [ -z "${UU_FOLLOWS:-}" ]; then

@@ -141,6 +141,14 @@ def test_campaign_trains_missing_runs_fold_by_fold_reads_committed_ones_and_pack
     assert versions.splitlines() == ["NVIDIA H100", "commit unknown", "mamba_ssm 2.3.2"]
 
 
+def test_campaign_starts_no_run_in_its_last_minute_even_when_a_call_follows(tmp_path):
+    # 90 s less the 40 s kept for packing leaves 50 s: a run started now would only load, compile and pause
+    log, _ = _dry_campaign(tmp_path, ["90", "0,1,"], kernel=True, UU_FOLLOWS="1", UU_ORDER="umamba_ce")
+    assert _trained(log) == []
+    campaign_log = (tmp_path / "runs" / "campaign.log").read_text()
+    assert "under a minute left: no further run starts in this call" in campaign_log
+
+
 def test_campaign_length_check_trains_fold0_longer_under_length10k(tmp_path):
     env = dict(UU_FOLLOWS="1", UU_LENGTH="10000", UU_SET="compile_loss=true")
     log, archive = _dry_campaign(tmp_path, ["500", "0,"], kernel=True, **env)
