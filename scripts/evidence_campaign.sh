@@ -113,6 +113,7 @@ if ! grep -q '^mamba_ssm' <<< "$found"; then  # build mamba-ssm (CPU only) while
   build=$!
   for fold in ${FOLDS//,/ }; do  # the first fold whose U-Net is missing: the GPU is not idle during the build
     [ -z "$SUB" ] || break  # the length check has no U-Net row
+    [[ " $ORDER " == *" unet_dice_ce "* ]] || break  # an order without it: the build alone, a U-Mamba run sooner
     finished unet_dice_ce $fold || { train unet_dice_ce "$fold," 1; break; }
   done
   wait $build; tail -1 "$RUNS/build.log"

@@ -127,6 +127,8 @@ def test_campaign_trains_missing_runs_fold_by_fold_reads_committed_ones_and_pack
     log, archive = _dry_campaign(tmp_path, ["500", "0,1,"], kernel=False, UU_FOLLOWS="1", UU_ORDER=order)
     # no kernel: fold 1's U-Net trains while mamba-ssm builds (fold 0's is committed), then no U-Mamba row
     assert _trained(log) == [("unet_dice_ce", "1,")]
+    log, _ = _dry_campaign(tmp_path, ["500", "0,1,"], kernel=False, UU_FOLLOWS="1", UU_ORDER="umamba_ce")
+    assert _trained(log) == []  # an order without the U-Net row: no U-Net beside the build either
     with tarfile.open(archive) as tar:
         names = tar.getnames()
     assert "./unet_dice_ce/fold0/eval/summary.json" in names and "./unet_dice_ce/fold1/eval/summary.json" in names
