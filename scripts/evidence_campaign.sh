@@ -83,7 +83,12 @@ done
 
 UU_ENV_CHECKS=0 UU_SKIP_MAMBA_BUILD=1 . scripts/gpu_env.sh > "$RUNS/gpu_env.log" 2>&1
 log "environment ready"
-export TORCHINDUCTOR_CACHE_DIR=/tmp/uu_inductor PYTHONUNBUFFERED=1
+export TORCHINDUCTOR_CACHE_DIR=${UU_INDUCTOR_DIR:-/tmp/uu_inductor} PYTHONUNBUFFERED=1
+INDUCTOR_ARCHIVE=${UU_INDUCTOR_ARCHIVE:-.inductor/inductor.tgz}  # a carried compile cache: a cold compile is ~110 s
+if [ ! -d $TORCHINDUCTOR_CACHE_DIR ] && [ -e "$INDUCTOR_ARCHIVE" ]; then
+  mkdir -p $TORCHINDUCTOR_CACHE_DIR && tar xzf "$INDUCTOR_ARCHIVE" -C $TORCHINDUCTOR_CACHE_DIR \
+    && log "compile cache unpacked from $INDUCTOR_ARCHIVE ($(du -sh $TORCHINDUCTOR_CACHE_DIR | cut -f1))"
+fi
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   echo "commit ${UU_COMMIT:-unknown}"; } > "$RUNS/versions.txt" 2>&1
 if [ "$JOBS" -gt 1 ] && command -v nvidia-cuda-mps-control > /dev/null; then
@@ -150,3 +155,9 @@ fi
 [ "$JOBS" -gt 1 ] && echo quit | nvidia-cuda-mps-control 2>/dev/null
 kill $packer 2>/dev/null
 log "packed $(pack) finished runs into \$OUT/evidence.tgz"
+if [ -d $TORCHINDUCTOR_CACHE_DIR ]; then  # brought back when it fits one file of $OUT (16 MB), for the next lease
+  tar czf "$RUNS/inductor.tgz" -C $TORCHINDUCTOR_CACHE_DIR . 2>/dev/null
+  size=$(stat -c %s "$RUNS/inductor.tgz")
+  if [ "$size" -lt 15000000 ]; then cp "$RUNS/inductor.tgz" "$OUT/inductor.tgz"; fi
+  log "compile cache: $(( size / 1000000 )) MB packed$([ "$size" -lt 15000000 ] && echo " into \$OUT/inductor.tgz" || echo ", too large to bring back")"
+fi

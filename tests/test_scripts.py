@@ -108,6 +108,7 @@ def _dry_campaign(tmp_path: Path, args: list[str], kernel: bool, **env) -> tuple
         "UU_RUNS": str(tmp_path / "runs"),
         "OUT": str(tmp_path / "out"),
         "UU_SPEED_SETTINGS": str(tmp_path / "speed_settings"),
+        "UU_INDUCTOR_DIR": str(tmp_path / "inductor"),
         **env,
     }
     subprocess.run(["bash", "scripts/evidence_campaign.sh", *args], cwd=repo, env=environment, check=True, timeout=60)
@@ -149,6 +150,20 @@ def test_campaign_starts_no_run_in_its_last_minute_even_when_a_call_follows(tmp_
     assert _trained(log) == []
     campaign_log = (tmp_path / "runs" / "campaign.log").read_text()
     assert "under a minute left: no further run starts in this call" in campaign_log
+
+
+def test_campaign_unpacks_a_carried_compile_cache_and_brings_it_back(tmp_path):
+    carried = tmp_path / "carried"
+    (carried / "fxgraph").mkdir(parents=True)
+    (carried / "fxgraph" / "entry").write_text("compiled")
+    (tmp_path / "repo" / ".inductor").mkdir(parents=True)
+    with tarfile.open(tmp_path / "repo" / ".inductor" / "inductor.tgz", "w:gz") as tar:
+        tar.add(carried, arcname=".")
+    _dry_campaign(tmp_path, ["90", "0,"], kernel=True, UU_ORDER="umamba_ce")
+    assert (tmp_path / "inductor" / "fxgraph" / "entry").read_text() == "compiled"
+    with tarfile.open(tmp_path / "out" / "inductor.tgz") as tar:
+        assert tar.extractfile("./fxgraph/entry").read() == b"compiled"
+    assert "compile cache unpacked from .inductor/inductor.tgz" in (tmp_path / "runs" / "campaign.log").read_text()
 
 
 def test_campaign_length_check_trains_fold0_longer_under_length10k(tmp_path):
