@@ -113,7 +113,6 @@ def main(argv=None):
         default="unet:sgd,umamba_enc:sgd,umamba_enc:sam",
         help="arch:optimizer[:loss],... (loss: ce | dice_ce | ua; default dice_ce for unet, else ua)",
     )
-    p.add_argument("--compile-loss", action="store_true", help="compiled modes: the loss too (profile compile_loss)")
     p.add_argument(
         "--modes", default="eager,reduce-overhead", help="eager | default | reduce-overhead, comma-separated"
     )
@@ -189,8 +188,6 @@ def main(argv=None):
                 built = {arch: (model, model if mode == "eager" else compile_model(model, mode))}
             model, run = built[arch]
             loss_fn = build_loss(loss_name).to(device)
-            compiled_loss = args.compile_loss and mode != "eager"
-            run_loss = torch.compile(loss_fn) if compiled_loss else loss_fn
             groups = [
                 {"params": list(model.parameters()), "weight_decay": 3e-5},
                 {"params": list(loss_fn.parameters()), "weight_decay": 0.0},
@@ -199,14 +196,13 @@ def main(argv=None):
                 lr=1e-3, momentum=0.99, nesterov=True, **({"fused": True} if fused and device.type == "cuda" else {})
             )
             opt = SAM(groups, torch.optim.SGD, rho=0.05, **kw) if optimizer == "sam" else torch.optim.SGD(groups, **kw)
-            step = partial(train_step, run, run_loss, opt, x, y, autocast_dtype=autocast)
+            step = partial(train_step, run, loss_fn, opt, x, y, autocast_dtype=autocast)
             setting = {
                 "label": args.label,
                 "plan": plan.name,
                 "arch": arch,
                 "optimizer": optimizer,
                 "loss": loss_name,
-                "compile_loss": compiled_loss,
                 "precision": args.precision,
                 "mamba_fp32": args.mamba_fp32,
                 "channels_last": args.channels_last,
@@ -255,13 +251,12 @@ def main(argv=None):
             }
             rows.append(row)
             print(
-                f"[profile_step] {args.label} {plan.name} {arch} {optimizer} {loss_name} {mode}"
-                f"{' compiled loss' if compiled_loss else ''}: {ms:.1f} ms/step "
+                f"[profile_step] {args.label} {plan.name} {arch} {optimizer} {loss_name} {mode}: {ms:.1f} ms/step "
                 f"(warm-up {warmup:.0f} s) {row['kernels_ms']}",
                 flush=True,
             )
             out_path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-            del opt, loss_fn, run_loss
+            del opt, loss_fn
         del built
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -271,7 +266,7 @@ def main(argv=None):
 
 def markdown(rows) -> str:
     """The kernel-class table: one line per row, device ms per step per class."""
-    head = ["label", "plan", "arch", "optimizer", "loss", "compile", "compile_loss", "channels_last", "norm_layer"]
+    head = ["label", "plan", "arch", "optimizer", "loss", "compile", "channels_last", "norm_layer"]
     head += ["batch", "ms_per_step"]
     head += ["peak_mem_gb", *CLASSES, "idle_ms"]
     rows = [

@@ -21,9 +21,8 @@
 #     finish in this call (they pause with a checkpoint and the next call resumes them), so no minutes go idle;
 #   - packs every finished run's small files (profile, split, log, per-case table, summary), the logs and the
 #     software versions into $OUT/evidence.tgz every 30 s, to be unpacked into results/evidence/acdc2d_cv5.
-# UU_SET="key=value ...": profile settings for every run of this call that change its speed, not its mathematics;
-# unset, those in $UU_SPEED_SETTINGS (/tmp/uu_speed_settings), where scripts/bench_loss_compile.sh writes
-# "compile_loss=true" on this machine when it pays. Each run's profile.yaml records them.
+# UU_SET="key=value ...": profile settings for every run of this call that change its speed, not its mathematics
+# (each run's profile.yaml records them).
 # UU_LENGTH=10000: the length check instead, once the 25 runs are in: fold 0's umamba_ce, umamba_ua and umamba_ua_sam
 # trained for that many iterations (--set epochs=LENGTH/50: the profile's 50 iterations per epoch) under
 # RUNS/length10k/, brought back as length10k/<config>/fold0; run it as `UU_LENGTH=10000 ... evidence_campaign.sh 578 0,`
@@ -36,7 +35,7 @@ BUDGET=${1:?seconds for this call}; FOLDS=${2:?folds, e.g. 0,}; LANDSCAPE_FOLD=$
 case $FOLDS in *,*) ;; *) FOLDS=$(seq -s, 0 $(( FOLDS - 1 ))),;; esac
 JOBS=${UU_JOBS:-1}; PROFILE=${UU_PROFILE:-acdc2d_cv5}; DATA=${UU_DATA:-.cache/acdc.uucache.npz}
 RUNS=${UU_RUNS:-/tmp/uu_cv5}; RESULTS=results/evidence/$PROFILE; OUT=${OUT:-/tmp/out}
-declare -A RUN_SECONDS=([unet_dice_ce]=180 [umamba_ce]=300 [umamba_dice_ce]=300 [umamba_ua]=360 [umamba_ua_sam]=540)
+declare -A RUN_SECONDS=([unet_dice_ce]=180 [umamba_ce]=330 [umamba_dice_ce]=330 [umamba_ua]=360 [umamba_ua_sam]=540)
 LENGTH=${UU_LENGTH:-}; SUB=""; SET=(); ORDER=""  # SUB: where this call's runs live under RUNS; SET: overrides for every run
 if [ -n "$LENGTH" ]; then
   SUB=length$(( LENGTH / 1000 ))k/; SET=(--set "epochs=$(( LENGTH / 50 ))")
@@ -44,7 +43,7 @@ if [ -n "$LENGTH" ]; then
   for c in "${!RUN_SECONDS[@]}"; do RUN_SECONDS[$c]=$(( RUN_SECONDS[$c] * LENGTH / 5000 )); done
 fi
 ORDER=${ORDER:-${UU_ORDER:-umamba_ua_sam umamba_ua umamba_ce umamba_dice_ce unet_dice_ce}}
-SPEED_SETTINGS=${UU_SET-$(cat "${UU_SPEED_SETTINGS:-/tmp/uu_speed_settings}" 2>/dev/null)}  # the bench's verdict
+SPEED_SETTINGS=${UU_SET:-}
 for kv in $SPEED_SETTINGS; do SET+=(--set "$kv"); done
 T0=$(date +%s); STOP_AT=$(( T0 + BUDGET - 40 ))  # time for the packing after the last run
 mkdir -p "$RUNS" "$OUT"
@@ -83,12 +82,8 @@ done
 
 UU_ENV_CHECKS=0 UU_SKIP_MAMBA_BUILD=1 . scripts/gpu_env.sh > "$RUNS/gpu_env.log" 2>&1
 log "environment ready"
-export TORCHINDUCTOR_CACHE_DIR=${UU_INDUCTOR_DIR:-/tmp/uu_inductor} PYTHONUNBUFFERED=1
-INDUCTOR_ARCHIVE=${UU_INDUCTOR_ARCHIVE:-.inductor/inductor.tgz}  # a carried compile cache: a cold compile is ~110 s
-if [ ! -d $TORCHINDUCTOR_CACHE_DIR ] && [ -e "$INDUCTOR_ARCHIVE" ]; then
-  mkdir -p $TORCHINDUCTOR_CACHE_DIR && tar xzf "$INDUCTOR_ARCHIVE" -C $TORCHINDUCTOR_CACHE_DIR \
-    && log "compile cache unpacked from $INDUCTOR_ARCHIVE ($(du -sh $TORCHINDUCTOR_CACHE_DIR | cut -f1))"
-fi
+export TORCHINDUCTOR_CACHE_DIR=/tmp/uu_inductor PYTHONUNBUFFERED=1  # shared by the runs of one machine (a cold
+# compile of a U-Mamba row takes 70-110 s; the cache, 32-38 MB packed, is too large to carry between leases)
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   echo "commit ${UU_COMMIT:-unknown}"; } > "$RUNS/versions.txt" 2>&1
 if [ "$JOBS" -gt 1 ] && command -v nvidia-cuda-mps-control > /dev/null; then
@@ -155,9 +150,3 @@ fi
 [ "$JOBS" -gt 1 ] && echo quit | nvidia-cuda-mps-control 2>/dev/null
 kill $packer 2>/dev/null
 log "packed $(pack) finished runs into \$OUT/evidence.tgz"
-if [ -d $TORCHINDUCTOR_CACHE_DIR ]; then  # brought back when it fits one file of $OUT (16 MB), for the next lease
-  tar czf "$RUNS/inductor.tgz" -C $TORCHINDUCTOR_CACHE_DIR . 2>/dev/null
-  size=$(stat -c %s "$RUNS/inductor.tgz")
-  if [ "$size" -lt 15000000 ]; then cp "$RUNS/inductor.tgz" "$OUT/inductor.tgz"; fi
-  log "compile cache: $(( size / 1000000 )) MB packed$([ "$size" -lt 15000000 ] && echo " into \$OUT/inductor.tgz" || echo ", too large to bring back")"
-fi

@@ -107,8 +107,6 @@ def _dry_campaign(tmp_path: Path, args: list[str], kernel: bool, **env) -> tuple
         "STUB_KERNEL": str(tmp_path / "kernel"),
         "UU_RUNS": str(tmp_path / "runs"),
         "OUT": str(tmp_path / "out"),
-        "UU_SPEED_SETTINGS": str(tmp_path / "speed_settings"),
-        "UU_INDUCTOR_DIR": str(tmp_path / "inductor"),
         **env,
     }
     subprocess.run(["bash", "scripts/evidence_campaign.sh", *args], cwd=repo, env=environment, check=True, timeout=60)
@@ -134,11 +132,11 @@ def test_campaign_trains_missing_runs_fold_by_fold_reads_committed_ones_and_pack
         names = tar.getnames()
     assert "./unet_dice_ce/fold0/eval/summary.json" in names and "./unet_dice_ce/fold1/eval/summary.json" in names
 
-    (tmp_path / "speed_settings").write_text("compile_loss=true\n")  # scripts/bench_loss_compile.sh's verdict
-    log, archive = _dry_campaign(tmp_path, ["500", "0,1,"], kernel=True, UU_FOLLOWS="1", UU_ORDER=order)
+    env = dict(UU_FOLLOWS="1", UU_ORDER=order, UU_SET="cudnn_benchmark=true")
+    log, archive = _dry_campaign(tmp_path, ["500", "0,1,"], kernel=True, **env)
     assert _trained(log) == [("umamba_ce", "0,"), ("umamba_ce", "1,")]  # finished runs are never retrained
     calls = [line for line in log.splitlines() if line.startswith("python3 -m uu ablation")]
-    assert all(c.endswith("--set compile_loss=true") for c in calls)
+    assert all(c.endswith("--set cudnn_benchmark=true") for c in calls)
     with tarfile.open(archive) as tar:
         versions = tar.extractfile("./versions.txt").read().decode()
     assert versions.splitlines() == ["NVIDIA H100", "commit unknown", "mamba_ssm 2.3.2"]
@@ -152,27 +150,13 @@ def test_campaign_starts_no_run_in_its_last_minute_even_when_a_call_follows(tmp_
     assert "under a minute left: no further run starts in this call" in campaign_log
 
 
-def test_campaign_unpacks_a_carried_compile_cache_and_brings_it_back(tmp_path):
-    carried = tmp_path / "carried"
-    (carried / "fxgraph").mkdir(parents=True)
-    (carried / "fxgraph" / "entry").write_text("compiled")
-    (tmp_path / "repo" / ".inductor").mkdir(parents=True)
-    with tarfile.open(tmp_path / "repo" / ".inductor" / "inductor.tgz", "w:gz") as tar:
-        tar.add(carried, arcname=".")
-    _dry_campaign(tmp_path, ["90", "0,"], kernel=True, UU_ORDER="umamba_ce")
-    assert (tmp_path / "inductor" / "fxgraph" / "entry").read_text() == "compiled"
-    with tarfile.open(tmp_path / "out" / "inductor.tgz") as tar:
-        assert tar.extractfile("./fxgraph/entry").read() == b"compiled"
-    assert "compile cache unpacked from .inductor/inductor.tgz" in (tmp_path / "runs" / "campaign.log").read_text()
-
-
 def test_campaign_length_check_trains_fold0_longer_under_length10k(tmp_path):
-    env = dict(UU_FOLLOWS="1", UU_LENGTH="10000", UU_SET="compile_loss=true")
+    env = dict(UU_FOLLOWS="1", UU_LENGTH="10000", UU_SET="cudnn_benchmark=true")
     log, archive = _dry_campaign(tmp_path, ["500", "0,"], kernel=True, **env)
     calls = [line for line in log.splitlines() if line.startswith("python3 -m uu ablation")]
     assert _trained(log) == [("umamba_ce", "0,"), ("umamba_ua", "0,"), ("umamba_ua_sam", "0,")]
     assert all(f"--runs {tmp_path}/runs/length10k/" in c for c in calls)
-    assert all(c.endswith("--set epochs=200 --set compile_loss=true") for c in calls)
+    assert all(c.endswith("--set epochs=200 --set cudnn_benchmark=true") for c in calls)
     with tarfile.open(archive) as tar:
         assert "./length10k/umamba_ua_sam/fold0/eval/summary.json" in tar.getnames()
 

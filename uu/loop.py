@@ -124,7 +124,7 @@ def fit(
         run.restore()
     elif run.writer:
         atomic_save({"model": run.model.state_dict(), "loss": loss.state_dict(), "step": 0}, run.run_dir / "init.pt")
-    train_model, train_loss = _wrap(model, loss, run.device, run.n_ranks, profile["compile"], profile["compile_loss"])
+    train_model, train_loss = _wrap(model, loss, run.device, run.n_ranks, profile["compile"])
     run.begin()
     try:
         while run.epoch < run.epochs and run.stopped_by == "epochs":
@@ -138,9 +138,8 @@ def fit(
     return run.finish()
 
 
-def _wrap(model, loss, device: torch.device, n_ranks: int, compile_mode, compile_loss: bool = False):
-    """(model, loss) as the steps call them: in DDP under torchrun (module docstring), compiled on CUDA if asked
-    (the loss with compile_loss: a wrapper, so the caller's loss module stays eager)."""
+def _wrap(model, loss, device: torch.device, n_ranks: int, compile_mode):
+    """(model, loss) as the steps call them: in DDP under torchrun (module docstring), compiled on CUDA if asked."""
     if n_ranks > 1:
         ids = [device.index] if device.type == "cuda" else None
         model = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True, broadcast_buffers=False)
@@ -148,8 +147,6 @@ def _wrap(model, loss, device: torch.device, n_ranks: int, compile_mode, compile
             loss = DistributedDataParallel(loss, device_ids=ids, broadcast_buffers=False)
     if compile_mode and device.type == "cuda":
         model = compile_model(model, compile_mode)
-        if compile_loss:  # the same parameters (sigma) and component logs, read through unwrap
-            loss = torch.compile(loss)
     return model, loss
 
 

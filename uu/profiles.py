@@ -48,13 +48,6 @@ KEYS: dict[str, tuple[tuple, Any, Optional[tuple], str]] = {
         (False, True, "default", "reduce-overhead", "max-autotune-no-cudagraphs"),
         "torch.compile for training (CUDA only): true = mode 'default'; 'reduce-overhead' adds CUDA graphs",
     ),
-    "compile_loss": (
-        (bool,),
-        False,
-        None,
-        "with compile: the loss too, as one fused graph (mode 'default', no CUDA graphs); eager, the UA loss "
-        "makes about 1,300 aten calls per forward and backward over the 2D plan's 5 deep-supervision outputs",
-    ),
     "channels_last": (
         (bool,),
         False,
