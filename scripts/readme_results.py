@@ -4,7 +4,8 @@
     python scripts/readme_results.py --check    # exit 1 when the block differs from what the campaign says
 
 Reads results/evidence/acdc2d_cv5/: the runs (<config>/fold<k>/eval/summary.json), claims.csv, table_I.md,
-table_II.md and landscape/sharpness.csv, as notebook 04 and 05 rendered them (scripts/evidence_harvest.sh).
+table_II.md, length.csv, length_check.csv and landscape/sharpness.csv, as notebook 04 and 05 rendered them
+(scripts/evidence_harvest.sh).
 """
 
 from __future__ import annotations
@@ -69,6 +70,26 @@ def sharpness_line(path: Path) -> list[str]:
     ]
 
 
+def length_lines(evidence: Path) -> list[str]:
+    """Which rows were still rising when training stopped, and the length check's verdicts once it is in."""
+    lines = []
+    if (evidence / "length.csv").is_file():
+        table = pd.read_csv(evidence / "length.csv")
+        slope = "mean slope (Dice points / 1k iterations)"
+        rising = [f"`{r['config']}` {r[slope]:+.2f}" for _, r in table.iterrows() if r["still rising"]]
+        if rising:
+            lines += [
+                "",
+                "Still rising when training stopped (validation Dice over the last 40 % of iterations, points per "
+                "1,000 iterations): " + ", ".join(rising) + ". The verdicts compare the rows at 5,000 iterations, "
+                "not at convergence; the length check trains fold 0 to 10,000.",
+            ]
+    if (evidence / "length_check.csv").is_file():
+        for _, r in pd.read_csv(evidence / "length_check.csv").iterrows():
+            lines += ["", f"- {r['claim']}: {r['with training']}."]
+    return lines
+
+
 def block(evidence: Path) -> str:
     claims = pd.read_csv(evidence / "claims.csv")
     lines = [BEGIN, runs_in(evidence), "", *claims_rows(claims), ""]
@@ -79,6 +100,7 @@ def block(evidence: Path) -> str:
     for name, title in (("table_I.md", "Table I: the loss and SAM"), ("table_II.md", "Table II: the networks")):
         lines += ["", f"*{title}*", "", (evidence / name).read_text().strip()]
     lines += sharpness_line(evidence / "landscape" / "sharpness.csv")
+    lines += length_lines(evidence)
     return "\n".join([*lines, END])
 
 

@@ -184,6 +184,14 @@ def test_readme_results_block_from_a_hand_made_campaign(tmp_path):
     (evidence / "claims.csv").write_text(claims)
     (evidence / "table_I.md").write_text("TABLE ONE\n")
     (evidence / "table_II.md").write_text("TABLE TWO\n")
+    (evidence / "length.csv").write_text(
+        "config,slope fold0,mean slope (Dice points / 1k iterations),still rising\n"
+        "unet_dice_ce,0.1,0.1,False\numamba_ua_sam,1.234,1.234,True\n"
+    )
+    (evidence / "length_check.csv").write_text(
+        "claim,baseline,method,n_volumes,with training\n"
+        "UU-Mamba over nnU-Net,unet_dice_ce,umamba_ua_sam,32,with longer training the difference holds still\n"
+    )
     readme = tmp_path / "README.md"
     begin, end = (
         "<!-- results:begin: written by scripts/readme_results.py from results/evidence/acdc2d_cv5 -->",
@@ -201,4 +209,6 @@ def test_readme_results_block_from_a_hand_made_campaign(tmp_path):
         "not resolved at this scale so far (1 of 5 folds) |" in text
     )
     assert "| +0.185 | - | 0 | not measured yet |" in text and "TABLE ONE" in text and "TABLE TWO" in text
+    assert "points per 1,000 iterations): `umamba_ua_sam` +1.23. The verdicts compare" in text  # not the U-Net
+    assert "- UU-Mamba over nnU-Net: with longer training the difference holds still." in text
     assert _readme_results("--check", *paths).returncode == 0
