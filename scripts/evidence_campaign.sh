@@ -27,9 +27,8 @@
 # trained for that many iterations (--set epochs=LENGTH/50: the profile's 50 iterations per epoch) under
 # RUNS/length10k/, brought back as length10k/<config>/fold0; run it as `UU_LENGTH=10000 ... evidence_campaign.sh 578 0,`
 # with UU_FOLLOWS=1 on all but the last call (a 10,000-iteration SAM run spans two calls).
-# A 30-minute lease holds about 1,400 s of training, measured on an H100: call 1 builds mamba-ssm while a U-Net trains,
-# then umamba_ua; call 2 umamba_ua_sam; call 3 the landscapes of the pair and another U-Net. Issue each call the
-# moment the last one returns.
+# A 30-minute lease holds about 1,300 s of training, measured on an H100 (the campaign's README names the next lease's
+# calls). Issue each call the moment the last one returns: the machine is kept about 30 s.
 set -u
 BUDGET=${1:?seconds for this call}; FOLDS=${2:?folds, e.g. 0,}; LANDSCAPE_FOLD=${3:-}
 case $FOLDS in *,*) ;; *) FOLDS=$(seq -s, 0 $(( FOLDS - 1 ))),;; esac

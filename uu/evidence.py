@@ -224,13 +224,18 @@ def _fmt(value) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):g}"
 
 
+def _case_name(patient, phase: str) -> str:
+    """ "patient001_ED": the name of a volume, as the data layer and the overlays call it."""
+    return f"patient{int(patient):03d}_{phase}"
+
+
 def best_median_worst(scores: pd.DataFrame, config: str, metric: str = "dice_avg") -> list[str]:
     """The case names ("patient001_ED") of the best, the median and the worst volume of a configuration."""
     ranked = scores[scores["config"] == config].sort_values([metric, "patient", "phase"], ascending=[False, True, True])
     if ranked.empty:
         return []
     picks = ranked.iloc[[0, len(ranked) // 2, len(ranked) - 1]]
-    return [f"patient{int(p):03d}_{ph}" for p, ph in zip(picks["patient"], picks["phase"])]
+    return [_case_name(p, ph) for p, ph in zip(picks["patient"], picks["phase"])]
 
 
 def still_rising(log: Sequence[dict], tail: float = 0.4, threshold: float = 0.25) -> tuple[float, bool]:
@@ -305,6 +310,6 @@ def length_check(
 def volume_scores(scores: pd.DataFrame, case_names: Sequence[str], metric: str = "dice_avg") -> pd.DataFrame:
     """`metric` of each configuration (columns) on the named volumes (rows, "patient001_ED"), e.g. the best, median
     and worst of best_median_worst."""
-    names = scores["patient"].map(lambda p: f"patient{int(p):03d}") + "_" + scores["phase"]
+    names = [_case_name(p, ph) for p, ph in zip(scores["patient"], scores["phase"])]
     table = scores.assign(volume=names).pivot_table(index="volume", columns="config", values=metric)
     return table.reindex(list(case_names)).rename_axis(columns=None).reset_index()
