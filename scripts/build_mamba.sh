@@ -6,6 +6,19 @@
 set -u
 [ -d /tmp/site/mamba_ssm ] && { echo "[build_mamba] already built"; exit 0; }
 t0=$(date +%s)
+# A wheel built here before (.src/prebuilt/, with the torch version it was built against) saves the build: it is
+# installed only when this torch is that torch and its kernel imports; otherwise the build below runs.
+pre=$(ls .src/prebuilt/mamba_ssm-*.whl 2>/dev/null | head -1)
+if [ -n "$pre" ]; then
+  torch_now=$(python3 -c "import torch; print(torch.__version__)" 2>/dev/null)
+  if [ "$(cat .src/prebuilt/torch_version 2>/dev/null)" = "$torch_now" ] \
+     && python3 -m pip install -q --no-index --no-deps --target /tmp/site "$pre" \
+     && PYTHONPATH="/tmp/site:${PYTHONPATH:-}" python3 -c "import torch, selective_scan_cuda"; then
+    echo "[build_mamba] prebuilt wheel $(basename "$pre") installed in $(( $(date +%s) - t0 )) s"; exit 0
+  fi
+  rm -rf /tmp/site/mamba_ssm* /tmp/site/selective_scan_cuda*
+  echo "[build_mamba] prebuilt wheel not usable with torch $torch_now: building"
+fi
 rm -rf /tmp/mamba_build && mkdir -p /tmp/mamba_build /tmp/site && tar -xzf .src/mamba_ssm-*.tar.gz -C /tmp/mamba_build
 src=$(ls -d /tmp/mamba_build/mamba_ssm-*)
 python3 - "$src/setup.py" <<'PY'
@@ -18,4 +31,6 @@ PY
 (cd "$src" && MAMBA_FORCE_BUILD=TRUE MAX_JOBS=16 NVCC_THREADS=4 TORCH_CUDA_ARCH_LIST=9.0 \
    python3 -m pip wheel -q --no-build-isolation --no-deps . -w /tmp/mamba_whl) \
 && python3 -m pip install -q --no-index --no-deps --target /tmp/site /tmp/mamba_whl/mamba_ssm-*.whl \
-&& echo "[build_mamba] built in $(( $(date +%s) - t0 )) s" || echo "[build_mamba] FAILED after $(( $(date +%s) - t0 )) s"
+&& python3 -c "import torch; print(torch.__version__)" > /tmp/mamba_whl/torch_version \
+&& echo "[build_mamba] built in $(( $(date +%s) - t0 )) s: $(du -h /tmp/mamba_whl/*.whl | cut -f1) wheel" \
+|| echo "[build_mamba] FAILED after $(( $(date +%s) - t0 )) s"
