@@ -212,3 +212,53 @@ def test_readme_results_block_from_a_hand_made_campaign(tmp_path):
     assert "points per 1,000 iterations): `umamba_ua_sam` +1.23. The verdicts compare" in text  # not the U-Net
     assert "- UU-Mamba over nnU-Net: with longer training the difference holds still." in text
     assert _readme_results("--check", *paths).returncode == 0
+
+
+STUB_BUILD_PYTHON = r"""#!/bin/bash
+# python3 for build_mamba.sh: torch's version from STUB_TORCH, pip wheel writes a wheel, pip install a package
+echo "python3 $*" >> "$STUB_LOG"
+case "$*" in
+  "-c import torch; print(torch.__version__)") echo "$STUB_TORCH";;
+  "-m pip wheel"*)
+    while [ $# -gt 0 ]; do [ "$1" = -w ] && { mkdir -p "$2"; echo x > "$2/mamba_ssm-2.3.2-cp312.whl"; }; shift; done;;
+  "-m pip install"*) while [ $# -gt 0 ]; do [ "$1" = --target ] && mkdir -p "$2/mamba_ssm"; shift; done;;
+esac
+exit 0
+"""
+
+
+@pytest.mark.parametrize(
+    ("torch_now", "built"),
+    [("2.11.0+cu130", False), ("2.12.0+cu130", True)],
+    ids=["same-torch-installs-the-wheel", "other-torch-builds"],
+)
+def test_build_mamba_uses_a_prebuilt_wheel_only_for_its_torch(tmp_path, torch_now, built):
+    repo, stubs = tmp_path / "repo", tmp_path / "bin"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "scripts" / "build_mamba.sh").write_text((REPO / "scripts" / "build_mamba.sh").read_text())
+    source = tmp_path / "mamba_ssm-2.3.2"
+    source.mkdir()
+    (source / "setup.py").write_text("cc_flag = []\n")
+    (repo / ".src" / "prebuilt").mkdir(parents=True)
+    with tarfile.open(repo / ".src" / "mamba_ssm-2.3.2.tar.gz", "w:gz") as tar:
+        tar.add(source, arcname=source.name)
+    (repo / ".src" / "prebuilt" / "mamba_ssm-2.3.2-cp312.whl").write_text("x")
+    (repo / ".src" / "prebuilt" / "torch_version").write_text("2.11.0+cu130\n")
+    stubs.mkdir()
+    (stubs / "python3").write_text(STUB_BUILD_PYTHON)
+    (stubs / "python3").chmod(0o755)
+    log, site, wheels = tmp_path / "python3.log", tmp_path / "site", tmp_path / "wheels"
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "STUB_LOG": str(log), "STUB_TORCH": torch_now}
+    env |= {"UU_SITE": str(site), "UU_WHEEL_DIR": str(wheels)}
+
+    out = subprocess.run(["bash", "scripts/build_mamba.sh"], cwd=repo, env=env, capture_output=True, text=True)
+
+    calls = log.read_text()
+    assert (site / "mamba_ssm").is_dir()
+    assert ("-m pip wheel" in calls) == built
+    if built:
+        assert "prebuilt wheel not usable with torch 2.12.0+cu130: building" in out.stdout
+        assert "[build_mamba] built in" in out.stdout and (wheels / "torch_version").read_text() == "2.12.0+cu130\n"
+    else:
+        assert "prebuilt wheel mamba_ssm-2.3.2-cp312.whl installed" in out.stdout
+        assert "import torch, selective_scan_cuda" in calls  # installed only after its kernel imported
