@@ -11,9 +11,9 @@ SITE=${UU_SITE:-/tmp/site}; WHL=${UU_WHEEL_DIR:-/tmp/mamba_whl}
 t0=$(date +%s)
 # A wheel built here before (.src/prebuilt/, with the torch version it was built against) saves the build: it is
 # installed only when this torch is that torch and its kernel imports; otherwise the build below runs.
+torch_now=$(python3 -c "import torch; print(torch.__version__)" 2>/dev/null)  # what a wheel is built against
 pre=$(ls .src/prebuilt/mamba_ssm-*.whl 2>/dev/null | head -1)
 if [ -n "$pre" ]; then
-  torch_now=$(python3 -c "import torch; print(torch.__version__)" 2>/dev/null)
   if [ "$(cat .src/prebuilt/torch_version 2>/dev/null)" = "$torch_now" ] \
      && python3 -m pip install -q --no-index --no-deps --target "$SITE" "$pre" \
      && PYTHONPATH="$SITE:${PYTHONPATH:-}" python3 -c "import torch, selective_scan_cuda"; then
@@ -34,6 +34,6 @@ PY
 (cd "$src" && MAMBA_FORCE_BUILD=TRUE MAX_JOBS=16 NVCC_THREADS=4 TORCH_CUDA_ARCH_LIST=9.0 \
    python3 -m pip wheel -q --no-build-isolation --no-deps . -w "$WHL") \
 && python3 -m pip install -q --no-index --no-deps --target "$SITE" "$WHL"/mamba_ssm-*.whl \
-&& python3 -c "import torch; print(torch.__version__)" > "$WHL"/torch_version \
+&& echo "$torch_now" > "$WHL"/torch_version \
 && echo "[build_mamba] built in $(( $(date +%s) - t0 )) s: $(du -h "$WHL"/*.whl | cut -f1) wheel" \
 || echo "[build_mamba] FAILED after $(( $(date +%s) - t0 )) s"
