@@ -115,10 +115,7 @@ if ! grep -q '^mamba_ssm' <<< "$found"; then  # build mamba-ssm (CPU only) while
     [[ " $ORDER " == *" unet_dice_ce "* ]] || break  # an order without it: the build alone, a U-Mamba run sooner
     finished unet_dice_ce $fold || { train unet_dice_ce "$fold," 1; break; }
   done
-  wait $build; tail -1 "$RUNS/build.log"  # the build's time and its wheel's size
-  for whl in /tmp/mamba_whl/mamba_ssm-*.whl; do  # bring a fresh build back (<= 16 MiB) for .src/prebuilt/
-    [ -e "$whl" ] && [ "$(stat -c %s "$whl")" -le 16777216 ] && cp "$whl" /tmp/mamba_whl/torch_version "$OUT"/
-  done
+  wait $build; tail -1 "$RUNS/build.log"  # the build's time
   found=$(versions)
 fi
 echo "$found" >> "$RUNS/versions.txt"
