@@ -7,7 +7,9 @@
 #     LANDSCAPE_FOLD  when umamba_ua and umamba_ua_sam of this fold are trained on this machine and time is left,
 #                     their loss landscapes, sharpness and calibration are computed here (the weights never leave)
 # Needs (carried, ignored by git): .cache/acdc.uucache.npz (python -m uu.data ACDC .cache/acdc.uucache.npz --lzma),
-# .whl/ (nibabel, monai wheels), .src/mamba_ssm-2.3.2.post1.tar.gz (built for sm_90 while the first U-Net trains).
+# .whl/ (nibabel, monai wheels), .src/mamba_ssm-2.3.2.post1.tar.gz (built for sm_90 while the first U-Net trains),
+# and best .src/prebuilt/ (bash scripts/build_mamba_wheel.sh on any machine: the bf16 kernels' wheel, installed in
+# seconds instead of the 103-181 s build; the whole carry stays under 64 MiB).
 # What it does:
 #   - copies the runs already committed under results/evidence/acdc2d_cv5 into the runs folder: a finished run is
 #     read, never retrained;

@@ -152,6 +152,12 @@ def test_unknown_fused_scan_choice_is_a_clear_error():
     assert "UU_FUSED_SCAN='fast'" in result.stderr and "autograd_function" in result.stderr
 
 
+def test_kernel_errors_without_the_kernel_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(fused_scan, "_kernel", None)
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU and mamba-ssm's selective_scan_cuda"):
+        fused_scan.kernel_errors(torch.bfloat16)
+
+
 def test_mamba_layer_through_the_operator_matches_the_torch_scan(monkeypatch):
     """The Mamba block's call into the operator (argument order, dtypes, layouts) on the CPU: dispatch is
     forced to the "cuda" branch, whose operator then runs its CPU implementation. Same outputs and gradients

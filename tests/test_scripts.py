@@ -1,5 +1,6 @@
 """The shell scripts: valid bash, and the campaign's harvest step on a hand-made archive."""
 
+import os
 import subprocess
 import sys
 import tarfile
@@ -215,10 +216,12 @@ def test_readme_results_block_from_a_hand_made_campaign(tmp_path):
 
 
 STUB_BUILD_PYTHON = r"""#!/bin/bash
-# python3 for build_mamba.sh: torch's version from STUB_TORCH, pip wheel writes a wheel, pip install a package
+# python3 for build_mamba.sh: torch's version from STUB_TORCH, pip wheel writes a wheel, pip install a package,
+# `python3 - ARGS` (the source patch) runs in STUB_REAL_PYTHON, `python3 -` (the GPU check) passes
 echo "python3 $*" >> "$STUB_LOG"
 case "$*" in
   "-c import torch; print(torch.__version__)") echo "$STUB_TORCH";;
+  "- "*) exec "$STUB_REAL_PYTHON" "$@";;  # the source patch runs for real
   "-m pip wheel"*)
     while [ $# -gt 0 ]; do [ "$1" = -w ] && { mkdir -p "$2"; echo x > "$2/mamba_ssm-2.3.2-cp312.whl"; }; shift; done;;
   "-m pip install"*) while [ $# -gt 0 ]; do [ "$1" = --target ] && mkdir -p "$2/mamba_ssm"; shift; done;;
@@ -249,7 +252,8 @@ def test_build_mamba_uses_a_prebuilt_wheel_only_for_its_torch(tmp_path, torch_no
     (stubs / "python3").chmod(0o755)
     log, site, wheels = tmp_path / "python3.log", tmp_path / "site", tmp_path / "wheels"
     env = {"PATH": f"{stubs}:/usr/bin:/bin", "STUB_LOG": str(log), "STUB_TORCH": torch_now}
-    env |= {"UU_SITE": str(site), "UU_WHEEL_DIR": str(wheels)}
+    env |= {"UU_SITE": str(site), "UU_WHEEL_DIR": str(wheels), "UU_BUILD_DIR": str(tmp_path / "build")}
+    env |= {"STUB_REAL_PYTHON": sys.executable}
 
     out = subprocess.run(["bash", "scripts/build_mamba.sh"], cwd=repo, env=env, capture_output=True, text=True)
 
@@ -262,3 +266,83 @@ def test_build_mamba_uses_a_prebuilt_wheel_only_for_its_torch(tmp_path, torch_no
     else:
         assert "prebuilt wheel mamba_ssm-2.3.2-cp312.whl installed" in out.stdout
         assert "import torch, selective_scan_cuda" in calls  # installed only after its kernel imported
+
+
+SELECTIVE_SCAN_SOURCES = [
+    *(f"fwd_{t}" for t in ("fp32", "fp16", "bf16")),
+    *(f"bwd_{t}_{w}" for t in ("fp32", "fp16", "bf16") for w in ("real", "complex")),
+]
+SELECTIVE_SCAN_CPP = r"""#define DISPATCH_ITYPE_FLOAT_AND_HALF_AND_BF16(ITYPE, NAME, ...)                    \
+    if (ITYPE == at::ScalarType::Half) {                                            \
+        using input_t = at::Half;                                                   \
+        __VA_ARGS__();                                                              \
+    } else if (ITYPE == at::ScalarType::BFloat16) {                                 \
+        using input_t = at::BFloat16;                                               \
+        __VA_ARGS__();                                                              \
+    }
+    DISPATCH_ITYPE_FLOAT_AND_HALF_AND_BF16(u.scalar_type(), "selective_scan_fwd", [&] {
+        DISPATCH_WTYPE_FLOAT_AND_COMPLEX(A.scalar_type(), "selective_scan_fwd", [&] {
+            selective_scan_fwd_cuda<input_t, weight_t>(params, stream);
+        });
+    });
+    DISPATCH_ITYPE_FLOAT_AND_HALF_AND_BF16(u.scalar_type(), "selective_scan_bwd", [&] {
+        DISPATCH_WTYPE_FLOAT_AND_COMPLEX(A.scalar_type(), "selective_scan_bwd", [&] {
+            selective_scan_bwd_cuda<input_t, weight_t>(params, stream);
+        });
+    });
+"""
+
+
+@pytest.mark.parametrize(
+    ("kernels", "cpp", "sources_left", "fails"),
+    [
+        ("all", SELECTIVE_SCAN_CPP, SELECTIVE_SCAN_SOURCES, False),
+        ("bf16", SELECTIVE_SCAN_CPP, ["fwd_fp32", "fwd_bf16", "bwd_bf16_real"], False),
+        ("bf16", "an unexpected dispatch", None, True),
+    ],
+    ids=["all-kernels", "bf16-kernels", "unexpected-source-fails"],
+)
+def test_build_mamba_kernel_selection(tmp_path, kernels, cpp, sources_left, fails):
+    """UU_MAMBA_KERNELS=bf16 keeps the fp32 and bf16 forward and the bf16 backward, from a source laid out as
+    mamba-ssm 2.3.2's (a stub: the real one is not in the repository) and refuses one laid out otherwise."""
+    repo, stubs = tmp_path / "repo", tmp_path / "bin"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "scripts" / "build_mamba.sh").write_text((REPO / "scripts" / "build_mamba.sh").read_text())
+    source = tmp_path / "mamba_ssm-2.3.2"
+    (source / "csrc" / "selective_scan").mkdir(parents=True)
+    listed = "".join(f'                "csrc/selective_scan/selective_scan_{n}.cu",\n' for n in SELECTIVE_SCAN_SOURCES)
+    (source / "setup.py").write_text(f"cc_flag = []\nsources = [\n{listed}]\n")
+    (source / "csrc" / "selective_scan" / "selective_scan.cpp").write_text(cpp)
+    (repo / ".src").mkdir()
+    with tarfile.open(repo / ".src" / "mamba_ssm-2.3.2.tar.gz", "w:gz") as tar:
+        tar.add(source, arcname=source.name)
+    stubs.mkdir()
+    (stubs / "python3").write_text(STUB_BUILD_PYTHON)
+    (stubs / "python3").chmod(0o755)
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "STUB_LOG": str(tmp_path / "log"), "STUB_TORCH": "2.11.0+cu130"}
+    env |= {"STUB_REAL_PYTHON": sys.executable, "UU_SITE": str(tmp_path / "site"), "UU_MAMBA_KERNELS": kernels}
+    env |= {"UU_WHEEL_DIR": str(tmp_path / "wheels"), "UU_BUILD_DIR": str(tmp_path / "build")}
+
+    out = subprocess.run(["bash", "scripts/build_mamba.sh"], cwd=repo, env=env, capture_output=True, text=True)
+
+    if fails:
+        assert out.returncode == 1 and "FAILED to patch" in out.stdout
+        assert "dispatch is not the expected one" in out.stderr
+        return
+    assert f"({kernels} kernels)" in out.stdout, out.stdout + out.stderr
+    built = tmp_path / "build" / "mamba_ssm-2.3.2"
+    setup, patched = (built / "setup.py").read_text(), (built / "csrc/selective_scan/selective_scan.cpp").read_text()
+    assert 'cc_flag = ["-gencode", "arch=compute_90,code=sm_90"]' in setup
+    assert [n for n in SELECTIVE_SCAN_SOURCES if f"selective_scan_{n}.cu" in setup] == sources_left
+    if kernels == "bf16":
+        assert "at::Half" not in patched and patched.count("selective_scan_fwd_cuda<input_t, weight_t>") == 1
+        assert "selective_scan_bwd_cuda<at::BFloat16, float>(params, stream);" in patched
+        assert "this build has the bf16 backward only" in patched
+    else:
+        assert patched == cpp
+
+
+def test_build_mamba_rejects_an_unknown_kernel_choice(tmp_path):
+    env = {**os.environ, "UU_MAMBA_KERNELS": "fp16", "UU_SITE": str(tmp_path / "site")}
+    out = subprocess.run(["bash", str(REPO / "scripts" / "build_mamba.sh")], env=env, capture_output=True, text=True)
+    assert out.returncode == 2 and "UU_MAMBA_KERNELS=fp16: expected all or bf16" in out.stdout

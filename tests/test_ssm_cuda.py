@@ -124,20 +124,8 @@ def test_network_cpu_vs_cuda(channels_last):
 def test_fused_operator_matches_its_cpu_implementation(dtype, tol):
     """uu::selective_scan_fwd/_bwd: mamba-ssm's kernel (CUDA) against the operator's PyTorch reference
     (CPU): out_z, out, the states saved at chunk ends and every gradient; L spans 3 kernel chunks."""
-    x = make_inputs(2, 64, 5000, dtype=dtype, seed=3)
-    outs, grads = {}, {}
-    for dev in ("cuda", "cpu"):
-        leaves = {k: x[k].detach().to(dev).clone().requires_grad_() for k in NAMES}
-        outs[dev] = torch.ops.uu.selective_scan_fwd(*(leaves[k] for k in NAMES), True)
-        fused_selective_scan(*(leaves[k] for k in NAMES), delta_softplus=True).float().square().mean().backward()
-        grads[dev] = {k: v.grad for k, v in leaves.items()}
-    (zc, xc, oc), (zr, xr, orf) = outs["cuda"], outs["cpu"]
-    errs = {
-        "out_z": rel_err(zc.cpu(), zr),
-        "out": rel_err(oc.cpu(), orf),
-        "x states": rel_err(xc[..., 1::2].cpu(), xr[..., 1::2]),
-    }  # x's decay half: the next test
-    errs.update({f"d{k}": rel_err(grads["cuda"][k].cpu(), grads["cpu"][k]) for k in NAMES})
+    errs = fused_scan.kernel_errors(dtype)
+    assert set(errs) == {"out_z", "out", "x states", *(f"d{k}" for k in NAMES)}  # every gradient was compared
     print(f"\n[uu::selective_scan {dtype}] " + ", ".join(f"{k} {v:.2e}" for k, v in errs.items()))
     assert max(errs.values()) < tol, errs
 
