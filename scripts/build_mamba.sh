@@ -39,7 +39,8 @@ PY
     echo "[build_mamba] prebuilt wheel $(basename "$pre") installed in $(( $(date +%s) - t0 )) s"; exit 0
   fi
   rm -rf "$SITE"/mamba_ssm* "$SITE"/selective_scan_cuda*
-  echo "[build_mamba] prebuilt wheel not usable with torch $torch_now: building"
+  echo "[build_mamba] prebuilt wheel not usable (built for torch $(cat "$PREBUILT"/torch_version 2>/dev/null), this is" \
+    "torch $torch_now, or its kernel failed above): building"
 fi
 rm -rf "$BUILD" && mkdir -p "$BUILD" "$SITE" && tar -xzf .src/mamba_ssm-*.tar.gz -C "$BUILD"
 src=$(ls -d "$BUILD"/mamba_ssm-*)
