@@ -10,7 +10,8 @@
 # the fp32 backward are left out (the fp32 backward then raises a clear error): a quarter of the kernels, so that
 # the wheel travels to the GPU beside the data (scripts/build_mamba_wheel.sh). Default: all of them.
 set -u
-SITE=${UU_SITE:-/tmp/site}; WHL=${UU_WHEEL_DIR:-/tmp/mamba_whl}; BUILD=${UU_BUILD_DIR:-/tmp/mamba_build}; KERNELS=${UU_MAMBA_KERNELS:-all}
+SITE=${UU_SITE:-/tmp/site}; WHL=${UU_WHEEL_DIR:-/tmp/mamba_whl}; BUILD=${UU_BUILD_DIR:-/tmp/mamba_build}
+KERNELS=${UU_MAMBA_KERNELS:-all}
 PREBUILT=${UU_PREBUILT-.src/prebuilt}  # empty: never use a prebuilt wheel
 [ -d "$SITE/mamba_ssm" ] && { echo "[build_mamba] already built"; exit 0; }
 case $KERNELS in all|bf16) ;; *) echo "[build_mamba] UU_MAMBA_KERNELS=$KERNELS: expected all or bf16"; exit 2;; esac
@@ -51,7 +52,8 @@ p = f"{src}/setup.py"; s = open(p).read()
 s = re.sub(r'cc_flag\.append\("-gencode"\)\s*\n(\s*)cc_flag\.append\("arch=compute_\d+a?,code=sm_\d+a?"\)', "pass", s)
 s = s.replace('cc_flag = []', 'cc_flag = ["-gencode", "arch=compute_90,code=sm_90"]', 1)
 if kernels == "bf16":
-    for name in ("fwd_fp16", "bwd_fp32_real", "bwd_fp32_complex", "bwd_fp16_real", "bwd_fp16_complex", "bwd_bf16_complex"):
+    dropped = ("fwd_fp16", "bwd_fp32_real", "bwd_fp32_complex", "bwd_fp16_real", "bwd_fp16_complex", "bwd_bf16_complex")
+    for name in dropped:
         line = f'"csrc/selective_scan/selective_scan_{name}.cu",'
         assert line in s, f"setup.py does not list {line}"
         s = re.sub(rf"\s*{re.escape(line)}", "", s)

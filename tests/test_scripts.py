@@ -346,3 +346,13 @@ def test_build_mamba_rejects_an_unknown_kernel_choice(tmp_path):
     env = {**os.environ, "UU_MAMBA_KERNELS": "fp16", "UU_SITE": str(tmp_path / "site")}
     out = subprocess.run(["bash", str(REPO / "scripts" / "build_mamba.sh")], env=env, capture_output=True, text=True)
     assert out.returncode == 2 and "UU_MAMBA_KERNELS=fp16: expected all or bf16" in out.stdout
+
+
+def test_build_mamba_wheel_names_the_missing_python(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    if any(Path(d, "python3.12").exists() for d in ("/usr/bin", "/bin")):
+        pytest.skip("this machine has python3.12 on the minimal PATH")
+    script = REPO / "scripts" / "build_mamba_wheel.sh"
+    out = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "needs Python 3.12 (the GPU machine's): put python3.12 on PATH or set UU_PYTHON" in out.stdout
