@@ -44,20 +44,7 @@ def rel_err(a, b):
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")  # selective_scan's tensor arguments, in order
 
 
-def make_inputs(b, d, L, n=16, dtype=torch.float32, seed=0):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    r = lambda *s: torch.randn(*s, device="cuda", generator=g)
-    A = -torch.arange(1, n + 1, device="cuda", dtype=torch.float32).repeat(d, 1)  # S4D-real, as Mamba
-    return dict(
-        u=r(b, d, L).to(dtype),
-        delta=(0.5 * r(b, d, L) - 3).to(dtype),
-        A=A,
-        B=r(b, n, L).to(dtype),
-        C=r(b, n, L).to(dtype),
-        D=torch.ones(d, device="cuda"),
-        z=r(b, d, L).to(dtype),
-        delta_bias=0.1 * r(d),
-    )
+make_inputs = fused_scan.random_scan_inputs  # (b, d, L, n=16, dtype, seed) on the GPU
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 1e-2)])

@@ -182,6 +182,18 @@ def has_kernel() -> bool:
     return _kernel is not None
 
 
+def random_scan_inputs(b, d, L, n=16, dtype=torch.float32, seed=0, device="cuda") -> dict[str, Tensor]:
+    """Mamba-like arguments of the scan, by name in the operators' order: u, delta, z (b, d, L) and B, C (b, n, L)
+    random in `dtype`; A (d, n) S4D-real and D, delta_bias (d,) in fp32."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    r = lambda *s: torch.randn(*s, device=device, generator=g)
+    u, delta = r(b, d, L).to(dtype), (0.5 * r(b, d, L) - 3).to(dtype)
+    B, C = r(b, n, L).to(dtype), r(b, n, L).to(dtype)
+    z, delta_bias = r(b, d, L).to(dtype), 0.1 * r(d)
+    A = -torch.arange(1, n + 1, device=device, dtype=torch.float32).repeat(d, 1)  # S4D-real, as Mamba
+    return dict(u=u, delta=delta, A=A, B=B, C=C, D=torch.ones(d, device=device), z=z, delta_bias=delta_bias)
+
+
 def kernel_errors(dtype=torch.float32, backward=True, shape=(2, 64, 5000), seed=3) -> dict[str, float]:
     """Relative errors of mamba-ssm's kernel (CUDA) against the operators' PyTorch implementation (CPU) on random
     Mamba-like inputs of `shape` (batch, d, L; n = 16; L = 5000 spans 3 kernel chunks): out_z, out, the states
@@ -189,19 +201,7 @@ def kernel_errors(dtype=torch.float32, backward=True, shape=(2, 64, 5000), seed=
     this on a prebuilt wheel before trusting it (bf16 stays within 2e-2, fp32 within 1e-4)."""
     if _kernel is None or not torch.cuda.is_available():
         raise RuntimeError("kernel_errors needs a CUDA GPU and mamba-ssm's selective_scan_cuda extension")
-    (b, d, L), n = shape, 16
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    r = lambda *s: torch.randn(*s, device="cuda", generator=g)
-    inputs = {
-        "u": r(b, d, L).to(dtype),
-        "delta": (0.5 * r(b, d, L) - 3).to(dtype),
-        "A": -torch.arange(1, n + 1, device="cuda", dtype=torch.float32).repeat(d, 1),  # S4D-real, as Mamba
-        "B": r(b, n, L).to(dtype),
-        "C": r(b, n, L).to(dtype),
-        "D": torch.ones(d, device="cuda"),
-        "z": r(b, d, L).to(dtype),
-        "delta_bias": 0.1 * r(d),
-    }
+    inputs = random_scan_inputs(*shape, dtype=dtype, seed=seed)
     outs, grads = {}, {}
     for dev in ("cuda", "cpu"):
         leaves = {k: v.detach().to(dev).clone().requires_grad_(backward) for k, v in inputs.items()}
