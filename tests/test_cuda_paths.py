@@ -85,3 +85,29 @@ def test_compiled_sam_step_with_cuda_graphs_matches_eager(channels_last, norm):
         f"{l_e:.6f}, weights rel err {rel_err(w_c, w_e):.2e}"
     )
     assert abs(l_c - l_e) < 2e-2 * abs(l_e) and rel_err(w_c, w_e) < 2e-2
+
+
+def test_a_checkpoint_loaded_onto_the_gpu_restores_every_random_stream(tmp_path):
+    """load_checkpoint maps every tensor to the run's device, the random states included; a generator takes its
+    state on the CPU only, so a paused GPU run failed to resume until load_training_state moved them back."""
+    from uu.augment import Augmenter
+    from uu.checkpoint import atomic_save, load_training_state, training_state
+    from uu.runs import load_checkpoint
+
+    model = torch.nn.Linear(2, 2).cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    augmenter = Augmenter(2, seed=3, device="cuda")  # stands in for the batches: it has their state methods
+    torch.manual_seed(0)
+    atomic_save(training_state(model, model, opt, None, augmenter), tmp_path / "checkpoint.pt")
+    expected = [
+        torch.rand(3, generator=augmenter.generator, device="cuda"),
+        torch.rand(3),
+        torch.rand(3, device="cuda"),
+    ]
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt", "cuda")
+    assert ckpt["rng"]["torch"].is_cuda and ckpt["train_data"]["generator"].is_cuda  # what made resuming fail
+    torch.manual_seed(1)
+    load_training_state(ckpt, model, model, opt, None, augmenter)
+    drawn = [torch.rand(3, generator=augmenter.generator, device="cuda"), torch.rand(3), torch.rand(3, device="cuda")]
+    for a, b in zip(expected, drawn):
+        assert torch.equal(a, b)

@@ -56,7 +56,7 @@ class Augmenter:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())  # a checkpoint loaded onto the GPU moved it there
 
     # random helpers: every draw happens whatever the probabilities, so the stream does not depend on them
     def _uniform(self, n: int, low: float, high: float) -> torch.Tensor:

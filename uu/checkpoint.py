@@ -45,9 +45,10 @@ def load_training_state(ckpt: dict, model, loss, optimizer, scaler, batches, str
         rng = ckpt["rng"]
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
+        # load_checkpoint maps every tensor to the run's device, and a generator takes its state on the CPU only
+        torch.set_rng_state(rng["torch"].cpu())
         if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+            torch.cuda.set_rng_state_all([state.cpu() for state in rng["cuda"]])
 
 
 def atomic_save(obj: Any, path) -> Path:
