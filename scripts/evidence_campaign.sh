@@ -36,7 +36,7 @@ BUDGET=${1:?seconds for this call}; FOLDS=${2:?folds, e.g. 0,}; LANDSCAPE_FOLD=$
 case $FOLDS in *,*) ;; *) FOLDS=$(seq -s, 0 $(( FOLDS - 1 ))),;; esac
 JOBS=${UU_JOBS:-1}; PROFILE=${UU_PROFILE:-acdc2d_cv5}; DATA=${UU_DATA:-.cache/acdc.uucache.npz}
 RUNS=${UU_RUNS:-/tmp/uu_cv5}; RESULTS=results/evidence/$PROFILE; OUT=${OUT:-/tmp/out}
-declare -A RUN_SECONDS=([unet_dice_ce]=180 [umamba_ce]=330 [umamba_dice_ce]=330 [umamba_ua]=360 [umamba_ua_sam]=540)
+declare -A RUN_SECONDS=([unet_dice_ce]=180 [umamba_ce]=330 [umamba_dice_ce]=380 [umamba_ua]=360 [umamba_ua_sam]=540)
 LENGTH=${UU_LENGTH:-}; SUB=""; SET=(); ORDER=""  # SUB: where this call's runs live under RUNS; SET: overrides for every run
 if [ -n "$LENGTH" ]; then
   SUB=length$(( LENGTH / 1000 ))k/; SET=(--set "epochs=$(( LENGTH / 50 ))")
