@@ -89,7 +89,7 @@ def test_compiled_sam_step_with_cuda_graphs_matches_eager(channels_last, norm):
 
 def test_a_checkpoint_loaded_onto_the_gpu_restores_every_random_stream(tmp_path):
     """load_checkpoint maps every tensor to the run's device, the random states included; a generator takes its
-    state on the CPU only, so a paused GPU run failed to resume until load_training_state moved them back."""
+    state on the CPU only, so load_training_state must move them back before it sets them (a paused GPU run resumes)."""
     from uu.augment import Augmenter
     from uu.checkpoint import atomic_save, load_training_state, training_state
     from uu.runs import load_checkpoint
