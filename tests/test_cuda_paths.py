@@ -99,15 +99,18 @@ def test_a_checkpoint_loaded_onto_the_gpu_restores_every_random_stream(tmp_path)
     augmenter = Augmenter(2, seed=3, device="cuda")  # stands in for the batches: it has their state methods
     torch.manual_seed(0)
     atomic_save(training_state(model, model, opt, None, augmenter), tmp_path / "checkpoint.pt")
-    expected = [
-        torch.rand(3, generator=augmenter.generator, device="cuda"),
-        torch.rand(3),
-        torch.rand(3, device="cuda"),
-    ]
+
+    def draws():  # the augmenter's stream, torch's CPU stream, torch's CUDA stream
+        return [
+            torch.rand(3, generator=augmenter.generator, device="cuda"),
+            torch.rand(3),
+            torch.rand(3, device="cuda"),
+        ]
+
+    expected = draws()
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt", "cuda")
     assert ckpt["rng"]["torch"].is_cuda and ckpt["train_data"]["generator"].is_cuda  # what made resuming fail
     torch.manual_seed(1)
     load_training_state(ckpt, model, model, opt, None, augmenter)
-    drawn = [torch.rand(3, generator=augmenter.generator, device="cuda"), torch.rand(3), torch.rand(3, device="cuda")]
-    for a, b in zip(expected, drawn):
+    for a, b in zip(expected, draws()):
         assert torch.equal(a, b)
