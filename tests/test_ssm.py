@@ -100,6 +100,23 @@ def test_scan_keeps_input_dtype_and_computes_in_fp32():
     assert torch.allclose(y.double(), want, rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize("chunk_size", [1024, 8])  # one block (states kept), several (recomputed)
+def test_scan_under_autocast_runs_in_fp32_forward_and_backward(monkeypatch, chunk_size):
+    """Autocast must not reach inside the PyTorch scan: its batched matmuls would return bf16 and meet fp32."""
+    monkeypatch.setenv("UU_CPU_SCAN", "torch")  # the PyTorch path, as on a GPU without mamba-ssm
+    x = scan_inputs(1, 3, 4, 40, seed=2)
+
+    def grads(autocast):
+        leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = selective_scan_torch(**leaves, delta_softplus=True, chunk_size=chunk_size, sub_chunk=4)
+        return [y, *torch.autograd.grad(y.square().sum(), list(leaves.values()))]
+
+    for with_autocast, without in zip(grads(True), grads(False)):
+        assert with_autocast.dtype == torch.float32
+        assert torch.allclose(with_autocast, without, rtol=1e-5, atol=1e-6)
+
+
 def test_scan_gradcheck_float64():
     x = scan_inputs(1, 2, 3, 11, seed=1)
     x = {k: v.double().requires_grad_() for k, v in x.items()}

@@ -51,12 +51,13 @@ def selective_scan_torch(
     sub = min(sub_chunk, chunk_size)
     block = math.ceil(chunk_size / sub) * sub  # a whole number of sub-chunks
     inputs = (u, delta, A, B, C, delta_bias)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
-        y, state = _Scan.apply(u32, delta32, A32, B32, C32, sub, block)
-    elif (kernel := scan_cpu.kernel_for(u32, delta32, A32, B32, C32)) is not None:  # the C kernel on CPUs
-        y, state, _ = scan_cpu.forward(kernel, u32, delta32, A32, B32, C32)
-    else:
-        y, state = _scan_blocks(u32, delta32, A32, B32, C32, sub, block)
+    with torch.autocast(u.device.type, enabled=False):  # fp32 inside: under autocast, bmm would return bf16
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+            y, state = _Scan.apply(u32, delta32, A32, B32, C32, sub, block)
+        elif (kernel := scan_cpu.kernel_for(u32, delta32, A32, B32, C32)) is not None:  # the C kernel on CPUs
+            y, state, _ = scan_cpu.forward(kernel, u32, delta32, A32, B32, C32)
+        else:
+            y, state = _scan_blocks(u32, delta32, A32, B32, C32, sub, block)
     if D is not None:
         y = y + u32 * D.to(work)[:, None]
     if z is not None:
@@ -187,6 +188,11 @@ class _Scan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, dlast):
+        with torch.autocast(dy.device.type, enabled=False):  # a backward pass run under autocast stays fp32
+            return _Scan._backward(ctx, dy, dlast)
+
+    @staticmethod
+    def _backward(ctx, dy, dlast):
         u, delta, A, B, C, *kept = ctx.saved_tensors
         if torch.is_grad_enabled():  # backward with create_graph=True (Hessian-vector products):
             return _Scan._differentiable_backward(ctx, u, delta, A, B, C, dy, dlast)
