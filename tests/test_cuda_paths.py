@@ -1,6 +1,7 @@
 """The fast GPU paths against their references, on a CUDA machine (skipped elsewhere): the channels-first
-Mamba layer through mamba-ssm's kernel against the token path, the device-side skip of fused SGD, and a
-compiled (CUDA graphs) SAM step against the eager one."""
+Mamba layer through mamba-ssm's kernel (the PyTorch scan where mamba-ssm is missing) against the token path, the
+device-side skip of fused SGD, a compiled (CUDA graphs) SAM step against the eager one, and a checkpoint's random
+streams restored on the GPU."""
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ def rel_err(a, b):
 @pytest.mark.parametrize("dtype, bound", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 def test_channels_first_layer_on_the_kernel_matches_the_token_path(dtype, bound):
     from uu.net.blocks import MambaLayer
+    from uu.ssm.ops.selective_scan import last_kernel
 
     torch.manual_seed(0)
     layer = MambaLayer(32, fp32=False).cuda()
@@ -25,7 +27,7 @@ def test_channels_first_layer_on_the_kernel_matches_the_token_path(dtype, bound)
     ga = torch.autograd.grad(a.float().square().mean(), [x, layer.mamba.in_proj.weight, layer.mamba.A_log])
     gb = torch.autograd.grad(b.float().square().mean(), [x_cl, layer.mamba.in_proj.weight, layer.mamba.A_log])
     errs = [rel_err(a, b)] + [rel_err(p, q) for p, q in zip(ga, gb)]
-    print(f"[cuda paths] channels-first vs token {dtype}: rel err {max(errs):.2e}")
+    print(f"[cuda paths] channels-first vs token {dtype} on the {last_kernel()}: rel err {max(errs):.2e}")
     assert max(errs) < bound
 
 
