@@ -13,6 +13,9 @@ import pytest
 import torch
 
 from uu.data import make_phantom
+from uu.ssm.ops.fused_scan import BF16_ONLY_BUILD
+
+pytest_plugins = ["pytester"]  # tests of this file's hooks run an inner pytest
 
 torch.set_num_threads(2)  # keep tests polite on the shared 2-core machines
 
@@ -36,3 +39,25 @@ def acdc_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"real ACDC data: UU_ACDC_DIR={value!r} is not an existing folder")
     return path
+
+
+def _messages(exc: BaseException | None) -> str:
+    """The messages of an exception and of those it was raised from (compiled code wraps the kernel's error)."""
+    seen = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return " | ".join(str(e) for e in seen)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A GPU test that reaches the fp32 backward of a mamba-ssm build with the bf16 backward only (the prebuilt
+    wheel, UU_MAMBA_KERNELS=bf16) is reported as skipped, with that reason: the build lacks the kernel, the code
+    under test is not wrong. Every other failure stays a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if call.when == "call" and call.excinfo is not None and BF16_ONLY_BUILD in _messages(call.excinfo.value):
+        report.outcome = "skipped"
+        reason = "mamba-ssm built with the bf16 backward only (UU_MAMBA_KERNELS=bf16); a full build runs this test"
+        report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {reason}")

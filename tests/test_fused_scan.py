@@ -6,6 +6,7 @@ import importlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from helpers import scan_inputs
 from uu.net.blocks import MambaLayer
 from uu.ssm import selective_scan, selective_scan_ref, selective_scan_torch
 from uu.ssm.ops import fused_scan
-from uu.ssm.ops.fused_scan import KERNEL_CHUNK, fused_scan_applies, fused_selective_scan
+from uu.ssm.ops.fused_scan import BF16_ONLY_BUILD, KERNEL_CHUNK, fused_scan_applies, fused_selective_scan
 
 dispatch = importlib.import_module("uu.ssm.ops.selective_scan")  # the module: the package's name is the function
 
@@ -182,3 +183,32 @@ def test_mamba_layer_through_the_operator_matches_the_torch_scan(monkeypatch):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
         for g, w in zip(got_grads, want_grads):
             torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_gpu_tests_skip_only_what_a_bf16_only_build_lacks(pytester):
+    """tests/conftest.py reports a test that meets the bf16-only build's error (raised directly, or wrapped as
+    compiled code wraps it) as skipped with the reason; any other error stays a failure."""
+    pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
+    pytester.makepyfile(
+        f"""
+        BF16_ONLY = "selective_scan_bwd: {BF16_ONLY_BUILD} (UU_MAMBA_KERNELS=bf16)"
+
+        def test_fp32_backward():
+            raise RuntimeError(BF16_ONLY)
+
+        def test_fp32_backward_in_compiled_code():
+            try:
+                raise RuntimeError(BF16_ONLY)
+            except RuntimeError as e:
+                raise ValueError("backward failed") from e
+
+        def test_another_error():
+            raise RuntimeError("selective_scan_bwd: a wrong gradient")
+
+        def test_passes():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-rs", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, skipped=2, failed=1)
+    result.stdout.fnmatch_lines(["*SKIPPED*bf16 backward only (UU_MAMBA_KERNELS=bf16); a full build runs this test*"])

@@ -25,6 +25,9 @@ try:  # mamba-ssm's compiled extension (a CUDA build only)
 except Exception:  # ImportError, or a build that does not match the installed torch
     _kernel = None
 
+# The error of a build with the bf16 backward only (UU_MAMBA_KERNELS=bf16 in scripts/build_mamba.sh: the prebuilt
+# wheel that travels to a lent GPU), when an fp32 or fp16 backward is asked of it.
+BF16_ONLY_BUILD = "this build has the bf16 backward only"
 KERNEL_CHUNK = 2048  # steps per chunk of the fused kernel (csrc/selective_scan/selective_scan.cpp)
 HAS_CUSTOM_OP = hasattr(torch.library, "custom_op")  # torch >= 2.4
 
