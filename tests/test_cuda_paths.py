@@ -54,6 +54,8 @@ def test_fused_sgd_skips_on_the_device():
 )
 def test_compiled_sam_step_with_cuda_graphs_matches_eager(channels_last, norm):
     """The compiled run in this layout (the second: budget.yaml's) against the eager NCHW one."""
+    import torch._inductor.config as inductor_config
+
     from uu.losses import build_loss
     from uu.net import NORMS, build_network
     from uu.sam import SAM
@@ -76,10 +78,14 @@ def test_compiled_sam_step_with_cuda_graphs_matches_eager(channels_last, norm):
         )
         run = compile_model(model, mode) if mode else model
         g = torch.Generator(device="cuda").manual_seed(1)
-        for _ in range(3):
-            x = torch.randn(4, 1, 64, 64, device="cuda", generator=g)
-            y = torch.randint(0, 4, (4, 64, 64), device="cuda", generator=g)
-            out = train_step(run, loss, opt, x, y, autocast_dtype=torch.bfloat16)
+        # torch 2.11's mix-order reduction fails to schedule this toy network's in-layout norms ("InductorError:
+        # AssertionError: 8 v.s. 32"; the campaign's own 2D network compiles with it on); the rest of the
+        # compiled step is what this test checks, so the toy runs without it (README, Troubleshooting)
+        with inductor_config.patch({"triton.mix_order_reduction": not channels_last}):
+            for _ in range(3):
+                x = torch.randn(4, 1, 64, 64, device="cuda", generator=g)
+                y = torch.randint(0, 4, (4, 64, 64), device="cuda", generator=g)
+                out = train_step(run, loss, opt, x, y, autocast_dtype=torch.bfloat16)
         results.append((float(out.loss), torch.cat([p.detach().flatten() for p in model.parameters()])))
     (l_e, w_e), (l_c, w_c) = results
     print(

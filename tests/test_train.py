@@ -324,8 +324,8 @@ def test_a_run_paused_at_stop_at_resumes_to_the_uninterrupted_run(tmp_path, monk
     cases = tiny_cases(3)
     profile = settings(epochs=10, iters_per_epoch=3, val_every=2, checkpoint_minutes=100.0)
 
-    def run(name, **options):
-        clock = FakeClock()
+    def run(name, tick=0.25, **options):
+        clock = FakeClock(tick)
         monkeypatch.setattr("uu.loop.time", types.SimpleNamespace(time=lambda: 1000.0 + clock.now))
         seed = 123 if options.get("resume") else 0  # a resume takes everything from the checkpoint
         model, loss, opt = make_parts(seed=seed)
@@ -359,6 +359,10 @@ def test_a_run_paused_at_stop_at_resumes_to_the_uninterrupted_run(tmp_path, monk
     assert [line["epoch"] for line in log_b] == list(range(1, 11))
     for key in ("lr", "loss", "step", "train_seconds", "val"):
         assert [line[key] for line in log_b] == [line[key] for line in log_a], key
+    # resumed on a slower machine: the rate reported is the whole run's, not the resumed part's
+    run("c", stop_at=1012.0)
+    c = run("c", tick=1.0, resume=True)
+    assert c.train_seconds > a.train_seconds and c.it_per_s == pytest.approx(30 / c.train_seconds)
 
 
 def test_a_deadline_already_past_still_trains_one_epoch(tmp_path):

@@ -56,7 +56,7 @@ class FitResult:
     stopped_by: str  # "epochs" | "time" | "paused" (stop_at came first: resume to finish)
     train_seconds: float  # training steps only, all sessions (what max_minutes counts)
     wall_seconds: float  # fit's wall-clock, all sessions, validations and checkpoints included
-    it_per_s: float  # this session's iterations per training second
+    it_per_s: float  # iterations per training second over the whole run (all sessions)
     skipped_total: int
     sigma_first: dict
     sigma_last: dict
@@ -169,7 +169,7 @@ class _Run:
         self.epochs, self.total_steps = profile["epochs"], profile["epochs"] * profile["iters_per_epoch"]
         self.budget = None if profile["max_minutes"] is None else 60.0 * profile["max_minutes"]
         self.epoch = self.step = self.skipped_total = 0
-        self.train_seconds = self.session_train = 0.0  # training steps only: all sessions, this session
+        self.train_seconds = 0.0  # training steps only, all sessions
         self.val_at = self.wall_before = 0.0  # train_seconds at the last validation; earlier sessions' wall-clock
         self.sigma_first, self.lr, self.last_val = loss.sigmas(), profile["lr"], None
         self.stopped_by, self.log = "epochs", []
@@ -207,7 +207,7 @@ class _Run:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         self.start = self.clock()
-        self.last_ckpt_at, self.first_step = self.clock(), self.step
+        self.last_ckpt_at = self.clock()
 
     def wall(self) -> float:
         return self.wall_before + self.clock() - self.start
@@ -245,7 +245,7 @@ class _Run:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # the epoch's GPU work is done: its time is training time
         epoch_seconds = self.clock() - epoch_start
-        self.train_seconds, self.session_train = self.train_seconds + epoch_seconds, self.session_train + epoch_seconds
+        self.train_seconds += epoch_seconds
         self.epoch += 1
         means, skipped, streak = self.sums.read()
         self.skipped_total += skipped
@@ -333,7 +333,7 @@ class _Run:
             stopped_by=self.stopped_by,
             train_seconds=self.train_seconds,
             wall_seconds=self.wall(),
-            it_per_s=(self.step - self.first_step) / self.session_train if self.session_train else 0.0,
+            it_per_s=self.step / self.train_seconds if self.train_seconds else 0.0,
             skipped_total=self.skipped_total,
             sigma_first=self.sigma_first,
             sigma_last=self.loss.sigmas(),
