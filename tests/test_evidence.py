@@ -70,6 +70,17 @@ def test_claims_table_delta_interval_spread_and_verdict(scores):
         (-0.1, -0.3, 0.2, "not resolved at this scale", "the paper's +0.34 lies above it"),
         (-1.0, -1.5, -0.5, "reversed: m is worse by -1.00", "above it"),
         (0.5, 0.2, 0.9, "holds: m is better by +0.50", "inside it"),
+        (0.5, 0.005, 0.9, "holds: m is better by +0.50", "inside it"),
+        # an end within EDGE (0.005) of 0 prints as ±0.00 and moves across 0 with the bootstrap's seed
+        (
+            0.32,
+            0.0002,
+            0.61,
+            "not resolved at this scale, at the edge: +0.32 points, 95 % interval [+0.00, +0.61], whose lower end is 0",
+            "inside it",
+        ),
+        (-0.3, -0.6, -0.004, "not resolved at this scale, at the edge: -0.30", "above it"),
+        (0.2, -0.004, 0.5, "not resolved at this scale: +0.20 points", "inside it"),
     ],
 )
 def test_verdict_words(delta, low, high, start, where):
