@@ -50,7 +50,7 @@ def claims_rows(claims: pd.DataFrame) -> list[str]:
         counts = f"{int(c['n_volumes'])} ({int(c['n_folds'])})" if measured else "0"
         word = str(c["verdict"]).split(":")[0]
         if measured and int(c["n_folds"]) < 5:  # a partial campaign: say how partial
-            word += f" so far ({int(c['n_folds'])} of 5 folds)"
+            word += f" ({int(c['n_folds'])} of 5 folds so far)"
         lines.append(
             f"| {c['claim']} | `{c['baseline']}` → `{c['method']}` | {c['paper']:+.3g} | {ours} | {counts} | {word} |"
         )

@@ -209,7 +209,7 @@ def test_readme_results_block_from_a_hand_made_campaign(tmp_path):
     assert text.endswith(f"{end}\noutro\n") and "old numbers" not in text
     assert (
         "| UU-Mamba over nnU-Net | `unet_dice_ce` → `umamba_ua_sam` | +1.18 | +0.50 [-0.25, +1.25] | 32 (1) | "
-        "not resolved at this scale so far (1 of 5 folds) |" in text
+        "not resolved at this scale (1 of 5 folds so far) |" in text
     )
     assert "| +0.185 | - | 0 | not measured yet |" in text and "TABLE ONE" in text and "TABLE TWO" in text
     assert "points per 1,000 iterations): `umamba_ua_sam` +1.23. The verdicts compare" in text  # not the U-Net
