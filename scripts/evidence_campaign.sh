@@ -15,8 +15,9 @@
 #     read, never retrained;
 #   - trains the missing runs fold by fold, one at a time, starting a run only when its expected time (RUN_SECONDS,
 #     measured on an H100: compile, 5,000 iterations, evaluation) fits in what is left of the call, so that each run
-#     finishes inside one call. A run that still meets the call's end pauses with a checkpoint; the next call resumes
-#     it if it lands on the same machine, else trains it again. UU_JOBS=2 trains two at a time under CUDA MPS
+#     finishes inside one call. A run that still meets the call's end pauses with a checkpoint when a call follows
+#     (the next call resumes it if it lands on the same machine, else trains it again); in the last call it trains on
+#     to the call's limit, since a pause would be lost with the machine. UU_JOBS=2 trains two at a time under CUDA MPS
 #     instead: measured 1.10x the throughput of one (results/performance/h100/concurrency_mps), not worth a run that
 #     spans calls;
 #     UU_FOLLOWS=1 says that another call follows at once on the same machine: runs start even when they cannot
@@ -47,6 +48,9 @@ ORDER=${ORDER:-${UU_ORDER:-umamba_ua_sam umamba_ua umamba_ce umamba_dice_ce unet
 SPEED_SETTINGS=${UU_SET:-}
 for kv in $SPEED_SETTINGS; do SET+=(--set "$kv"); done
 T0=$(date +%s); STOP_AT=$(( T0 + BUDGET - 40 ))  # time for the packing after the last run
+# Where a run pauses with a checkpoint. In the lease's last call (no UU_FOLLOWS) a paused run is lost with the
+# machine, so a run trains on there until it finishes or the call's limit cuts it; the packer keeps what finished.
+PAUSE_AT=$STOP_AT; [ -n "${UU_FOLLOWS:-}" ] || PAUSE_AT=$(( T0 + 86400 ))
 mkdir -p "$RUNS" "$OUT"
 log() { echo "[campaign t+$(( $(date +%s) - T0 ))s] $*" | tee -a "$RUNS/campaign.log"; }
 left() { echo $(( STOP_AT - $(date +%s) )); }
@@ -104,7 +108,7 @@ PY
 }
 train() {  # $1 configs, $2 folds, $3 jobs
   python3 -m uu ablation --params "$PROFILE" --data "$DATA" --runs "$RUNS/$SUB" --folds "$2" --configs "$1" \
-    --jobs "$3" --stop-at "$STOP_AT" --min-start 60 ${SET[@]+"${SET[@]}"} 2>&1 | grep -v "^|" | tail -3
+    --jobs "$3" --stop-at "$PAUSE_AT" --min-start 60 ${SET[@]+"${SET[@]}"} 2>&1 | grep -v "^|" | tail -3
 }
 finished() { [ -e "$RUNS/$SUB$1/fold$2/eval/summary.json" ]; }
 found=$(versions)

@@ -1,9 +1,11 @@
 """The shell scripts: valid bash, and the campaign's harvest step on a hand-made archive."""
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -151,6 +153,23 @@ def test_campaign_starts_no_run_in_its_last_minute_even_when_a_call_follows(tmp_
     assert _trained(log) == []
     campaign_log = (tmp_path / "runs" / "campaign.log").read_text()
     assert "under a minute left: no further run starts in this call" in campaign_log
+
+
+def _stop_at(log: str) -> float:
+    """The --stop-at of the first `uu ablation` call."""
+    call = next(line.split() for line in log.splitlines() if line.startswith("python3 -m uu ablation"))
+    return float(call[call.index("--stop-at") + 1])
+
+
+def test_campaign_pauses_runs_only_when_a_call_follows(tmp_path):
+    # a following call resumes a paused run: it pauses 40 s before this call's end, leaving time for the packing
+    start = time.time()
+    log, _ = _dry_campaign(tmp_path, ["500", "0,"], kernel=True, UU_FOLLOWS="1", UU_ORDER="umamba_ce")
+    assert start + 500 - 40 - 1 <= _stop_at(log) <= time.time() + 500 - 40
+    # in the lease's last call a pause would be lost with the machine: the run trains on to the call's limit
+    shutil.rmtree(tmp_path / "runs")
+    log, _ = _dry_campaign(tmp_path, ["500", "0,"], kernel=True, UU_ORDER="umamba_ce")
+    assert _trained(log) == [("umamba_ce", "0,")] and _stop_at(log) > time.time() + 3600
 
 
 def test_campaign_length_check_trains_fold0_longer_under_length10k(tmp_path):
