@@ -37,7 +37,9 @@ BUDGET=${1:?seconds for this call}; FOLDS=${2:?folds, e.g. 0,}; LANDSCAPE_FOLD=$
 case $FOLDS in *,*) ;; *) FOLDS=$(seq -s, 0 $(( FOLDS - 1 ))),;; esac
 JOBS=${UU_JOBS:-1}; PROFILE=${UU_PROFILE:-acdc2d_cv5}; DATA=${UU_DATA:-.cache/acdc.uucache.npz}
 RUNS=${UU_RUNS:-/tmp/uu_cv5}; RESULTS=results/evidence/$PROFILE; OUT=${OUT:-/tmp/out}
-declare -A RUN_SECONDS=([unet_dice_ce]=180 [umamba_ce]=330 [umamba_dice_ce]=380 [umamba_ua]=360 [umamba_ua_sam]=540)
+# A run's expected time, from the longest fresh runs measured on an H100 (compile, 5,000 iterations, evaluation);
+# it only decides whether the last call starts a run (with UU_FOLLOWS runs start anyway and pause).
+declare -A RUN_SECONDS=([unet_dice_ce]=180 [umamba_ce]=330 [umamba_dice_ce]=400 [umamba_ua]=390 [umamba_ua_sam]=500)
 LENGTH=${UU_LENGTH:-}; SUB=""; SET=(); ORDER=""  # SUB: where this call's runs live under RUNS; SET: overrides for every run
 if [ -n "$LENGTH" ]; then
   SUB=length$(( LENGTH / 1000 ))k/; SET=(--set "epochs=$(( LENGTH / 50 ))")

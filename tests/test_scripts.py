@@ -172,6 +172,18 @@ def test_campaign_pauses_runs_only_when_a_call_follows(tmp_path):
     assert _trained(log) == [("umamba_ce", "0,")] and _stop_at(log) > time.time() + 3600
 
 
+def test_campaign_last_call_starts_a_run_only_when_its_measured_time_fits(tmp_path):
+    # the lease's last call, 590 s: 550 s before the packing, minus the environment, covers a SAM run (longest
+    # measured 497 s); 520 s does not, and a run that cannot finish there is not started
+    log, _ = _dry_campaign(tmp_path, ["590", "4,"], kernel=True, UU_ORDER="umamba_ua_sam")
+    assert _trained(log) == [("umamba_ua_sam", "4,")]
+    shutil.rmtree(tmp_path / "runs")
+    log, _ = _dry_campaign(tmp_path, ["520", "4,"], kernel=True, UU_ORDER="umamba_ua_sam")
+    assert _trained(log) == []
+    campaign_log = (tmp_path / "runs" / "campaign.log").read_text()
+    assert "umamba_ua_sam fold 4: expects 500 s" in campaign_log
+
+
 def test_campaign_length_check_trains_fold0_longer_under_length10k(tmp_path):
     env = dict(UU_FOLLOWS="1", UU_LENGTH="10000", UU_SET="cudnn_benchmark=true")
     log, archive = _dry_campaign(tmp_path, ["500", "0,"], kernel=True, **env)
